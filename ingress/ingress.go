@@ -1,0 +1,113 @@
+// Package ingress holds what the SMTP and HTTPS ingresses share: the Submission
+// they produce, the Enqueuer they hand it to, and the error classes that decide
+// whether a sender is told to retry (temporary) or to give up (permanent).
+package ingress
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+)
+
+// Channel names, as they appear in receipt.channel.
+const (
+	ChannelSMTP  = "smtp"
+	ChannelHTTPS = "https"
+)
+
+// Submission is one accepted payload on its way to the queue. It carries
+// everything the worker needs to build the receipt; the receipt itself (kid,
+// signed_at, payload_sha256, signature) is made by the worker.
+type Submission struct {
+	// ID is the receipt id, "rcpt_" followed by a ULID. It stays the same
+	// across retries and is the webhook-id.
+	ID      string `json:"id"`
+	Tenant  string `json:"tenant"`
+	Route   string `json:"route"`
+	Channel string `json:"channel"`
+	// ReceivedAt is when the ingress finished reading the payload, in UTC.
+	ReceivedAt time.Time `json:"received_at"`
+	// Source is the channel-specific source object of the receipt (a JSON object).
+	Source json.RawMessage `json:"source"`
+	// Payload is the parsed mail or the posted JSON value.
+	Payload json.RawMessage `json:"payload"`
+	// RawSHA256 is base64url (no padding) of SHA-256 over the exact bytes received.
+	RawSHA256 string `json:"raw_sha256"`
+	// RawSize is the number of bytes received.
+	RawSize int64 `json:"raw_size"`
+}
+
+// Validate reports whether s has every member a receipt needs.
+func (s *Submission) Validate() error {
+	switch {
+	case s.ID == "":
+		return errors.New("submission: missing id")
+	case s.Tenant == "":
+		return errors.New("submission: missing tenant")
+	case s.Route == "":
+		return errors.New("submission: missing route")
+	case s.Channel != ChannelSMTP && s.Channel != ChannelHTTPS:
+		return fmt.Errorf("submission: unknown channel %q", s.Channel)
+	case s.ReceivedAt.IsZero():
+		return errors.New("submission: missing received_at")
+	case len(s.Payload) == 0 || !json.Valid(s.Payload):
+		return errors.New("submission: payload is not a JSON value")
+	case len(s.Source) == 0 || !json.Valid(s.Source):
+		return errors.New("submission: source is not a JSON value")
+	}
+	return nil
+}
+
+// Enqueuer durably queues a submission. It returns nil only once the queue
+// acknowledged the (sealed) message; any error it returns for which
+// IsTemporary is true means "try again later".
+type Enqueuer interface {
+	Enqueue(ctx context.Context, s *Submission) error
+}
+
+// ErrTemporary marks failures the sender should retry: queue or KMS
+// unavailable, timeouts, shutdown.
+var ErrTemporary = errors.New("temporary failure")
+
+// ErrTooLarge marks a payload over a size limit. It is permanent.
+var ErrTooLarge = errors.New("payload too large")
+
+// ErrUnavailable marks an ingress that is not ready to accept (shutting down,
+// queue not connected). It is temporary.
+var ErrUnavailable = fmt.Errorf("service unavailable: %w", ErrTemporary)
+
+type temporaryError struct{ err error }
+
+func (e temporaryError) Error() string { return e.err.Error() }
+func (e temporaryError) Unwrap() []error {
+	return []error{e.err, ErrTemporary}
+}
+
+// Temporary wraps err so that IsTemporary reports true for it while keeping
+// err reachable through errors.Is and errors.As. Temporary(nil) is nil.
+func Temporary(err error) error {
+	if err == nil {
+		return nil
+	}
+	return temporaryError{err}
+}
+
+// IsTemporary reports whether err, or anything it wraps, is temporary.
+// Context cancellation and deadlines count as temporary: the sender did
+// nothing wrong.
+func IsTemporary(err error) bool {
+	return errors.Is(err, ErrTemporary) ||
+		errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, context.Canceled)
+}
+
+// NewID returns a new receipt id: "rcpt_" and a ULID whose time part is t.
+// ULIDs sort by time, which keeps ids roughly ordered in listings.
+func NewID(t time.Time) string {
+	return "rcpt_" + ulid.MustNew(ulid.Timestamp(t), rand.Reader).String()
+}

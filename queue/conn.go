@@ -1,0 +1,209 @@
+// Package queue is sealpost's only door to NATS: it starts the embedded
+// server (or connects to an external cluster), declares the streams, key-value
+// buckets and object stores sealpost uses, and offers small typed operations
+// on them. No other package imports nats.go.
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Config configures the connection. The zero value (with DataDir set) runs an
+// embedded JetStream server with no client port.
+type Config struct {
+	// URL of an external NATS cluster (e.g. "nats://n1:4222,nats://n2:4222").
+	// Empty (the default) starts an embedded server.
+	URL string
+	// CredsFile is an optional NATS credentials file for URL.
+	CredsFile string
+	// DataDir holds the embedded server's file store (<DataDir>/jetstream).
+	// Required when URL is empty.
+	DataDir string
+	// ListenAddr opens a client port on the embedded server (e.g.
+	// "127.0.0.1:4222") so other sealpost instances or tools can connect.
+	// Empty (the default) opens none.
+	ListenAddr string
+	// Replicas is the JetStream replica count for every stream and bucket.
+	// Default 1; use 3 on a 3+ node cluster.
+	Replicas int
+	// MaxPayload is the largest message, in bytes, the embedded server
+	// accepts. Default 8 MiB. An external server has its own setting; the
+	// smaller of the two applies.
+	MaxPayload int32
+	// ConnectTimeout bounds the initial connection. Default 10s.
+	ConnectTimeout time.Duration
+	// Name identifies this instance to NATS. Default "sealpost".
+	Name   string
+	Logger *slog.Logger
+}
+
+// Conn is a connection to JetStream, owning the embedded server if any.
+type Conn struct {
+	cfg Config
+	log *slog.Logger
+	srv *server.Server
+	nc  *nats.Conn
+	js  jetstream.JetStream
+}
+
+// Open connects to NATS, starting the embedded server when cfg.URL is empty,
+// and declares the INGEST stream.
+func Open(ctx context.Context, cfg Config) (*Conn, error) {
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Replicas < 1 || cfg.Replicas > 5 {
+		return nil, fmt.Errorf("queue: replicas must be between 1 and 5, got %d", cfg.Replicas)
+	}
+	if cfg.MaxPayload == 0 {
+		cfg.MaxPayload = 8 << 20
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	if cfg.Name == "" {
+		cfg.Name = "sealpost"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Conn{cfg: cfg, log: cfg.Logger}
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.Timeout(cfg.ConnectTimeout),
+		nats.MaxReconnects(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				c.log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { c.log.Info("nats reconnected") }),
+	}
+	if cfg.URL == "" {
+		if cfg.DataDir == "" {
+			return nil, errors.New("queue: data dir is required for the embedded server")
+		}
+		srv, err := startEmbedded(cfg)
+		if err != nil {
+			return nil, err
+		}
+		c.srv = srv
+		opts = append(opts, nats.InProcessServer(srv))
+	} else if cfg.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	}
+	url := cfg.URL
+	if url == "" {
+		url = nats.DefaultURL // ignored: the in-process provider is used
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		c.shutdownServer()
+		return nil, fmt.Errorf("queue: connect: %w", err)
+	}
+	c.nc = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("queue: jetstream: %w", err)
+	}
+	c.js = js
+	if err := c.ensureIngest(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func startEmbedded(cfg Config) (*server.Server, error) {
+	o := &server.Options{
+		ServerName:         cfg.Name,
+		JetStream:          true,
+		StoreDir:           filepath.Join(cfg.DataDir, "jetstream"),
+		JetStreamMaxMemory: 256 << 20,
+		MaxPayload:         cfg.MaxPayload,
+		NoSigs:             true,
+		NoLog:              true,
+		DontListen:         cfg.ListenAddr == "",
+	}
+	if cfg.ListenAddr != "" {
+		host, port, err := net.SplitHostPort(cfg.ListenAddr)
+		if err != nil {
+			return nil, fmt.Errorf("queue: listen address %q: %w", cfg.ListenAddr, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return nil, fmt.Errorf("queue: listen port %q: %w", port, err)
+		}
+		o.Host, o.Port = host, p
+	}
+	srv, err := server.NewServer(o)
+	if err != nil {
+		return nil, fmt.Errorf("queue: embedded server: %w", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return nil, errors.New("queue: embedded server did not become ready in 30s")
+	}
+	return srv, nil
+}
+
+// ClientURL is the embedded server's client URL when it listens on a port,
+// or the configured external URL.
+func (c *Conn) ClientURL() string {
+	if c.srv != nil && c.cfg.ListenAddr != "" {
+		return c.srv.ClientURL()
+	}
+	return c.cfg.URL
+}
+
+// MaxPayload is the largest message the connected server accepts.
+func (c *Conn) MaxPayload() int64 { return c.nc.MaxPayload() }
+
+// Ready reports whether JetStream answers. It is what /readyz checks.
+func (c *Conn) Ready(ctx context.Context) error {
+	if c.nc == nil || !c.nc.IsConnected() {
+		return errors.New("queue: not connected")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := c.js.AccountInfo(ctx); err != nil {
+		return fmt.Errorf("queue: jetstream: %w", err)
+	}
+	return nil
+}
+
+// Close drains the connection and shuts the embedded server down.
+func (c *Conn) Close() {
+	if c.nc != nil {
+		_ = c.nc.Drain()
+		deadline := time.Now().Add(5 * time.Second)
+		for !c.nc.IsClosed() && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		c.nc.Close()
+	}
+	c.shutdownServer()
+}
+
+func (c *Conn) shutdownServer() {
+	if c.srv != nil {
+		c.srv.Shutdown()
+		c.srv.WaitForShutdown()
+		c.srv = nil
+	}
+}
+
+func (c *Conn) replicas() int { return c.cfg.Replicas }

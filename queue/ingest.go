@@ -1,0 +1,257 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sealpost/sealpost/ingress"
+	"github.com/sealpost/sealpost/keyring/kms"
+)
+
+// IngestStream is the work-queue stream every accepted submission goes to.
+const IngestStream = "INGEST"
+
+// Headers on INGEST messages. They carry no payload content: only what is
+// needed to open the sealed body.
+const (
+	hdrTenant = "Sealpost-Tenant"
+	hdrRoute  = "Sealpost-Route"
+	hdrID     = "Sealpost-Id"
+)
+
+// Sealer seals and opens bytes under a tenant-scoped encryption context.
+// *kms.Envelope implements it.
+type Sealer interface {
+	Seal(ctx context.Context, c kms.Context, plaintext []byte) ([]byte, error)
+	Open(ctx context.Context, c kms.Context, sealed []byte) ([]byte, error)
+}
+
+func (c *Conn) ensureIngest(ctx context.Context) error {
+	_, err := c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:       IngestStream,
+		Subjects:   []string{"ingest.>"},
+		Retention:  jetstream.WorkQueuePolicy,
+		Storage:    jetstream.FileStorage,
+		Replicas:   c.replicas(),
+		Duplicates: 2 * time.Minute,
+		MaxBytes:   -1,
+		Discard:    jetstream.DiscardNew,
+	})
+	if err != nil {
+		return fmt.Errorf("queue: stream %s: %w", IngestStream, err)
+	}
+	return nil
+}
+
+// Publisher seals submissions and publishes them to INGEST.
+type Publisher struct {
+	c      *Conn
+	sealer Sealer
+}
+
+var _ ingress.Enqueuer = (*Publisher)(nil)
+
+// Publisher returns an Enqueuer that seals every submission with s before
+// it is published.
+func (c *Conn) Publisher(s Sealer) *Publisher { return &Publisher{c: c, sealer: s} }
+
+// Enqueue seals s and publishes it, returning nil only after JetStream
+// acknowledged it. The receipt id is the message id, so a retried publish of
+// the same submission is stored once. Failures of the KMS or the queue are
+// temporary; a submission over the server's message size is ErrTooLarge.
+func (p *Publisher) Enqueue(ctx context.Context, s *ingress.Submission) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	body, err := json.Marshal(s)
+	if err != nil {
+		return fmt.Errorf("queue: encode submission: %w", err)
+	}
+	sealed, err := p.sealer.Seal(ctx, kms.Context{Tenant: s.Tenant, Purpose: kms.PurposeIngest, ObjectID: s.ID}, body)
+	clear(body)
+	if err != nil {
+		return ingress.Temporary(fmt.Errorf("queue: seal submission: %w", err))
+	}
+	if max := p.c.MaxPayload(); int64(len(sealed))+1024 > max {
+		return fmt.Errorf("queue: sealed submission of %d bytes over the %d-byte message limit: %w", len(sealed), max, ingress.ErrTooLarge)
+	}
+	m := nats.NewMsg("ingest." + s.Tenant + "." + s.Route)
+	m.Data = sealed
+	m.Header.Set(hdrTenant, s.Tenant)
+	m.Header.Set(hdrRoute, s.Route)
+	m.Header.Set(hdrID, s.ID)
+	if _, err := p.c.js.PublishMsg(ctx, m, jetstream.WithMsgID(s.ID), jetstream.WithExpectStream(IngestStream)); err != nil {
+		return ingress.Temporary(fmt.Errorf("queue: publish: %w", err))
+	}
+	return nil
+}
+
+// ConsumerConfig configures the durable consumer of INGEST.
+type ConsumerConfig struct {
+	// Name of the durable consumer, shared by every instance. Default "forwarder".
+	Name string
+	// Workers is the number of deliveries handled at once per instance. Default 16.
+	Workers int
+	// AckWait is how long a delivery may stay unacknowledged before
+	// JetStream hands it to another worker. Default 2 minutes; handlers call
+	// InProgress for longer work.
+	AckWait time.Duration
+	Logger  *slog.Logger
+}
+
+// Delivery is one INGEST message handed to a worker, already opened.
+type Delivery struct {
+	Submission *ingress.Submission
+	// Attempt counts deliveries of this message, starting at 1.
+	Attempt int
+	// Queued is when the message was stored in INGEST.
+	Queued time.Time
+	msg    jetstream.Msg
+}
+
+// Ack removes the message from the queue once JetStream confirms it.
+func (d *Delivery) Ack(ctx context.Context) error { return d.msg.DoubleAck(ctx) }
+
+// Retry asks for redelivery after delay.
+func (d *Delivery) Retry(delay time.Duration) error { return d.msg.NakWithDelay(delay) }
+
+// Drop removes the message without delivery (after it was dead-lettered).
+func (d *Delivery) Drop() error { return d.msg.Term() }
+
+// InProgress resets the ack timer for long-running work.
+func (d *Delivery) InProgress() error { return d.msg.InProgress() }
+
+// Handler processes one delivery and must Ack, Retry or Drop it.
+type Handler func(ctx context.Context, d *Delivery)
+
+// Consumer feeds INGEST messages to a Handler on a pool of workers.
+type Consumer struct {
+	it     jetstream.MessagesContext
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// openRetryDelay is how long a message waits when the KMS could not open it.
+const openRetryDelay = 30 * time.Second
+
+// Consume starts workers that open each INGEST message with s and pass it to
+// h. Stop ends them.
+func (c *Conn) Consume(ctx context.Context, cfg ConsumerConfig, s Sealer, h Handler) (*Consumer, error) {
+	if cfg.Name == "" {
+		cfg.Name = "forwarder"
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 16
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 2 * time.Minute
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, IngestStream, jetstream.ConsumerConfig{
+		Durable:       cfg.Name,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 10000,
+		FilterSubject: "ingest.>",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue: consumer %s: %w", cfg.Name, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(cfg.Workers))
+	if err != nil {
+		return nil, fmt.Errorf("queue: consume %s: %w", cfg.Name, err)
+	}
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	k := &Consumer{it: it, cancel: cancel}
+	msgs := make(chan jetstream.Msg)
+	k.wg.Add(1)
+	go func() {
+		defer k.wg.Done()
+		defer close(msgs)
+		for {
+			m, err := it.Next()
+			if err != nil {
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					return
+				}
+				log.Warn("queue: fetch", "err", err)
+				continue
+			}
+			msgs <- m
+		}
+	}()
+	for range cfg.Workers {
+		k.wg.Add(1)
+		go func() {
+			defer k.wg.Done()
+			for m := range msgs {
+				c.deliver(wctx, log, s, h, m)
+			}
+		}()
+	}
+	return k, nil
+}
+
+func (c *Conn) deliver(ctx context.Context, log *slog.Logger, s Sealer, h Handler, m jetstream.Msg) {
+	meta, err := m.Metadata()
+	if err != nil {
+		log.Error("queue: message without metadata", "err", err)
+		_ = m.Term()
+		return
+	}
+	tenant, id := m.Headers().Get(hdrTenant), m.Headers().Get(hdrID)
+	body, err := s.Open(ctx, kms.Context{Tenant: tenant, Purpose: kms.PurposeIngest, ObjectID: id}, m.Data())
+	if err != nil {
+		if errors.Is(err, kms.ErrOpen) {
+			// The sealed body does not open under its own context: it was
+			// altered in the store. Keep it out of the workers' way, loudly.
+			log.Error("queue: sealed message does not open; terminated", "id", id, "tenant", tenant, "seq", meta.Sequence.Stream, "err", err)
+			_ = m.Term()
+			return
+		}
+		log.Warn("queue: cannot open message now; retrying", "id", id, "err", err)
+		_ = m.NakWithDelay(openRetryDelay)
+		return
+	}
+	var sub ingress.Submission
+	err = json.Unmarshal(body, &sub)
+	clear(body)
+	if err == nil {
+		err = sub.Validate()
+	}
+	if err == nil && (sub.Tenant != tenant || sub.ID != id) {
+		err = errors.New("headers do not match the sealed submission")
+	}
+	if err != nil {
+		log.Error("queue: invalid submission; terminated", "id", id, "err", err)
+		_ = m.Term()
+		return
+	}
+	h(ctx, &Delivery{Submission: &sub, Attempt: int(meta.NumDelivered), Queued: meta.Timestamp, msg: m})
+}
+
+// Stop stops fetching and waits for in-flight deliveries to finish, or for
+// ctx to end, whichever is first. Unfinished deliveries are redelivered later.
+func (k *Consumer) Stop(ctx context.Context) {
+	k.it.Drain()
+	done := make(chan struct{})
+	go func() { k.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		k.cancel()
+		<-done
+	}
+}

@@ -1,0 +1,229 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StreamConfig declares an append-only stream (audit log, dead letters,
+// delivery attempts).
+type StreamConfig struct {
+	Name     string
+	Subjects []string
+	// MaxAge drops messages older than this; 0 keeps them forever.
+	MaxAge time.Duration
+	// MaxBytes bounds the stream's size; 0 is unlimited.
+	MaxBytes int64
+	// MaxMsgsPerSubject keeps only the newest N per subject; 0 is unlimited.
+	MaxMsgsPerSubject int64
+	// DenyDelete and DenyPurge make the stream append-only for every client.
+	DenyDelete, DenyPurge bool
+	// Duplicates is the window in which a repeated MsgID is dropped.
+	// Default 2 minutes.
+	Duplicates time.Duration
+}
+
+// Stream is a JetStream stream used as an append-only log.
+type Stream struct {
+	js   jetstream.JetStream
+	s    jetstream.Stream
+	name string
+}
+
+// Msg is one stored message.
+type Msg struct {
+	Seq     uint64
+	Subject string
+	Time    time.Time
+	Header  map[string]string
+	Data    []byte
+}
+
+// Stream creates (or updates) a stream and returns it.
+func (c *Conn) Stream(ctx context.Context, cfg StreamConfig) (*Stream, error) {
+	if cfg.Duplicates == 0 {
+		cfg.Duplicates = 2 * time.Minute
+	}
+	if cfg.MaxAge > 0 && cfg.Duplicates > cfg.MaxAge {
+		cfg.Duplicates = cfg.MaxAge
+	}
+	sc := jetstream.StreamConfig{
+		Name:              cfg.Name,
+		Subjects:          cfg.Subjects,
+		MaxAge:            cfg.MaxAge,
+		MaxBytes:          cfg.MaxBytes,
+		MaxMsgsPerSubject: cfg.MaxMsgsPerSubject,
+		DenyDelete:        cfg.DenyDelete,
+		DenyPurge:         cfg.DenyPurge,
+		Duplicates:        cfg.Duplicates,
+		Storage:           jetstream.FileStorage,
+		Replicas:          c.replicas(),
+		Discard:           jetstream.DiscardOld,
+	}
+	if cfg.MaxBytes == 0 {
+		sc.MaxBytes = -1
+	}
+	s, err := c.js.CreateOrUpdateStream(ctx, sc)
+	if err != nil {
+		return nil, fmt.Errorf("queue: stream %s: %w", cfg.Name, err)
+	}
+	return &Stream{js: c.js, s: s, name: cfg.Name}, nil
+}
+
+// Name returns the stream's name.
+func (s *Stream) Name() string { return s.name }
+
+// Append publishes data to subject and returns its sequence once stored.
+// A non-empty msgID deduplicates within the stream's duplicate window.
+func (s *Stream) Append(ctx context.Context, subject, msgID string, header map[string]string, data []byte) (uint64, error) {
+	m := nats.NewMsg(subject)
+	m.Data = data
+	for k, v := range header {
+		m.Header.Set(k, v)
+	}
+	var opts []jetstream.PublishOpt
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	opts = append(opts, jetstream.WithExpectStream(s.name))
+	ack, err := s.js.PublishMsg(ctx, m, opts...)
+	if err != nil {
+		return 0, fmt.Errorf("queue: append to %s: %w", s.name, err)
+	}
+	return ack.Sequence, nil
+}
+
+// Get returns the message at seq, or ErrNotFound.
+func (s *Stream) Get(ctx context.Context, seq uint64) (*Msg, error) {
+	raw, err := s.s.GetMsg(ctx, seq)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil, fmt.Errorf("%w: %s seq %d", ErrNotFound, s.name, seq)
+		}
+		return nil, fmt.Errorf("queue: get %s seq %d: %w", s.name, seq, err)
+	}
+	return rawMsg(raw), nil
+}
+
+// Last returns the newest message on subject, or ErrNotFound.
+func (s *Stream) Last(ctx context.Context, subject string) (*Msg, error) {
+	raw, err := s.s.GetLastMsgForSubject(ctx, subject)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil, fmt.Errorf("%w: %s subject %s", ErrNotFound, s.name, subject)
+		}
+		return nil, fmt.Errorf("queue: last %s: %w", s.name, err)
+	}
+	return rawMsg(raw), nil
+}
+
+func rawMsg(raw *jetstream.RawStreamMsg) *Msg {
+	m := &Msg{Seq: raw.Sequence, Subject: raw.Subject, Time: raw.Time, Data: raw.Data}
+	if len(raw.Header) > 0 {
+		m.Header = make(map[string]string, len(raw.Header))
+		for k := range raw.Header {
+			m.Header[k] = raw.Header.Get(k)
+		}
+	}
+	return m
+}
+
+// StreamState is a summary of a stream.
+type StreamState struct {
+	FirstSeq, LastSeq, Msgs uint64
+	FirstTime, LastTime     time.Time
+}
+
+// State returns the stream's current first and last sequence and count.
+func (s *Stream) State(ctx context.Context) (StreamState, error) {
+	info, err := s.s.Info(ctx)
+	if err != nil {
+		return StreamState{}, fmt.Errorf("queue: info %s: %w", s.name, err)
+	}
+	st := info.State
+	return StreamState{FirstSeq: st.FirstSeq, LastSeq: st.LastSeq, Msgs: st.Msgs, FirstTime: st.FirstTime, LastTime: st.LastTime}, nil
+}
+
+// ReadOptions select what Read visits.
+type ReadOptions struct {
+	// Filter is a subject filter (NATS wildcards); empty reads all.
+	Filter string
+	// StartSeq starts at this sequence (inclusive); StartTime at the first
+	// message at or after this time. Both zero read from the beginning.
+	StartSeq  uint64
+	StartTime time.Time
+}
+
+// Read calls fn, in stream order, for every message selected by o that exists
+// when Read starts, then returns. An error from fn stops Read and is returned.
+func (s *Stream) Read(ctx context.Context, o ReadOptions, fn func(*Msg) error) error {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if o.Filter != "" {
+		cfg.FilterSubjects = []string{o.Filter}
+	}
+	switch {
+	case o.StartSeq > 0:
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = o.StartSeq
+	case !o.StartTime.IsZero():
+		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
+		t := o.StartTime
+		cfg.OptStartTime = &t
+	}
+	cons, err := s.s.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("queue: read %s: %w", s.name, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("queue: read %s: %w", s.name, err)
+	}
+	if info.NumPending == 0 {
+		return nil
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("queue: read %s: %w", s.name, err)
+	}
+	defer it.Stop()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-ctx.Done():
+			it.Stop()
+		case <-done:
+		}
+	}()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("queue: read %s: %w", s.name, err)
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("queue: read %s: %w", s.name, err)
+		}
+		msg := &Msg{Seq: meta.Sequence.Stream, Subject: m.Subject(), Time: meta.Timestamp, Data: m.Data()}
+		if h := m.Headers(); len(h) > 0 {
+			msg.Header = make(map[string]string, len(h))
+			for k := range h {
+				msg.Header[k] = h.Get(k)
+			}
+		}
+		if err := fn(msg); err != nil {
+			return err
+		}
+		if meta.NumPending == 0 {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,236 @@
+package queue_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sealpost/sealpost/ingress"
+	"github.com/sealpost/sealpost/keyring/kms"
+	"github.com/sealpost/sealpost/queue"
+)
+
+func openConn(t *testing.T, dir string) *queue.Conn {
+	t.Helper()
+	c, err := queue.Open(context.Background(), queue.Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func sealer(t *testing.T, dir string) *kms.Envelope {
+	t.Helper()
+	kek, err := kms.OpenLocal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := kms.New(kms.Config{KEK: kek})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+func submission(id, marker string) *ingress.Submission {
+	return &ingress.Submission{
+		ID: id, Tenant: "acme", Route: "invoices", Channel: ingress.ChannelHTTPS,
+		ReceivedAt: time.Now().UTC(), Source: json.RawMessage(`{"remote_addr":"127.0.0.1:1"}`),
+		Payload: json.RawMessage(fmt.Sprintf(`{"marker":%q}`, marker)), RawSHA256: "x", RawSize: 10,
+	}
+}
+
+// TestPublishConsume sends submissions through INGEST and checks that the
+// consumer gets them back intact, that the same id is stored once, and
+// that the payload is not on disk in plaintext.
+func TestPublishConsume(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	c := openConn(t, dir)
+	env := sealer(t, dir)
+	pub := c.Publisher(env)
+	const marker = "MARKER-7d1f0c3e-plaintext"
+	ids := []string{ingress.NewID(time.Now()), ingress.NewID(time.Now())}
+	for _, id := range ids {
+		if err := pub.Enqueue(ctx, submission(id, marker)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A retried publish of the same submission is stored once.
+	if err := pub.Enqueue(ctx, submission(ids[0], marker)); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *queue.Delivery, 10)
+	cons, err := c.Consume(ctx, queue.ConsumerConfig{Workers: 2}, env, func(ctx context.Context, d *queue.Delivery) {
+		if err := d.Ack(ctx); err != nil {
+			t.Error(err)
+		}
+		got <- d
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for range ids {
+		select {
+		case d := <-got:
+			if !strings.Contains(string(d.Submission.Payload), marker) || d.Attempt != 1 {
+				t.Errorf("delivery %s: payload %s attempt %d", d.Submission.ID, d.Submission.Payload, d.Attempt)
+			}
+			seen[d.Submission.ID] = true
+		case <-time.After(10 * time.Second):
+			t.Fatal("no delivery")
+		}
+	}
+	select {
+	case d := <-got:
+		t.Fatalf("duplicate delivery of %s", d.Submission.ID)
+	case <-time.After(300 * time.Millisecond):
+	}
+	cons.Stop(ctx)
+	for _, id := range ids {
+		if !seen[id] {
+			t.Errorf("%s not delivered", id)
+		}
+	}
+	err = filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if strings.Contains(string(b), marker) {
+			t.Errorf("%s holds the payload in plaintext", p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRetryRedelivers checks that Retry hands the message back with a
+// higher attempt count.
+func TestRetryRedelivers(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	c := openConn(t, dir)
+	env := sealer(t, dir)
+	if err := c.Publisher(env).Enqueue(ctx, submission(ingress.NewID(time.Now()), "m")); err != nil {
+		t.Fatal(err)
+	}
+	attempts := make(chan int, 10)
+	cons, err := c.Consume(ctx, queue.ConsumerConfig{}, env, func(ctx context.Context, d *queue.Delivery) {
+		attempts <- d.Attempt
+		if d.Attempt < 3 {
+			_ = d.Retry(10 * time.Millisecond)
+			return
+		}
+		_ = d.Ack(ctx)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Stop(ctx)
+	for want := 1; want <= 3; want++ {
+		select {
+		case got := <-attempts:
+			if got != want {
+				t.Fatalf("attempt %d, want %d", got, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("attempt %d never came", want)
+		}
+	}
+}
+
+// TestEnqueueTooLarge checks the size limit is a permanent, typed error.
+func TestEnqueueTooLarge(t *testing.T) {
+	dir := t.TempDir()
+	c := openConn(t, dir)
+	s := submission(ingress.NewID(time.Now()), strings.Repeat("x", 9<<20))
+	err := c.Publisher(sealer(t, dir)).Enqueue(context.Background(), s)
+	if !errors.Is(err, ingress.ErrTooLarge) || ingress.IsTemporary(err) {
+		t.Fatalf("got %v, want a permanent ErrTooLarge", err)
+	}
+}
+
+// TestKVCompareAndSet checks the outcomes other packages branch on.
+func TestKVCompareAndSet(t *testing.T) {
+	ctx := context.Background()
+	c := openConn(t, t.TempDir())
+	kv, err := c.KV(ctx, queue.KVConfig{Bucket: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := kv.Get(ctx, "a"); !errors.Is(err, queue.ErrNotFound) {
+		t.Fatalf("get missing: %v", err)
+	}
+	rev, err := kv.Create(ctx, "a", []byte("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(ctx, "a", []byte("2")); !errors.Is(err, queue.ErrConflict) {
+		t.Fatalf("second create: %v", err)
+	}
+	if _, err := kv.Update(ctx, "a", []byte("3"), rev+10); !errors.Is(err, queue.ErrConflict) {
+		t.Fatalf("stale update: %v", err)
+	}
+	if _, err := kv.Update(ctx, "a", []byte("4"), rev); err != nil {
+		t.Fatal(err)
+	}
+	v, _, err := kv.Get(ctx, "a")
+	if err != nil || string(v) != "4" {
+		t.Fatalf("get: %q %v", v, err)
+	}
+	keys, err := kv.Keys(ctx, "")
+	if err != nil || len(keys) != 1 || keys[0] != "a" {
+		t.Fatalf("keys: %v %v", keys, err)
+	}
+}
+
+// TestStreamRead checks Read visits exactly the selected messages in order.
+func TestStreamRead(t *testing.T) {
+	ctx := context.Background()
+	c := openConn(t, t.TempDir())
+	s, err := c.Stream(ctx, queue.StreamConfig{Name: "LOG", Subjects: []string{"log.>"}, DenyDelete: true, DenyPurge: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Read(ctx, queue.ReadOptions{}, func(*queue.Msg) error { return errors.New("empty stream visited") }); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		subj := "log.a"
+		if i%2 == 1 {
+			subj = "log.b"
+		}
+		if _, err := s.Append(ctx, subj, "", map[string]string{"N": fmt.Sprint(i)}, []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	err = s.Read(ctx, queue.ReadOptions{Filter: "log.b", StartSeq: 3}, func(m *queue.Msg) error {
+		got = append(got, string(m.Data)+":"+m.Header["N"])
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "3:3 5:5 7:7 9:9"; strings.Join(got, " ") != want {
+		t.Fatalf("read %v, want %s", got, want)
+	}
+	last, err := s.Last(ctx, "log.a")
+	if err != nil || string(last.Data) != "8" {
+		t.Fatalf("last: %v %v", last, err)
+	}
+}

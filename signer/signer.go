@@ -1,0 +1,293 @@
+// Package signer defines the sealpost receipt envelope, canonicalizes it with
+// JCS (RFC 8785), signs it with Ed25519 and verifies it.
+//
+// The package depends only on the standard library and github.com/gowebpki/jcs,
+// so a receiver of sealpost webhooks can import it alone to verify receipts
+// against the keys sealpost publishes at /.well-known/jwks.json or /v1/keys.
+package signer
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gowebpki/jcs"
+)
+
+// Alg is the signature algorithm named in every envelope and published key.
+const Alg = "Ed25519"
+
+// Version is the receipt format version this package writes and verifies.
+const Version = 1
+
+// TimeLayout is the layout of every time in a receipt: UTC, microseconds,
+// always six fractional digits, so that equal instants have equal text.
+const TimeLayout = "2006-01-02T15:04:05.000000Z"
+
+// MaxDocumentSize is the largest JSON document, in bytes, that Canonicalize,
+// PayloadDigest, Sign and Verify accept (64 MiB).
+const MaxDocumentSize = 64 << 20
+
+// MaxEnvelopeSize is the largest envelope, in bytes, that Verify accepts.
+const MaxEnvelopeSize = MaxDocumentSize
+
+// ErrTooLarge reports an input above its size limit.
+var ErrTooLarge = errors.New("document too large")
+
+// FormatTime renders t in UTC with TimeLayout, truncated to microseconds.
+func FormatTime(t time.Time) string {
+	return t.UTC().Format(TimeLayout)
+}
+
+// ParseTime parses a receipt time written with TimeLayout. It accepts only the
+// exact form FormatTime writes: six fractional digits and a literal "Z".
+func ParseTime(s string) (time.Time, error) {
+	t, err := time.Parse(TimeLayout, s)
+	if err != nil || FormatTime(t) != s {
+		return time.Time{}, fmt.Errorf("time %q is not in the form %s", truncate(s), TimeLayout)
+	}
+	return t, nil
+}
+
+// Receipt is the signed member of the envelope. Field names and JSON names are
+// the ones in the "Receipt envelope (v1)" section of the design.
+type Receipt struct {
+	V             int             `json:"v"`
+	ID            string          `json:"id"`
+	KID           string          `json:"kid"`
+	Tenant        string          `json:"tenant"`
+	Route         string          `json:"route"`
+	Channel       string          `json:"channel"`
+	ReceivedAt    string          `json:"received_at"`
+	SignedAt      string          `json:"signed_at"`
+	Source        json.RawMessage `json:"source"`
+	PayloadSHA256 string          `json:"payload_sha256"`
+	RawSHA256     string          `json:"raw_sha256"`
+	RawSize       int64           `json:"raw_size"`
+}
+
+// Signature is the signature member of the envelope.
+type Signature struct {
+	Alg string `json:"alg"`
+	KID string `json:"kid"`
+	Sig string `json:"sig"`
+}
+
+// Envelope is the whole receipt document: the webhook body, the stored receipt
+// and what verification reads. Payload is nil when the receipt is shared
+// without its payload.
+type Envelope struct {
+	Receipt   Receipt         `json:"receipt"`
+	Payload   json.RawMessage `json:"payload,omitempty"`
+	Signature Signature       `json:"signature"`
+}
+
+// PrivateKey is an Ed25519 signing key with its key id, the RFC 7638
+// thumbprint of its public key.
+type PrivateKey struct {
+	KID string
+	Key ed25519.PrivateKey
+}
+
+// NewPrivateKey copies k, so the caller may zero its own copy, and computes
+// the key id. A k of the wrong length gives a PrivateKey that Sign rejects.
+func NewPrivateKey(k ed25519.PrivateKey) PrivateKey {
+	if len(k) != ed25519.PrivateKeySize {
+		return PrivateKey{}
+	}
+	c := make(ed25519.PrivateKey, len(k))
+	copy(c, k)
+	return PrivateKey{KID: Thumbprint(c.Public().(ed25519.PublicKey)), Key: c}
+}
+
+// NewPrivateKeyFromSeed derives the signing key from a 32-byte RFC 8032 seed.
+func NewPrivateKeyFromSeed(seed []byte) (PrivateKey, error) {
+	if len(seed) != ed25519.SeedSize {
+		return PrivateKey{}, fmt.Errorf("ed25519 seed is %d bytes, want %d", len(seed), ed25519.SeedSize)
+	}
+	return NewPrivateKey(ed25519.NewKeyFromSeed(seed)), nil
+}
+
+// Public returns the public half of k.
+func (k PrivateKey) Public() ed25519.PublicKey {
+	if len(k.Key) != ed25519.PrivateKeySize {
+		return nil
+	}
+	return k.Key.Public().(ed25519.PublicKey)
+}
+
+// Zero overwrites the key material held by k.
+func (k *PrivateKey) Zero() {
+	clear(k.Key)
+	k.Key = nil
+}
+
+// valid reports whether k holds a usable key whose KID matches it. Checking
+// the KID on every signature is cheap and keeps a mislabeled key from ever
+// producing receipts that name the wrong verification key.
+func (k PrivateKey) valid() error {
+	if len(k.Key) != ed25519.PrivateKeySize {
+		return errors.New("signing key is not an ed25519 private key")
+	}
+	if k.KID == "" || k.KID != Thumbprint(k.Public()) {
+		return errors.New("signing key id does not match its public key")
+	}
+	return nil
+}
+
+// Thumbprint returns the RFC 7638 thumbprint of an Ed25519 public key: the
+// base64url (no padding) SHA-256 of {"crv":"Ed25519","kty":"OKP","x":"..."},
+// the required OKP members in lexicographic order, as RFC 8037 section 2 says.
+func Thumbprint(pub ed25519.PublicKey) string {
+	var b bytes.Buffer
+	b.WriteString(`{"crv":"Ed25519","kty":"OKP","x":"`)
+	b.WriteString(b64.EncodeToString(pub))
+	b.WriteString(`"}`)
+	sum := sha256.Sum256(b.Bytes())
+	return b64.EncodeToString(sum[:])
+}
+
+// b64 is base64url without padding, strict about trailing bits, so that one
+// value has exactly one accepted text.
+var b64 = base64.RawURLEncoding.Strict()
+
+// Canonicalize returns the JCS (RFC 8785) form of doc. It rejects documents
+// larger than MaxDocumentSize, invalid JSON, duplicate object members and
+// trailing data.
+func Canonicalize(doc []byte) ([]byte, error) {
+	if len(doc) > MaxDocumentSize {
+		return nil, fmt.Errorf("canonicalize: %w: %d bytes, limit %d", ErrTooLarge, len(doc), MaxDocumentSize)
+	}
+	if doc == nil {
+		doc = []byte{}
+	}
+	out, err := jcs.Transform(doc)
+	if err != nil {
+		return nil, fmt.Errorf("canonicalize: %s", lowerFirst(err.Error()))
+	}
+	return out, nil
+}
+
+// PayloadDigest returns base64url(SHA-256(JCS(payload))), the value of
+// payload_sha256.
+func PayloadDigest(payload []byte) (string, error) {
+	c, err := Canonicalize(payload)
+	if err != nil {
+		return "", fmt.Errorf("payload digest: %w", err)
+	}
+	sum := sha256.Sum256(c)
+	return b64.EncodeToString(sum[:]), nil
+}
+
+// RawDigest returns base64url(SHA-256(raw)), the value of raw_sha256.
+func RawDigest(raw []byte) string {
+	sum := sha256.Sum256(raw)
+	return b64.EncodeToString(sum[:])
+}
+
+// Sign sets r.V to 1, r.KID to the key id of key and, when payload is not nil,
+// r.PayloadSHA256 to PayloadDigest(payload). It signs JCS(receipt) and returns
+// JCS(envelope), the exact webhook body. With a nil payload the envelope has
+// no payload member and r.PayloadSHA256 must already hold the digest.
+func Sign(r Receipt, payload json.RawMessage, key PrivateKey) ([]byte, error) {
+	if err := key.valid(); err != nil {
+		return nil, fmt.Errorf("sign receipt: %w", err)
+	}
+	r.V = Version
+	r.KID = key.KID
+	if payload != nil {
+		d, err := PayloadDigest(payload)
+		if err != nil {
+			return nil, fmt.Errorf("sign receipt: %w", err)
+		}
+		r.PayloadSHA256 = d
+	}
+	if err := checkReceipt(&r); err != nil {
+		return nil, fmt.Errorf("sign receipt: %w", err)
+	}
+	rj, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("sign receipt: %w", err)
+	}
+	rc, err := Canonicalize(rj)
+	if err != nil {
+		return nil, fmt.Errorf("sign receipt: %w", err)
+	}
+	sig := ed25519.Sign(key.Key, rc)
+	env := struct {
+		Receipt   json.RawMessage `json:"receipt"`
+		Payload   json.RawMessage `json:"payload,omitempty"`
+		Signature Signature       `json:"signature"`
+	}{rc, payload, Signature{Alg: Alg, KID: key.KID, Sig: b64.EncodeToString(sig)}}
+	ej, err := json.Marshal(env)
+	if err != nil {
+		return nil, fmt.Errorf("sign receipt: %w", err)
+	}
+	out, err := Canonicalize(ej)
+	if err != nil {
+		return nil, fmt.Errorf("sign receipt: %w", err)
+	}
+	return out, nil
+}
+
+// checkReceipt rejects receipts that Verify would refuse, so that sealpost
+// never sends a receipt its customers cannot verify.
+func checkReceipt(r *Receipt) error {
+	if r.ID == "" {
+		return errors.New("receipt id is empty")
+	}
+	if _, err := ParseTime(r.SignedAt); err != nil {
+		return fmt.Errorf("signed_at: %w", err)
+	}
+	if _, err := ParseTime(r.ReceivedAt); err != nil {
+		return fmt.Errorf("received_at: %w", err)
+	}
+	if !isDigest(r.PayloadSHA256) {
+		return errors.New("payload_sha256 is not a base64url sha-256 digest")
+	}
+	if !isDigest(r.RawSHA256) {
+		return errors.New("raw_sha256 is not a base64url sha-256 digest")
+	}
+	if r.RawSize < 0 {
+		return errors.New("raw_size is negative")
+	}
+	if len(r.Source) == 0 {
+		r.Source = json.RawMessage("null")
+	}
+	if !json.Valid(r.Source) {
+		return errors.New("source is not valid json")
+	}
+	return nil
+}
+
+// isDigest reports whether s is the base64url text of 32 bytes.
+func isDigest(s string) bool {
+	if len(s) != 43 {
+		return false
+	}
+	b, err := b64.DecodeString(s)
+	return err == nil && len(b) == sha256.Size
+}
+
+// truncate shortens untrusted text before it goes into an error message.
+func truncate(s string) string {
+	const limit = 40
+	if len(s) > limit {
+		return s[:limit] + "..."
+	}
+	return s
+}
+
+// lowerFirst lowercases the first byte of an error text from jcs, which
+// capitalizes its messages.
+func lowerFirst(s string) string {
+	if s != "" && s[0] >= 'A' && s[0] <= 'Z' {
+		return string(s[0]+'a'-'A') + s[1:]
+	}
+	return s
+}

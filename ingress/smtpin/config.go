@@ -1,0 +1,258 @@
+// Package smtpin is the SMTP ingress of sealpost: a go-smtp backend that
+// requires STARTTLS, routes recipients to tenants, checks SPF, DKIM and DMARC,
+// parses each message into the mail payload of a receipt and answers 250 only
+// once the submission is durably queued.
+package smtpin
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sealpost/sealpost/ingress"
+)
+
+// Defaults applied by New to zero-valued Config fields.
+const (
+	DefaultAddr                = "127.0.0.1:2525"
+	DefaultMaxMessageBytes     = 25 << 20
+	DefaultMaxRecipients       = 100
+	DefaultMaxConnsPerIP       = 20
+	DefaultMaxConns            = 1000
+	DefaultCommandTimeout      = 5 * time.Minute
+	DefaultDataTimeout         = 10 * time.Minute
+	DefaultMaxHeaderBytes      = 64 << 10
+	DefaultMaxMIMEDepth        = 10
+	DefaultMaxMIMEParts        = 100
+	DefaultInlineAttachmentMax = 256 << 10
+	DefaultMaxPayloadBytes     = 768 << 10
+)
+
+// Route sends mail for a set of recipient addresses to one tenant's route.
+type Route struct {
+	// Tenant owns the receipts of this route. Required.
+	Tenant string
+	// Name is the route name as it appears in receipt.route. Required.
+	Name string
+	// Recipients are the envelope addresses (RCPT TO) served by this route,
+	// compared case-insensitively. At least one is required, and an address
+	// may belong to one route only.
+	Recipients []string
+	// AllowedSenderDomains, when not empty, limits the envelope sender
+	// (MAIL FROM) to these domains (exact, case-insensitive match). Optional.
+	AllowedSenderDomains []string
+	// AllowedNetworks, when not empty, limits the client IP address to these
+	// ranges. Optional.
+	AllowedNetworks []netip.Prefix
+	// RequireDKIM makes the route refuse (550 5.7.20) a message without a
+	// passing DKIM signature aligned with the From header domain. Optional,
+	// default false: authentication results are recorded, never enforced.
+	RequireDKIM bool
+}
+
+// Resolver looks up DNS TXT records for SPF, DKIM and DMARC. *net.Resolver
+// satisfies it. If the resolver also has LookupIPAddr and LookupMX (as
+// *net.Resolver does), SPF "a" and "mx" mechanisms are evaluated too;
+// otherwise they yield temperror.
+type Resolver interface {
+	LookupTXT(ctx context.Context, name string) ([]string, error)
+}
+
+// BlobStore stores a large attachment and returns the ref put in the
+// payload. The implementation seals the data under the tenant's key.
+type BlobStore interface {
+	PutBlob(ctx context.Context, tenant, name string, data []byte) (ref string, err error)
+}
+
+// Config configures the SMTP ingress. Zero values take the documented default.
+type Config struct {
+	// Addr is the listen address used by ListenAndServe. Default 127.0.0.1:2525.
+	Addr string
+	// Hostname is the name announced in the greeting. Required.
+	Hostname string
+	// TLSConfig holds the server certificate. Required. New works on a clone
+	// that enforces TLS 1.2 as the minimum and AEAD cipher suites for 1.2.
+	TLSConfig *tls.Config
+
+	// Routes maps recipients to tenants. At least one is required.
+	Routes []Route
+	// Enqueuer durably queues submissions. Required.
+	Enqueuer ingress.Enqueuer
+	// Blobs stores attachments above InlineAttachmentMax. Required.
+	Blobs BlobStore
+	// Resolver answers the DNS queries of SPF, DKIM and DMARC. Required
+	// (use net.DefaultResolver in production).
+	Resolver Resolver
+	// Logger receives one line per connection problem and per message.
+	// Default: discard.
+	Logger *slog.Logger
+	// Registerer receives the ingress metrics. Optional.
+	Registerer prometheus.Registerer
+
+	// MaxMessageBytes is the largest message accepted, in bytes, as
+	// advertised by SIZE. Default 25 MiB. Larger messages get 552 5.3.4.
+	MaxMessageBytes int64
+	// MaxRecipients is the most RCPT TO per message. Default 100; more get
+	// 452 4.5.3.
+	MaxRecipients int
+	// MaxConnsPerIP is the most simultaneous connections from one client IP
+	// address. Default 20; more get 421 4.7.0 and are closed.
+	MaxConnsPerIP int
+	// MaxConns is the most simultaneous connections in total. Default 1000.
+	MaxConns int
+	// CommandTimeout is how long the server waits for the next command.
+	// Default 5 minutes.
+	CommandTimeout time.Duration
+	// DataTimeout is how long a client may take to send one message body,
+	// from the 354 answer to the final dot. Default 10 minutes.
+	DataTimeout time.Duration
+	// MaxHeaderBytes is the largest message header block, in bytes.
+	// Default 64 KiB; larger get 552 5.3.4.
+	MaxHeaderBytes int
+	// MaxMIMEDepth is the deepest nesting of multipart bodies. Default 10;
+	// deeper messages get 554 5.6.0.
+	MaxMIMEDepth int
+	// MaxMIMEParts is the most MIME parts in one message. Default 100; more
+	// get 554 5.6.0.
+	MaxMIMEParts int
+	// InlineAttachmentMax is the largest attachment, in decoded bytes, kept
+	// inline (base64) in the payload; larger ones go to Blobs and are
+	// referenced. Default 256 KiB.
+	InlineAttachmentMax int64
+	// MaxPayloadBytes is the largest payload JSON handed to the Enqueuer.
+	// Attachments are moved to Blobs, largest first, until the payload fits;
+	// a message whose text alone does not fit gets 552 5.3.4. Default 768 KiB.
+	MaxPayloadBytes int
+	// Now returns the current time. Default time.Now.
+	Now func() time.Time
+}
+
+// withDefaults returns c with defaults applied, or an error naming the first
+// invalid field.
+func (c Config) withDefaults() (Config, error) {
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	setDefault(&c.MaxMessageBytes, DefaultMaxMessageBytes)
+	setDefault(&c.MaxRecipients, DefaultMaxRecipients)
+	setDefault(&c.MaxConnsPerIP, DefaultMaxConnsPerIP)
+	setDefault(&c.MaxConns, DefaultMaxConns)
+	setDefault(&c.CommandTimeout, DefaultCommandTimeout)
+	setDefault(&c.DataTimeout, DefaultDataTimeout)
+	setDefault(&c.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	setDefault(&c.MaxMIMEDepth, DefaultMaxMIMEDepth)
+	setDefault(&c.MaxMIMEParts, DefaultMaxMIMEParts)
+	setDefault(&c.InlineAttachmentMax, DefaultInlineAttachmentMax)
+	setDefault(&c.MaxPayloadBytes, DefaultMaxPayloadBytes)
+
+	switch {
+	case c.Hostname == "":
+		return c, errors.New("smtpin: Hostname is required")
+	case c.TLSConfig == nil:
+		return c, errors.New("smtpin: TLSConfig is required (STARTTLS is mandatory)")
+	case len(c.TLSConfig.Certificates) == 0 && c.TLSConfig.GetCertificate == nil && c.TLSConfig.GetConfigForClient == nil:
+		return c, errors.New("smtpin: TLSConfig has no certificate")
+	case c.Enqueuer == nil:
+		return c, errors.New("smtpin: Enqueuer is required")
+	case c.Blobs == nil:
+		return c, errors.New("smtpin: Blobs is required")
+	case c.Resolver == nil:
+		return c, errors.New("smtpin: Resolver is required")
+	case len(c.Routes) == 0:
+		return c, errors.New("smtpin: Routes needs at least one route")
+	case c.MaxMessageBytes < 1024:
+		return c, fmt.Errorf("smtpin: MaxMessageBytes %d is below 1024", c.MaxMessageBytes)
+	case c.MaxMessageBytes > 1<<31:
+		return c, fmt.Errorf("smtpin: MaxMessageBytes %d is above 2 GiB", c.MaxMessageBytes)
+	case c.MaxRecipients < 1:
+		return c, fmt.Errorf("smtpin: MaxRecipients %d must be positive", c.MaxRecipients)
+	case c.MaxConnsPerIP < 1 || c.MaxConns < 1:
+		return c, errors.New("smtpin: MaxConnsPerIP and MaxConns must be positive")
+	case c.CommandTimeout < time.Second || c.DataTimeout < time.Second:
+		return c, errors.New("smtpin: CommandTimeout and DataTimeout must be at least 1s")
+	case c.MaxHeaderBytes < 1024:
+		return c, fmt.Errorf("smtpin: MaxHeaderBytes %d is below 1024", c.MaxHeaderBytes)
+	case c.MaxMIMEDepth < 1 || c.MaxMIMEParts < 1:
+		return c, errors.New("smtpin: MaxMIMEDepth and MaxMIMEParts must be positive")
+	case c.InlineAttachmentMax < 0:
+		return c, errors.New("smtpin: InlineAttachmentMax must not be negative")
+	case c.MaxPayloadBytes < 4096:
+		return c, fmt.Errorf("smtpin: MaxPayloadBytes %d is below 4096", c.MaxPayloadBytes)
+	}
+
+	seen := make(map[string]string)
+	names := make(map[string]bool)
+	for i, r := range c.Routes {
+		where := fmt.Sprintf("smtpin: Routes[%d]", i)
+		if r.Tenant == "" || r.Name == "" {
+			return c, fmt.Errorf("%s: Tenant and Name are required", where)
+		}
+		if names[r.Tenant+"\x00"+r.Name] {
+			return c, fmt.Errorf("%s: duplicate route %s/%s", where, r.Tenant, r.Name)
+		}
+		names[r.Tenant+"\x00"+r.Name] = true
+		if len(r.Recipients) == 0 {
+			return c, fmt.Errorf("%s (%s/%s): Recipients needs at least one address", where, r.Tenant, r.Name)
+		}
+		for _, a := range r.Recipients {
+			key := normalizeAddr(a)
+			if _, domain, ok := splitAddr(key); !ok || domain == "" {
+				return c, fmt.Errorf("%s (%s/%s): recipient %q is not an address", where, r.Tenant, r.Name, a)
+			}
+			if other, dup := seen[key]; dup {
+				return c, fmt.Errorf("%s (%s/%s): recipient %q is already served by route %s", where, r.Tenant, r.Name, a, other)
+			}
+			seen[key] = r.Tenant + "/" + r.Name
+		}
+		for _, d := range r.AllowedSenderDomains {
+			if d == "" || strings.ContainsAny(d, "@ ") {
+				return c, fmt.Errorf("%s (%s/%s): AllowedSenderDomains entry %q is not a domain", where, r.Tenant, r.Name, d)
+			}
+		}
+		for _, p := range r.AllowedNetworks {
+			if !p.IsValid() {
+				return c, fmt.Errorf("%s (%s/%s): AllowedNetworks has an invalid prefix", where, r.Tenant, r.Name)
+			}
+		}
+	}
+	return c, nil
+}
+
+func setDefault[T int | int64 | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
+}
+
+// normalizeAddr lower-cases an address for routing lookups.
+func normalizeAddr(a string) string {
+	return strings.ToLower(strings.TrimSpace(a))
+}
+
+// splitAddr splits an address at its last "@".
+func splitAddr(a string) (local, domain string, ok bool) {
+	i := strings.LastIndexByte(a, '@')
+	if i < 0 {
+		return a, "", false
+	}
+	return a[:i], a[i+1:], true
+}
+
+// addrDomain returns the lower-cased domain of an address, or "".
+func addrDomain(a string) string {
+	_, d, _ := splitAddr(a)
+	return strings.ToLower(strings.TrimSuffix(d, "."))
+}

@@ -1,0 +1,305 @@
+package smtpin
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/sealpost/sealpost/ingress"
+)
+
+type backend struct{ s *Server }
+
+func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	return &session{s: b.s, conn: c}, nil
+}
+
+// session is one SMTP transaction state on one connection. go-smtp calls
+// its methods from the connection's goroutine only.
+type session struct {
+	s    *Server
+	conn *smtp.Conn
+
+	from    string
+	hasFrom bool
+	size    int64
+	rcpts   []recipient
+}
+
+type recipient struct {
+	addr  string
+	route *Route
+}
+
+// Mail refuses a sender before STARTTLS, and a declared size over the limit.
+func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
+	if _, ok := ss.conn.TLSConnectionState(); !ok {
+		return ss.reply(errTLSRequired)
+	}
+	if ss.s.isClosing() {
+		return ss.reply(errShuttingDown)
+	}
+	if opts != nil && opts.Size > ss.s.cfg.MaxMessageBytes {
+		return ss.reply(ErrMessageTooLarge)
+	}
+	ss.from, ss.hasFrom = from, true
+	if opts != nil {
+		ss.size = opts.Size
+	}
+	return nil
+}
+
+// Rcpt accepts a recipient served by a route whose sender restrictions the
+// client meets.
+func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if _, ok := ss.conn.TLSConnectionState(); !ok {
+		return ss.reply(errTLSRequired)
+	}
+	r, ok := ss.s.routes[normalizeAddr(to)]
+	if !ok {
+		ss.s.log.Info("recipient refused: unknown", "rcpt_domain", addrDomain(to), "remote_ip", ss.remoteIP().String())
+		return ss.reply(errUnknownRecipient)
+	}
+	if !ss.senderAllowed(r) {
+		ss.s.log.Info("recipient refused: sender not allowed", "tenant", r.Tenant, "route", r.Name,
+			"sender_domain", addrDomain(ss.from), "remote_ip", ss.remoteIP().String())
+		return ss.reply(errSenderNotAllowed)
+	}
+	ss.rcpts = append(ss.rcpts, recipient{addr: to, route: r})
+	return nil
+}
+
+func (ss *session) senderAllowed(r *Route) bool {
+	if len(r.AllowedSenderDomains) > 0 {
+		d := addrDomain(ss.from)
+		ok := false
+		for _, a := range r.AllowedSenderDomains {
+			if d != "" && strings.EqualFold(strings.TrimSuffix(a, "."), d) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	if len(r.AllowedNetworks) > 0 {
+		ip := ss.remoteIP()
+		for _, p := range r.AllowedNetworks {
+			if p.Contains(ip) {
+				return true
+			}
+		}
+		return false
+	}
+	return true
+}
+
+func (ss *session) Reset() {
+	ss.from, ss.hasFrom, ss.size, ss.rcpts = "", false, 0, nil
+	// Reset follows the answer to DATA; on a closing server this closes the
+	// connection (see Shutdown).
+	ss.s.setBusy(tracked(ss.conn.Conn()), false)
+}
+
+func (ss *session) Logout() error { return nil }
+
+// Data reads the message, checks authentication, parses it and queues one
+// submission per route. It answers "250 2.0.0 <receipt ids>" only once every
+// submission is durably queued.
+func (ss *session) Data(r io.Reader) error {
+	s := ss.s
+	tc := tracked(ss.conn.Conn())
+	s.setBusy(tc, true)
+	start := time.Now()
+	ss.conn.Conn().SetReadDeadline(start.Add(s.cfg.DataTimeout))
+
+	ids, size, err := ss.receive(r)
+	result := "accepted"
+	switch {
+	case err == nil:
+		s.m.bytes.Observe(float64(size))
+	case ingress.IsTemporary(err):
+		result = "temporary"
+	default:
+		result = "rejected"
+	}
+	s.m.messages.WithLabelValues(result).Inc()
+	reply := smtpReply(err)
+	attrs := []any{
+		"remote_ip", ss.remoteIP().String(), "sender_domain", addrDomain(ss.from),
+		"size", size, "duration", time.Since(start).Round(time.Millisecond),
+	}
+	if err != nil {
+		s.log.Warn("message refused", append(attrs, "code", reply.Code, "error", err.Error())...)
+		return reply
+	}
+	s.log.Info("message accepted", append(attrs, "receipts", strings.Join(ids, " "))...)
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: strings.Join(ids, " ")}
+}
+
+// receive does the work of Data and returns the receipt ids.
+func (ss *session) receive(r io.Reader) (ids []string, size int64, err error) {
+	s := ss.s
+	if len(ss.rcpts) == 0 {
+		return nil, 0, errUnknownRecipient
+	}
+	h := sha256.New()
+	raw, err := readChunks(r, s.cfg.MaxMessageBytes, h)
+	size = raw.size
+	if err != nil {
+		return nil, size, err
+	}
+	receivedAt := s.cfg.Now().UTC()
+	rawSHA := digest(h)
+
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DataTimeout)
+	defer cancel()
+
+	auth := s.authenticate(ctx, raw, ss.remoteIP(), ss.from, ss.conn.Hostname())
+	for _, rc := range ss.rcpts {
+		if rc.route.RequireDKIM && !auth.dkimAligned {
+			return nil, size, errDKIMRequired
+		}
+	}
+
+	lim := Limits{MaxHeaderBytes: s.cfg.MaxHeaderBytes, MaxMIMEDepth: s.cfg.MaxMIMEDepth, MaxMIMEParts: s.cfg.MaxMIMEParts}
+	m, err := parseMail(raw.reader, raw.size, lim)
+	if err != nil {
+		return nil, size, err
+	}
+
+	tlsInfo := tlsSource{}
+	if st, ok := ss.conn.TLSConnectionState(); ok {
+		tlsInfo.Version = strings.ReplaceAll(tls.VersionName(st.Version), " ", "")
+		tlsInfo.Cipher = tls.CipherSuiteName(st.CipherSuite)
+	}
+
+	// One submission per route, in the order routes first appear in RCPT TO.
+	var order []*Route
+	byRoute := make(map[*Route][]string)
+	for _, rc := range ss.rcpts {
+		if _, ok := byRoute[rc.route]; !ok {
+			order = append(order, rc.route)
+		}
+		byRoute[rc.route] = append(byRoute[rc.route], rc.addr)
+	}
+	payloads := make(map[string]json.RawMessage) // by tenant: blob refs are tenant-scoped
+	for _, route := range order {
+		payload, ok := payloads[route.Tenant]
+		if !ok {
+			payload, err = s.buildPayload(ctx, m, route.Tenant)
+			if err != nil {
+				return ids, size, err
+			}
+			payloads[route.Tenant] = payload
+		}
+		src, err := json.Marshal(smtpSource{
+			MailFrom:   ss.from,
+			RcptTo:     byRoute[route],
+			Helo:       ss.conn.Hostname(),
+			RemoteAddr: ss.conn.Conn().RemoteAddr().String(),
+			TLS:        tlsInfo,
+			Auth:       auth.results,
+		})
+		if err != nil {
+			return ids, size, err
+		}
+		sub := &ingress.Submission{
+			ID:         ingress.NewID(receivedAt),
+			Tenant:     route.Tenant,
+			Route:      route.Name,
+			Channel:    ingress.ChannelSMTP,
+			ReceivedAt: receivedAt,
+			Source:     src,
+			Payload:    payload,
+			RawSHA256:  rawSHA,
+			RawSize:    raw.size,
+		}
+		if err := sub.Validate(); err != nil {
+			return ids, size, err
+		}
+		if err := s.cfg.Enqueuer.Enqueue(ctx, sub); err != nil {
+			return ids, size, err
+		}
+		ids = append(ids, sub.ID)
+	}
+	return ids, size, nil
+}
+
+// buildPayload moves attachments above InlineAttachmentMax to the blob
+// store, then the largest remaining ones until the payload fits
+// MaxPayloadBytes, and returns the payload JSON.
+func (s *Server) buildPayload(ctx context.Context, m *mailPayload, tenant string) (json.RawMessage, error) {
+	store := func(a *attachment) error {
+		ref, err := s.cfg.Blobs.PutBlob(ctx, tenant, a.SHA256, a.data)
+		if err != nil {
+			return err
+		}
+		a.Content, a.Ref = nil, ref
+		return nil
+	}
+	for _, a := range m.Attachments {
+		if a.Size <= s.cfg.InlineAttachmentMax {
+			a.inline()
+		} else if err := store(a); err != nil {
+			return nil, err
+		}
+	}
+	for {
+		b, err := json.Marshal(m)
+		if err != nil {
+			return nil, err
+		}
+		if len(b) <= s.cfg.MaxPayloadBytes {
+			return b, nil
+		}
+		var largest *attachment
+		for _, a := range m.Attachments {
+			if a.Content != nil && (largest == nil || a.Size > largest.Size) {
+				largest = a
+			}
+		}
+		if largest == nil {
+			return nil, errPayloadTooLarge
+		}
+		if err := store(largest); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (ss *session) remoteIP() netip.Addr {
+	return remoteIP(ss.conn.Conn().RemoteAddr())
+}
+
+// reply classifies err through smtpReply. go-smtp needs the *smtp.SMTPError
+// itself, never a wrapped one.
+func (ss *session) reply(err error) error {
+	return smtpReply(err)
+}
+
+// smtpSource is receipt.source for the SMTP channel.
+type smtpSource struct {
+	MailFrom   string      `json:"mail_from"`
+	RcptTo     []string    `json:"rcpt_to"`
+	Helo       string      `json:"helo"`
+	RemoteAddr string      `json:"remote_addr"`
+	TLS        tlsSource   `json:"tls"`
+	Auth       authResults `json:"auth"`
+}
+
+type tlsSource struct {
+	Version string `json:"version"`
+	Cipher  string `json:"cipher"`
+}
+
+var _ net.Conn = (*trackedConn)(nil)

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -324,3 +325,12 @@ const simpleMessage = "From: Vendor <billing@vendor.example>\r\n" +
 	"Date: Sun, 22 Nov 2026 10:00:00 +0000\r\n" +
 	"\r\n" +
 	"Please find the invoice.\r\n"
+
+// enhCode returns the enhanced status code of err as "x.y.z", or "".
+func enhCode(err error) string {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%d.%d.%d", se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2])
+	}
+	return ""
+}

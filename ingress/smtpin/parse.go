@@ -88,7 +88,19 @@ func ParseMessage(raw []byte, lim Limits) (json.RawMessage, error) {
 	for _, a := range m.Attachments {
 		a.inline()
 	}
-	return json.Marshal(m)
+	return marshalJSON(m)
+}
+
+// marshalJSON encodes v without escaping <, > and &, which mail text and
+// HTML are full of; the escapes would only make payloads larger.
+func marshalJSON(v any) (json.RawMessage, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // inline moves the attachment data into Content.

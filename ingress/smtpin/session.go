@@ -202,7 +202,7 @@ func (ss *session) receive(r io.Reader) (ids []string, size int64, err error) {
 			}
 			payloads[route.Tenant] = payload
 		}
-		src, err := json.Marshal(smtpSource{
+		src, err := marshalJSON(smtpSource{
 			MailFrom:   ss.from,
 			RcptTo:     byRoute[route],
 			Helo:       ss.conn.Hostname(),
@@ -255,7 +255,7 @@ func (s *Server) buildPayload(ctx context.Context, m *mailPayload, tenant string
 		}
 	}
 	for {
-		b, err := json.Marshal(m)
+		b, err := marshalJSON(m)
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,416 @@
+// Package httpin is the HTTPS ingest API: POST /v1/ingest/{route} with a
+// bearer API key. It answers 202 only once the submission is durably queued.
+package httpin
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/ingress"
+	"github.com/sealpost/sealpost/signer"
+)
+
+// Route is an ingest route of a tenant.
+type Route struct{ Tenant, Name string }
+
+// Routes finds a tenant's route by name.
+type Routes interface {
+	Route(tenant, name string) (Route, bool)
+}
+
+// Auditor records authentication outcomes and message steps. Append returns
+// once the entry is durable.
+type Auditor interface {
+	Append(ctx context.Context, e audit.Entry) error
+}
+
+// Idempotency remembers Idempotency-Key uses. Reserve stores rec under key
+// unless the key exists, in which case it returns the stored record.
+// Release forgets a key whose request failed.
+type Idempotency interface {
+	Reserve(ctx context.Context, key string, rec []byte) (existing []byte, err error)
+	Release(ctx context.Context, key string) error
+}
+
+// Config configures the handler.
+type Config struct {
+	Enqueuer ingress.Enqueuer // required
+	Keys     *Keys            // required
+	Routes   Routes           // required
+	Auditor  Auditor          // optional
+	// Idempotency stores Idempotency-Key uses; nil disables the header.
+	Idempotency Idempotency
+	// MaxBodyBytes is the largest accepted body. Default 1 MiB.
+	MaxBodyBytes int64
+	// RatePerSecond and Burst limit requests per API key. Default 100/s, burst 200.
+	RatePerSecond float64
+	Burst         int
+	// RetryAfter is sent with 503 and 429. Default 5s.
+	RetryAfter time.Duration
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Now        func() time.Time
+}
+
+// Handler serves POST /v1/ingest/{route}.
+type Handler struct {
+	cfg      Config
+	log      *slog.Logger
+	mu       sync.Mutex
+	limiters map[string]*rate.Limiter
+	requests *prometheus.CounterVec
+}
+
+// New checks cfg and returns the handler.
+func New(cfg Config) (*Handler, error) {
+	if cfg.Enqueuer == nil || cfg.Keys == nil || cfg.Routes == nil {
+		return nil, errors.New("httpin: enqueuer, keys and routes are required")
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.MaxBodyBytes < 0 {
+		return nil, fmt.Errorf("httpin: max body bytes must be positive, got %d", cfg.MaxBodyBytes)
+	}
+	if cfg.RatePerSecond == 0 {
+		cfg.RatePerSecond = 100
+	}
+	if cfg.Burst == 0 {
+		cfg.Burst = 200
+	}
+	if cfg.RetryAfter == 0 {
+		cfg.RetryAfter = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		limiters: make(map[string]*rate.Limiter),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sealpost_http_ingest_requests_total",
+			Help: "HTTPS ingest requests by status code.",
+		}, []string{"code"}),
+	}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(h.requests); err != nil {
+			return nil, fmt.Errorf("httpin: metrics: %w", err)
+		}
+	}
+	return h, nil
+}
+
+// Errors of the ingest API, mapped to problem types by writeError.
+var (
+	errBadJSON     = errors.New("request body is not valid JSON")
+	errForbidden   = errors.New("api key is not allowed to post to this route")
+	errNoRoute     = errors.New("unknown route")
+	errTooLarge    = errors.New("request body too large")
+	errRateLimited = errors.New("too many requests")
+	errIdemReuse   = errors.New("idempotency key reused with a different body")
+	errBadIdemKey  = errors.New("idempotency key must be 1-255 printable ASCII characters")
+	errMethod      = errors.New("method not allowed")
+)
+
+var routeNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+type accepted struct {
+	ID string `json:"id"`
+}
+
+type idemRecord struct {
+	BodySHA256 string `json:"body_sha256"`
+	ID         string `json:"id"`
+}
+
+// ServeHTTP handles one ingest request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id, err := h.serve(w, r)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	h.requests.WithLabelValues("202").Inc()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Location", "/v1/receipts/"+id)
+	w.WriteHeader(http.StatusAccepted)
+	_ = json.NewEncoder(w).Encode(accepted{ID: id})
+}
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return "", errMethod
+	}
+	key, err := h.cfg.Keys.Authenticate(r)
+	h.auditAuth(r, key, err)
+	if err != nil {
+		return "", err
+	}
+	routeName := r.PathValue("route")
+	if !routeNamePattern.MatchString(routeName) {
+		return "", errNoRoute
+	}
+	route, ok := h.cfg.Routes.Route(key.Tenant, routeName)
+	if !ok {
+		return "", errNoRoute
+	}
+	if !key.Allows(routeName) {
+		return "", errForbidden
+	}
+	if !h.limiter(key.ID).Allow() {
+		return "", errRateLimited
+	}
+	idemKey := r.Header.Get("Idempotency-Key")
+	if idemKey != "" && !validIdemKey(idemKey) {
+		return "", errBadIdemKey
+	}
+	if r.ContentLength > h.cfg.MaxBodyBytes {
+		return "", errTooLarge
+	}
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return "", errTooLarge
+		}
+		return "", fmt.Errorf("read body: %w", ingress.Temporary(err))
+	}
+	now := h.cfg.Now().UTC()
+	payload, err := toPayload(r.Header.Get("Content-Type"), raw)
+	if err != nil {
+		return "", err
+	}
+	sub := &ingress.Submission{
+		ID:         ingress.NewID(now),
+		Tenant:     route.Tenant,
+		Route:      route.Name,
+		Channel:    ingress.ChannelHTTPS,
+		ReceivedAt: now,
+		Payload:    payload,
+		RawSHA256:  signer.RawDigest(raw),
+		RawSize:    int64(len(raw)),
+	}
+	sub.Source, err = json.Marshal(source{
+		RemoteAddr:     r.RemoteAddr,
+		TLS:            tlsInfo(r.TLS),
+		APIKeyID:       key.ID,
+		IdempotencyKey: idemKey,
+	})
+	if err != nil {
+		return "", err
+	}
+	var storeKey string
+	if idemKey != "" && h.cfg.Idempotency != nil {
+		storeKey = idempotencyStoreKey(key, idemKey)
+		rec, _ := json.Marshal(idemRecord{BodySHA256: sub.RawSHA256, ID: sub.ID})
+		existing, err := h.cfg.Idempotency.Reserve(r.Context(), storeKey, rec)
+		if err != nil {
+			return "", ingress.Temporary(fmt.Errorf("idempotency: %w", err))
+		}
+		if existing != nil {
+			var prev idemRecord
+			if err := json.Unmarshal(existing, &prev); err != nil {
+				return "", fmt.Errorf("idempotency record: %w", err)
+			}
+			if prev.BodySHA256 != sub.RawSHA256 {
+				return "", errIdemReuse
+			}
+			return prev.ID, nil
+		}
+	}
+	if err := h.cfg.Enqueuer.Enqueue(r.Context(), sub); err != nil {
+		if storeKey != "" {
+			// Let the client's retry with the same key go through.
+			_ = h.cfg.Idempotency.Release(context.WithoutCancel(r.Context()), storeKey)
+		}
+		return "", err
+	}
+	h.audit(r, audit.Entry{
+		Actor: "apikey:" + key.ID, Action: audit.ActionQueued, Tenant: sub.Tenant,
+		Target: sub.ID, Outcome: audit.OutcomeSuccess,
+		Details: map[string]string{"route": sub.Route, "channel": sub.Channel},
+	})
+	return sub.ID, nil
+}
+
+type source struct {
+	RemoteAddr     string   `json:"remote_addr"`
+	TLS            *tlsJSON `json:"tls,omitempty"`
+	APIKeyID       string   `json:"api_key_id"`
+	IdempotencyKey string   `json:"idempotency_key,omitempty"`
+}
+
+type tlsJSON struct {
+	Version string `json:"version"`
+	Cipher  string `json:"cipher"`
+}
+
+func tlsInfo(cs *tls.ConnectionState) *tlsJSON {
+	if cs == nil {
+		return nil
+	}
+	return &tlsJSON{
+		Version: strings.ReplaceAll(tls.VersionName(cs.Version), " ", ""),
+		Cipher:  tls.CipherSuiteName(cs.CipherSuite),
+	}
+}
+
+// toPayload turns the body into the receipt payload: JSON bodies as they
+// are (after checking they canonicalize), anything else wrapped as
+// {"content_type", "body_base64"}.
+func toPayload(contentType string, raw []byte) (json.RawMessage, error) {
+	mt, _, _ := mime.ParseMediaType(contentType)
+	if mt == "application/json" || strings.HasSuffix(mt, "+json") || contentType == "" {
+		if len(bytes.TrimSpace(raw)) == 0 || !json.Valid(raw) {
+			return nil, errBadJSON
+		}
+		if err := checkJSON(raw); err != nil {
+			return nil, fmt.Errorf("%w: %w", errBadJSON, err)
+		}
+		return raw, nil
+	}
+	return json.Marshal(struct {
+		ContentType string `json:"content_type"`
+		BodyBase64  string `json:"body_base64"`
+	}{ContentType: truncate(contentType, 255), BodyBase64: base64.StdEncoding.EncodeToString(raw)})
+}
+
+// checkJSON rejects what JCS cannot sign reproducibly: duplicate member
+// names, and anything the canonicalizer refuses.
+func checkJSON(raw []byte) error {
+	if err := noDuplicateKeys(json.NewDecoder(bytes.NewReader(raw))); err != nil {
+		return err
+	}
+	_, err := signer.Canonicalize(raw)
+	return err
+}
+
+// maxJSONDepth bounds nesting so a hostile body cannot exhaust the stack.
+const maxJSONDepth = 64
+
+func noDuplicateKeys(dec *json.Decoder) error {
+	type frame struct {
+		obj  bool
+		keys map[string]struct{}
+		key  bool // next token in an object is a key
+	}
+	var stack []frame
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if n := len(stack); n > 0 && stack[n-1].obj {
+			top := &stack[n-1]
+			if top.key {
+				if s, ok := tok.(string); ok {
+					if _, dup := top.keys[s]; dup {
+						return fmt.Errorf("duplicate member %q", truncate(s, 64))
+					}
+					top.keys[s] = struct{}{}
+					top.key = false
+					continue
+				}
+			} else {
+				top.key = true
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{obj: true, keys: map[string]struct{}{}, key: true})
+		case json.Delim('['):
+			stack = append(stack, frame{})
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+		if len(stack) > maxJSONDepth {
+			return fmt.Errorf("nesting deeper than %d", maxJSONDepth)
+		}
+	}
+}
+
+func validIdemKey(k string) bool {
+	if len(k) > 255 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x20 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func idempotencyStoreKey(key *APIKey, idem string) string {
+	sum := sha256.Sum256([]byte(idem))
+	return key.Tenant + "." + key.ID + "." + hex.EncodeToString(sum[:16])
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func (h *Handler) limiter(id string) *rate.Limiter {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	l := h.limiters[id]
+	if l == nil {
+		l = rate.NewLimiter(rate.Limit(h.cfg.RatePerSecond), h.cfg.Burst)
+		h.limiters[id] = l
+	}
+	return l
+}
+
+func (h *Handler) auditAuth(r *http.Request, key *APIKey, err error) {
+	e := audit.Entry{Action: "auth.success", Outcome: audit.OutcomeSuccess, Target: "POST /v1/ingest/{route}",
+		Details: map[string]string{"remote_addr": r.RemoteAddr}}
+	if err != nil {
+		e.Action, e.Outcome, e.Actor = "auth.failure", audit.OutcomeDenied, "anonymous"
+		if id, _, ok := ParseToken(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")); ok {
+			e.Details["api_key_id"] = id
+		}
+	} else {
+		e.Actor, e.Tenant = "apikey:"+key.ID, key.Tenant
+	}
+	h.audit(r, e)
+}
+
+func (h *Handler) audit(r *http.Request, e audit.Entry) {
+	if h.cfg.Auditor == nil {
+		return
+	}
+	e.RequestID = r.Header.Get("X-Request-Id")
+	if err := h.cfg.Auditor.Append(r.Context(), e); err != nil {
+		h.log.Error("audit append failed", "action", e.Action, "err", err)
+	}
+}

@@ -1,0 +1,74 @@
+package httpin
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/sealpost/sealpost/ingress"
+)
+
+// Problem is an RFC 9457 problem details document.
+type Problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// problemBase prefixes our problem type URIs; they are stable identifiers,
+// documented in the README, not fetched.
+const problemBase = "https://sealpost.dev/problems/"
+
+// WriteProblem writes p as application/problem+json.
+func WriteProblem(w http.ResponseWriter, p Problem) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(p)
+}
+
+// writeError is the one place where ingest errors become HTTP answers.
+// Unknown errors fail closed: a generic 500 that reveals nothing.
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	p := Problem{Status: http.StatusInternalServerError, Type: problemBase + "internal", Title: "Internal error",
+		Detail: "the request could not be processed"}
+	retry := false
+	switch {
+	case errors.Is(err, ErrNoCredentials), errors.Is(err, ErrBadCredentials):
+		w.Header().Set("WWW-Authenticate", `Bearer realm="sealpost"`)
+		p = Problem{Status: http.StatusUnauthorized, Type: problemBase + "unauthorized", Title: "Unauthorized", Detail: err.Error()}
+	case errors.Is(err, errForbidden):
+		p = Problem{Status: http.StatusForbidden, Type: problemBase + "forbidden", Title: "Forbidden", Detail: err.Error()}
+	case errors.Is(err, errNoRoute):
+		p = Problem{Status: http.StatusNotFound, Type: problemBase + "unknown-route", Title: "Unknown route", Detail: err.Error()}
+	case errors.Is(err, errMethod):
+		p = Problem{Status: http.StatusMethodNotAllowed, Type: problemBase + "method-not-allowed", Title: "Method not allowed", Detail: err.Error()}
+	case errors.Is(err, errBadJSON):
+		p = Problem{Status: http.StatusBadRequest, Type: problemBase + "invalid-json", Title: "Invalid JSON", Detail: err.Error()}
+	case errors.Is(err, errBadIdemKey):
+		p = Problem{Status: http.StatusBadRequest, Type: problemBase + "invalid-idempotency-key", Title: "Invalid Idempotency-Key", Detail: err.Error()}
+	case errors.Is(err, errIdemReuse):
+		p = Problem{Status: http.StatusConflict, Type: problemBase + "idempotency-conflict", Title: "Idempotency key reused", Detail: err.Error()}
+	case errors.Is(err, errTooLarge), errors.Is(err, ingress.ErrTooLarge):
+		p = Problem{Status: http.StatusRequestEntityTooLarge, Type: problemBase + "too-large", Title: "Payload too large",
+			Detail: "the body exceeds the limit of " + strconv.FormatInt(h.cfg.MaxBodyBytes, 10) + " bytes"}
+	case errors.Is(err, errRateLimited):
+		retry = true
+		p = Problem{Status: http.StatusTooManyRequests, Type: problemBase + "rate-limited", Title: "Too many requests", Detail: err.Error()}
+	case ingress.IsTemporary(err):
+		retry = true
+		p = Problem{Status: http.StatusServiceUnavailable, Type: problemBase + "unavailable", Title: "Service unavailable",
+			Detail: "the payload was not accepted; retry later"}
+		h.log.Warn("ingest temporarily failing", "err", err)
+	default:
+		h.log.Error("ingest failed", "err", err)
+	}
+	if retry {
+		w.Header().Set("Retry-After", strconv.Itoa(int(h.cfg.RetryAfter/time.Second)))
+	}
+	h.requests.WithLabelValues(strconv.Itoa(p.Status)).Inc()
+	WriteProblem(w, p)
+}

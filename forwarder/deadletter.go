@@ -1,0 +1,272 @@
+package forwarder
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/keyring/kms"
+	"github.com/sealpost/sealpost/queue"
+)
+
+// deadLetter is the sealed body of a dead-letter record. It holds the whole
+// envelope, so a dead letter can be replayed even without the receipt store.
+type deadLetter struct {
+	ID       string    `json:"id"`
+	Tenant   string    `json:"tenant"`
+	Route    string    `json:"route"`
+	Reason   string    `json:"reason"`
+	Attempts int       `json:"attempts"`
+	Time     time.Time `json:"time"`
+	Envelope []byte    `json:"envelope"`
+}
+
+// Headers of dead-letter records, in the clear: no payload content.
+const (
+	hdrID    = "Sealpost-Id"
+	hdrState = "Sealpost-State"
+
+	stateDead     = "dead"
+	stateResolved = "resolved"
+)
+
+// maxReplay bounds the dead letters one ReplayDeadLetters call sends.
+const maxReplay = 10000
+
+func dlqSubject(tenant, route, id string) string { return "dlq." + tenant + "." + route + "." + id }
+
+func dlqContext(tenant, id string) kms.Context {
+	return kms.Context{Tenant: tenant, Purpose: kms.PurposeDeadLetter, ObjectID: id}
+}
+
+// deadLetterDelivery stores a dead letter, audits it and removes the
+// message from the queue.
+func (w *Worker) deadLetterDelivery(ctx context.Context, log *slog.Logger, d delivery, tenant, route, id string, env []byte, reason string, n int) {
+	plain, err := json.Marshal(deadLetter{ID: id, Tenant: tenant, Route: route, Reason: reason, Attempts: n,
+		Time: w.cfg.Now().UTC(), Envelope: env})
+	if err == nil {
+		var sealed []byte
+		sealed, err = w.cfg.Sealer.Seal(ctx, dlqContext(tenant, id), plain)
+		clear(plain)
+		if err == nil {
+			// The message id makes a repeated append (after a failure
+			// below) land once within the duplicate window.
+			_, err = w.cfg.DeadLetters.Append(ctx, dlqSubject(tenant, route, id), "dlq-"+id+"-"+strconv.Itoa(n),
+				map[string]string{hdrID: id, hdrState: stateDead}, sealed)
+		}
+	}
+	if err != nil {
+		w.retryLater(log, d, fmt.Errorf("forwarder: dead letter: %w", err))
+		return
+	}
+	if err := w.audit(ctx, audit.Entry{Actor: "system", Action: audit.ActionDeadLettered, Tenant: tenant, Target: id,
+		Outcome: audit.OutcomeFailure, Details: map[string]string{"route": route, "attempts": strconv.Itoa(n), "class": reason}}); err != nil {
+		w.retryLater(log, d, err)
+		return
+	}
+	log.Warn("forwarder: dead-lettered", "attempts", n, "class", reason)
+	if err := d.Drop(); err != nil {
+		log.Warn("forwarder: removing dead-lettered message failed", "err", err)
+	}
+	w.metrics.deliveries.WithLabelValues(ResultDeadLettered).Inc()
+}
+
+// Redeliver sends a stored receipt again, now, with the same webhook-id,
+// whether it was delivered, is still being retried or was dead-lettered. It
+// is one attempt, made inline: it returns nil on a 2xx answer (and marks a
+// dead letter of the receipt as resolved), ErrDeliveryFailed otherwise,
+// ErrEndpointDisabled while the endpoint is disabled, ErrNotFound for an
+// unknown receipt. The attempt is recorded and audited.
+func (w *Worker) Redeliver(ctx context.Context, tenant, id string) error {
+	return w.redeliver(ctx, tenant, id, TriggerRedeliver)
+}
+
+func (w *Worker) redeliver(ctx context.Context, tenant, id, trigger string) error {
+	env, err := w.Receipt(ctx, tenant, id)
+	if err != nil {
+		return err
+	}
+	route, err := routeOf(env)
+	if err != nil {
+		return err
+	}
+	rt, ok := w.cfg.Routes.Route(tenant, route)
+	if !ok {
+		return fmt.Errorf("%w: %s/%s", ErrUnknownRoute, tenant, route)
+	}
+	if err := w.audit(ctx, audit.Entry{Actor: "admin", Action: audit.ActionRedeliver, Tenant: tenant, Target: id,
+		Outcome: audit.OutcomeSuccess, Details: map[string]string{"route": route, "trigger": trigger}}); err != nil {
+		return err
+	}
+	disabled, err := w.endpointDisabled(ctx, rt)
+	if err != nil {
+		return err
+	}
+	n, err := w.lastAttempt(ctx, tenant, id)
+	if err != nil {
+		return err
+	}
+	start := w.cfg.Now()
+	a := Attempt{N: n, Trigger: trigger, Time: start.UTC()}
+	var res result
+	if disabled {
+		res = result{class: ClassDisabled}
+	} else {
+		cur, prev, err := w.cfg.Keys.SigningKeys(ctx, start)
+		if err != nil {
+			return fmt.Errorf("forwarder: signing keys: %w", err)
+		}
+		secrets, err := w.secretsFor(ctx, rt, start)
+		if err != nil {
+			return err
+		}
+		res = w.post(ctx, rt.Endpoint, id, env, cur, prev, secrets)
+		w.metrics.attemptSeconds.WithLabelValues(classLabel(res.class)).Observe(res.latency.Seconds())
+	}
+	a.Status, a.Class = res.status, res.class
+	a.LatencyMS = float64(res.latency.Microseconds()) / 1000
+	a.Result = ResultFailed
+	if res.ok() {
+		a.Result = ResultDelivered
+	}
+	if err := w.recordAttempt(ctx, tenant, id, a); err != nil {
+		return err
+	}
+	details := map[string]string{"route": route, "trigger": trigger}
+	if res.status != 0 {
+		details["status"] = strconv.Itoa(res.status)
+	}
+	if res.ok() {
+		if err := w.audit(ctx, audit.Entry{Actor: "system", Action: audit.ActionDelivered, Tenant: tenant, Target: id,
+			Outcome: audit.OutcomeSuccess, Details: details}); err != nil {
+			return err
+		}
+		w.metrics.deliveries.WithLabelValues(ResultDelivered).Inc()
+		return w.markResolved(ctx, tenant, route, id)
+	}
+	if disabled {
+		return fmt.Errorf("%w: %s/%s", ErrEndpointDisabled, tenant, route)
+	}
+	if res.gone {
+		if err := w.disableEndpoint(ctx, rt, res.status); err != nil {
+			w.log.Error("forwarder: disabling endpoint failed", "tenant", tenant, "route", route, "err", err)
+		}
+	}
+	details["class"] = res.class
+	if err := w.audit(ctx, audit.Entry{Actor: "system", Action: audit.ActionFailed, Tenant: tenant, Target: id,
+		Outcome: audit.OutcomeFailure, Details: details}); err != nil {
+		return err
+	}
+	if res.status != 0 {
+		return fmt.Errorf("%w: %s %d", ErrDeliveryFailed, res.class, res.status)
+	}
+	return fmt.Errorf("%w: %s", ErrDeliveryFailed, res.class)
+}
+
+// markResolved appends a resolved marker after a dead letter of id, if its
+// newest record is a dead letter.
+func (w *Worker) markResolved(ctx context.Context, tenant, route, id string) error {
+	subj := dlqSubject(tenant, route, id)
+	m, err := w.cfg.DeadLetters.Last(ctx, subj)
+	if errors.Is(err, queue.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("forwarder: dead letter state: %w", err)
+	}
+	if m.Header[hdrState] != stateDead {
+		return nil
+	}
+	if _, err := w.cfg.DeadLetters.Append(ctx, subj, "", map[string]string{hdrID: id, hdrState: stateResolved}, nil); err != nil {
+		return fmt.Errorf("forwarder: resolve dead letter: %w", err)
+	}
+	return nil
+}
+
+// ReplayFilter selects dead letters to replay. Tenant is required.
+type ReplayFilter struct {
+	Tenant string
+	// Route limits the replay to one route; empty replays every route.
+	Route string
+	// Since limits the replay to messages dead-lettered at or after it;
+	// zero replays all.
+	Since time.Time
+}
+
+// ReplayDeadLetters sends every selected dead letter that was not
+// delivered since, once, inline, with its original webhook-id (see
+// Redeliver). It returns how many were delivered; when some were not, the
+// error wraps ErrDeliveryFailed and they stay dead letters.
+func (w *Worker) ReplayDeadLetters(ctx context.Context, f ReplayFilter) (int, error) {
+	if err := checkTokens(f.Tenant); err != nil {
+		return 0, fmt.Errorf("%w (tenant)", err)
+	}
+	filter := "dlq." + f.Tenant + ".>"
+	if f.Route != "" {
+		if err := checkTokens(f.Route); err != nil {
+			return 0, fmt.Errorf("%w (route)", err)
+		}
+		filter = "dlq." + f.Tenant + "." + f.Route + ".*"
+	}
+	state := map[string]string{}
+	var order []string
+	err := w.cfg.DeadLetters.Read(ctx, queue.ReadOptions{Filter: filter, StartTime: f.Since}, func(m *queue.Msg) error {
+		id := m.Header[hdrID]
+		if _, seen := state[id]; !seen {
+			order = append(order, id)
+		}
+		state[id] = m.Header[hdrState]
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("forwarder: read dead letters: %w", err)
+	}
+	var pending []string
+	for _, id := range order {
+		if state[id] == stateDead {
+			pending = append(pending, id)
+		}
+	}
+	details := map[string]string{"count": strconv.Itoa(len(pending))}
+	if f.Route != "" {
+		details["route"] = f.Route
+	}
+	if !f.Since.IsZero() {
+		details["since"] = f.Since.UTC().Format(time.RFC3339)
+	}
+	if err := w.audit(ctx, audit.Entry{Actor: "admin", Action: "dlq.replay", Tenant: f.Tenant, Outcome: audit.OutcomeSuccess, Details: details}); err != nil {
+		return 0, err
+	}
+	if len(pending) > maxReplay {
+		pending = pending[:maxReplay]
+	}
+	delivered, failed := 0, 0
+	var firstErr error
+	for _, id := range pending {
+		if err := ctx.Err(); err != nil {
+			return delivered, err
+		}
+		err := w.redeliver(ctx, f.Tenant, id, TriggerReplay)
+		if err == nil {
+			delivered++
+			continue
+		}
+		failed++
+		if firstErr == nil {
+			firstErr = err
+		}
+		if !errors.Is(err, ErrDeliveryFailed) && !errors.Is(err, ErrEndpointDisabled) && !errors.Is(err, ErrUnknownRoute) {
+			// sealpost itself is failing (store, KMS, audit): stop.
+			return delivered, fmt.Errorf("forwarder: replay stopped after %d delivered: %w", delivered, err)
+		}
+	}
+	if failed > 0 {
+		return delivered, fmt.Errorf("%w: %d of %d dead letters not delivered (first: %w)", ErrDeliveryFailed, failed, len(pending), firstErr)
+	}
+	return delivered, nil
+}

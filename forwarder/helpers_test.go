@@ -1,0 +1,260 @@
+package forwarder
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/ingress"
+	"github.com/sealpost/sealpost/keyring/kms"
+	"github.com/sealpost/sealpost/queue"
+	"github.com/sealpost/sealpost/signer"
+)
+
+// staticRoutes is a map of routes keyed by "tenant/name".
+type staticRoutes struct {
+	mu sync.Mutex
+	m  map[string]Route
+}
+
+func (r *staticRoutes) Route(tenant, name string) (Route, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rt, ok := r.m[tenant+"/"+name]
+	return rt, ok
+}
+
+func (r *staticRoutes) set(rt Route) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = map[string]Route{}
+	}
+	r.m[rt.Tenant+"/"+rt.Name] = rt
+}
+
+// staticKeys returns fixed keys derived from seeds.
+type staticKeys struct {
+	current  signer.PrivateKey
+	previous []signer.PrivateKey
+}
+
+func (k *staticKeys) SigningKeys(context.Context, time.Time) (signer.PrivateKey, []signer.PrivateKey, error) {
+	return k.current, k.previous, nil
+}
+
+func testKey(t testing.TB, seed string) signer.PrivateKey {
+	t.Helper()
+	s := sha256.Sum256([]byte(seed))
+	k, err := signer.NewPrivateKeyFromSeed(s[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// memAudit keeps entries in memory; fail makes Append fail.
+type memAudit struct {
+	mu      sync.Mutex
+	entries []audit.Entry
+	fail    bool
+}
+
+func (a *memAudit) Append(_ context.Context, e audit.Entry) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.fail {
+		return errAuditDown
+	}
+	a.entries = append(a.entries, e)
+	return nil
+}
+
+var errAuditDown = errors.New("audit log unavailable")
+
+func (a *memAudit) actions(target string) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []string
+	for _, e := range a.entries {
+		if e.Target == target {
+			out = append(out, e.Action)
+		}
+	}
+	return out
+}
+
+// env is a worker on a real embedded JetStream with the local KMS.
+type env struct {
+	t      testing.TB
+	conn   *queue.Conn
+	sealer *kms.Envelope
+	routes *staticRoutes
+	keys   *staticKeys
+	audit  *memAudit
+	w      *Worker
+	cfg    Config
+}
+
+func newEnv(t testing.TB, mod func(*Config)) *env {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := queue.Open(ctx, queue.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	local, err := kms.OpenLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealer, err := kms.New(kms.Config{KEK: local})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, conn: conn, sealer: sealer, routes: &staticRoutes{}, audit: &memAudit{},
+		keys: &staticKeys{current: testKey(t, "current")}}
+	cfg := Config{
+		Routes: e.routes, Keys: e.keys, Sealer: sealer, Auditor: e.audit,
+		AllowNets: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+		Jitter:    -1,
+	}
+	if cfg.Receipts, err = conn.KV(ctx, ReceiptsBucket); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.EndpointState, err = conn.KV(ctx, EndpointStateBucket); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DeadLetters, err = conn.Stream(ctx, DeadLetterStream); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Attempts, err = conn.Stream(ctx, AttemptsStream); err != nil {
+		t.Fatal(err)
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	e.cfg = cfg
+	if e.w, err = New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// receiver is a TLS webhook receiver that records requests and answers
+// with what answer returns.
+type receiver struct {
+	srv    *httptest.Server
+	mu     sync.Mutex
+	reqs   []received
+	answer func(w http.ResponseWriter, r *http.Request, n int)
+}
+
+type received struct {
+	header http.Header
+	body   []byte
+}
+
+func newReceiver(t testing.TB, answer func(w http.ResponseWriter, r *http.Request, n int)) *receiver {
+	t.Helper()
+	rc := &receiver{answer: answer}
+	rc.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body := make([]byte, 0, 1024)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := r.Body.Read(buf)
+			body = append(body, buf[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		rc.mu.Lock()
+		rc.reqs = append(rc.reqs, received{header: r.Header.Clone(), body: body})
+		n := len(rc.reqs)
+		rc.mu.Unlock()
+		if rc.answer == nil {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		rc.answer(w, r, n)
+	}))
+	t.Cleanup(rc.srv.Close)
+	return rc
+}
+
+func (rc *receiver) requests() []received {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]received(nil), rc.reqs...)
+}
+
+// route registers a route to rc's URL and makes the worker trust rc.
+func (e *env) route(name string, rc *receiver, mod func(*Route)) Route {
+	rt := Route{Tenant: "acme", Name: name, Endpoint: Endpoint{URL: rc.srv.URL + "/hook"}}
+	if mod != nil {
+		mod(&rt)
+	}
+	e.routes.set(rt)
+	e.trust(rc)
+	return rt
+}
+
+// trust rebuilds the worker's client with rc's certificate as a root.
+// (Every httptest TLS server uses the same certificate.)
+func (e *env) trust(rc *receiver) {
+	if e.w.cfg.RootCAs != nil {
+		return
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(rc.srv.Certificate())
+	e.w.cfg.RootCAs = pool
+	e.w.client = newClient(e.w.cfg, e.w.guard)
+}
+
+var seq int
+
+func submission(t testing.TB, route string) *ingress.Submission {
+	t.Helper()
+	seq++
+	now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC).Add(time.Duration(seq) * time.Millisecond)
+	payload, _ := json.Marshal(map[string]any{"invoice": seq, "amount": "12.50", "note": "héllo"})
+	return &ingress.Submission{
+		ID: ingress.NewID(now), Tenant: "acme", Route: route, Channel: ingress.ChannelHTTPS,
+		ReceivedAt: now, Source: json.RawMessage(`{"remote_addr":"192.0.2.1","api_key_id":"k1"}`),
+		Payload: payload, RawSHA256: signer.RawDigest(payload), RawSize: int64(len(payload)),
+	}
+}
+
+// fakeDelivery records what the worker decided.
+type fakeDelivery struct {
+	acked, dropped bool
+	retries        []time.Duration
+}
+
+func (d *fakeDelivery) Ack(context.Context) error       { d.acked = true; return nil }
+func (d *fakeDelivery) Retry(delay time.Duration) error { d.retries = append(d.retries, delay); return nil }
+func (d *fakeDelivery) Drop() error                     { d.dropped = true; return nil }
+
+func (d *fakeDelivery) decision() string {
+	switch {
+	case d.acked:
+		return "ack"
+	case d.dropped:
+		return "drop"
+	case len(d.retries) > 0:
+		return "retry"
+	}
+	return "none"
+}
+
+func publicKey(k signer.PrivateKey) ed25519.PublicKey { return k.Public() }

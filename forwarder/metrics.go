@@ -1,0 +1,55 @@
+package forwarder
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	deliveries       *prometheus.CounterVec
+	attemptSeconds   *prometheus.HistogramVec
+	breakerState     *prometheus.GaugeVec
+	endpointDisabled *prometheus.CounterVec
+	disabled         prometheus.Gauge
+}
+
+func newMetrics(r prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sealpost_forwarder_deliveries_total",
+			Help: "Delivery attempts by outcome: delivered, failed (will retry), dead_lettered, deferred (endpoint at its concurrency limit, not an attempt).",
+		}, []string{"outcome"}),
+		attemptSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sealpost_forwarder_attempt_duration_seconds",
+			Help:    "Duration of webhook attempts that sent a request, by result class (ok or an error class).",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 15, 30},
+		}, []string{"class"}),
+		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sealpost_forwarder_breaker_state",
+			Help: "Circuit breaker state per route on this instance: 0 closed, 1 open, 2 half-open.",
+		}, []string{"tenant", "route"}),
+		endpointDisabled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sealpost_forwarder_endpoint_disabled_total",
+			Help: "Endpoints disabled after answering 410 Gone.",
+		}, []string{"tenant", "route"}),
+		disabled: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sealpost_forwarder_endpoints_disabled",
+			Help: "Endpoints currently disabled, as last seen by this instance.",
+		}),
+	}
+	if r == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.deliveries, m.attemptSeconds, m.breakerState, m.endpointDisabled, m.disabled} {
+		if err := r.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				return nil, fmt.Errorf("forwarder: metrics already registered: %w", err)
+			}
+			return nil, fmt.Errorf("forwarder: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,179 @@
+package forwarder
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/queue"
+	"github.com/sealpost/sealpost/signer"
+)
+
+// waitFor polls cond until it holds or 20s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func keySet(keys ...signer.PrivateKey) *signer.KeySet {
+	ks := &signer.KeySet{}
+	for _, k := range keys {
+		ks.Keys = append(ks.Keys, signer.PublicKey{KID: k.KID, Key: k.Public()})
+	}
+	return ks
+}
+
+// TestDeliverThroughQueue runs the whole path: enqueue to INGEST, consume,
+// sign, store, POST, ack.
+func TestDeliverThroughQueue(t *testing.T) {
+	e := newEnv(t, nil)
+	rc := newReceiver(t, nil)
+	e.route("invoices", rc, nil)
+	ctx := context.Background()
+	s := submission(t, "invoices")
+	if err := e.conn.Publisher(e.sealer).Enqueue(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := e.conn.Consume(ctx, queue.ConsumerConfig{Workers: 2}, e.sealer, e.w.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Stop(ctx)
+	waitFor(t, "delivered audit entry", func() bool {
+		return slices.Contains(e.audit.actions(s.ID), audit.ActionDelivered)
+	})
+	reqs := rc.requests()
+	if len(reqs) != 1 {
+		t.Fatalf("receiver got %d requests, want 1", len(reqs))
+	}
+	r := reqs[0]
+	if got := r.header.Get("webhook-id"); got != s.ID {
+		t.Errorf("webhook-id = %q, want %q", got, s.ID)
+	}
+	if got := r.header.Get("content-type"); got != "application/json" {
+		t.Errorf("content-type = %q", got)
+	}
+	ts, err := strconv.ParseInt(r.header.Get("webhook-timestamp"), 10, 64)
+	if err != nil {
+		t.Fatalf("webhook-timestamp: %v", err)
+	}
+	if err := signer.VerifyWebhookV1a(e.keys.current.Public(), s.ID, ts, r.body, r.header.Get("webhook-signature")); err != nil {
+		t.Errorf("v1a signature: %v", err)
+	}
+	v, err := signer.Verify(r.body, keySet(e.keys.current))
+	if err != nil {
+		t.Fatalf("receipt does not verify: %v", err)
+	}
+	if !v.PayloadPresent || v.Receipt.ID != s.ID || v.Receipt.Tenant != "acme" || v.Receipt.Route != "invoices" {
+		t.Errorf("verified receipt = %+v", v)
+	}
+	if v.Receipt.KID != signer.Thumbprint(e.keys.current.Public()) {
+		t.Errorf("kid %q is not the key's thumbprint", v.Receipt.KID)
+	}
+	stored, err := e.w.Receipt(ctx, "acme", s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(stored) != string(r.body) {
+		t.Error("stored receipt differs from the webhook body")
+	}
+	if got, want := e.audit.actions(s.ID), []string{audit.ActionSigned, audit.ActionDelivered}; !slices.Equal(got, want) {
+		t.Errorf("audit actions = %v, want %v", got, want)
+	}
+	as, err := e.w.Attempts(ctx, "acme", s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(as) != 1 || as[0].Result != ResultDelivered || as[0].Status != http.StatusNoContent || as[0].N != 1 {
+		t.Errorf("attempts = %+v", as)
+	}
+	// The message left INGEST: nothing else arrives.
+	waitFor(t, "ack", func() bool { return len(rc.requests()) == 1 })
+}
+
+// TestSameReceiptOnRetry checks that every attempt sends the same signed
+// envelope (id, signed_at, signature), signed once.
+func TestSameReceiptOnRetry(t *testing.T) {
+	clock := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	e := newEnv(t, func(c *Config) { c.Now = func() time.Time { return clock } })
+	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, n int) {
+		if n < 3 {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	e.route("invoices", rc, nil)
+	s := submission(t, "invoices")
+	ctx := context.Background()
+	var decisions []string
+	for range 3 {
+		d := &fakeDelivery{}
+		e.w.handle(ctx, s, d)
+		decisions = append(decisions, d.decision())
+		clock = clock.Add(time.Hour)
+	}
+	if want := []string{"retry", "retry", "ack"}; !slices.Equal(decisions, want) {
+		t.Fatalf("decisions = %v, want %v", decisions, want)
+	}
+	reqs := rc.requests()
+	for i, r := range reqs[1:] {
+		if string(r.body) != string(reqs[0].body) {
+			t.Errorf("attempt %d sent another body", i+2)
+		}
+		if r.header.Get("webhook-id") != s.ID {
+			t.Errorf("attempt %d webhook-id = %q", i+2, r.header.Get("webhook-id"))
+		}
+		if r.header.Get("webhook-timestamp") == reqs[0].header.Get("webhook-timestamp") {
+			t.Errorf("attempt %d reused the first webhook-timestamp", i+2)
+		}
+	}
+	var env struct {
+		Receipt signer.Receipt `json:"receipt"`
+	}
+	if err := json.Unmarshal(reqs[2].body, &env); err != nil {
+		t.Fatal(err)
+	}
+	if want := signer.FormatTime(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)); env.Receipt.SignedAt != want {
+		t.Errorf("signed_at = %s, want the first attempt's %s", env.Receipt.SignedAt, want)
+	}
+	want := []string{audit.ActionSigned, audit.ActionFailed, audit.ActionFailed, audit.ActionDelivered}
+	if got := e.audit.actions(s.ID); !slices.Equal(got, want) {
+		t.Errorf("audit = %v, want %v", got, want)
+	}
+}
+
+// TestNotAckedBeforeAudit: a delivery whose audit entry cannot be written is
+// not acked; it is retried.
+func TestNotAckedBeforeAudit(t *testing.T) {
+	e := newEnv(t, nil)
+	rc := newReceiver(t, nil)
+	e.route("invoices", rc, nil)
+	s := submission(t, "invoices")
+	e.audit.fail = true
+	d := &fakeDelivery{}
+	e.w.handle(context.Background(), s, d)
+	if d.acked || len(d.retries) != 1 {
+		t.Fatalf("decision = %s, want retry", d.decision())
+	}
+	if _, err := e.w.Receipt(context.Background(), "acme", s.ID); err == nil {
+		t.Error("a receipt was stored without its message.signed entry")
+	}
+	e.audit.fail = false
+	d = &fakeDelivery{}
+	e.w.handle(context.Background(), s, d)
+	if !d.acked {
+		t.Fatalf("decision = %s after the audit log came back, want ack", d.decision())
+	}
+}

@@ -169,7 +169,7 @@ func TestAWSConformance(t *testing.T) {
 			return newAWS(t, AWSConfig{KeyID: "alias/other", Region: motoRegion, Endpoint: endpoint})
 		},
 		broken: func(t *testing.T) KEK {
-			return newAWS(t, AWSConfig{KeyID: "alias/sealpost", Region: motoRegion, Endpoint: deadEndpoint, Timeout: 5 * time.Second})
+			return newAWS(t, AWSConfig{KeyID: "alias/sealpost", Region: motoRegion, Endpoint: deadEndpoint, Timeout: 2 * time.Second})
 		},
 		rotate: func(t *testing.T) {
 			ctx := context.Background()

@@ -33,7 +33,16 @@ type sealSlot struct {
 	// the next key, so that an expired key costs one provider call, not
 	// one per waiting caller.
 	refresh chan struct{}
+	// failed and failErr remember the last failed generation, so that
+	// while a provider is down each slot calls it at most once per
+	// retryAfterFailure instead of once per queued caller.
+	failed  time.Time
+	failErr error
 }
+
+// retryAfterFailure is how long a failed data-key generation is reported to
+// further callers without calling the provider again.
+const retryAfterFailure = time.Second
 
 type slotKey struct{ tenant, purpose string }
 
@@ -133,14 +142,25 @@ func (c *sealCache) get(ctx context.Context, tenant, purpose string, now func() 
 	if k := c.take(s, now()); k != nil {
 		return k, true, nil
 	}
+	s.mu.Lock()
+	failErr := s.failErr
+	if t := now(); failErr != nil && !t.Before(s.failed) && t.Sub(s.failed) < retryAfterFailure {
+		s.mu.Unlock()
+		return nil, false, failErr
+	}
+	s.mu.Unlock()
 	k, err = generate(ctx)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err != nil {
+		if ctx.Err() == nil { // not this caller giving up
+			s.failed, s.failErr = now(), err
+		}
 		return nil, false, err
 	}
-	s.mu.Lock()
+	s.failErr = nil
 	k.uses = 1
 	s.key = k
-	s.mu.Unlock()
 	return k, false, nil
 }
 

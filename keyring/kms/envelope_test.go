@@ -240,3 +240,32 @@ func TestSealDoesNotAliasInput(t *testing.T) {
 		t.Fatal("Open returned the ciphertext")
 	}
 }
+
+func TestSealBacksOffAfterFailure(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)}
+	kek := &countingKEK{KEK: failingKEK{errors.New("connection refused")}}
+	e := newEnvelope(t, Config{KEK: kek, Now: clock.Now})
+	c := Context{"acme", PurposeIngest, "1"}
+	for range 5 {
+		if _, err := e.Seal(context.Background(), c, nil); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("Seal: %v; want ErrUnavailable", err)
+		}
+	}
+	if g, _ := kek.counts(); g != 1 {
+		t.Fatalf("5 seals during an outage: %d provider calls, want 1", g)
+	}
+	clock.Advance(retryAfterFailure)
+	e.Seal(context.Background(), c, nil)
+	if g, _ := kek.counts(); g != 2 {
+		t.Fatalf("after %s: %d provider calls, want 2", retryAfterFailure, g)
+	}
+	// Another tenant is not held back by this one's failure.
+	e.Seal(context.Background(), Context{"globex", PurposeIngest, "1"}, nil)
+	if g, _ := kek.counts(); g != 3 {
+		t.Fatalf("other tenant: %d provider calls, want 3", g)
+	}
+	// A recovered provider is used again once the back-off has passed.
+	kek.KEK = testLocal(t)
+	clock.Advance(retryAfterFailure)
+	mustSeal(t, e, c, nil)
+}

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gowebpki/jcs"
 )
@@ -240,6 +241,15 @@ func Sign(r Receipt, payload json.RawMessage, key PrivateKey) ([]byte, error) {
 func checkReceipt(r *Receipt) error {
 	if r.ID == "" {
 		return errors.New("receipt id is empty")
+	}
+	for _, f := range []struct{ name, value string }{
+		{"id", r.ID}, {"tenant", r.Tenant}, {"route", r.Route}, {"channel", r.Channel},
+	} {
+		// encoding/json would replace invalid bytes with U+FFFD and sign
+		// something other than what the caller passed.
+		if !utf8.ValidString(f.value) {
+			return fmt.Errorf("%s is not valid utf-8", f.name)
+		}
 	}
 	if _, err := ParseTime(r.SignedAt); err != nil {
 		return fmt.Errorf("signed_at: %w", err)

@@ -161,12 +161,12 @@ func TestRFC8032(t *testing.T) {
 func TestRFC8037(t *testing.T) {
 	var v struct {
 		PrivateJWK struct{ D, X string } `json:"private_jwk"`
-		PublicJWK  json.RawMessage      `json:"public_jwk"`
-		Thumbprint string               `json:"thumbprint"`
-		Protected  string               `json:"protected"`
-		Payload    string               `json:"payload"`
-		EncPayload string               `json:"encoded_payload"`
-		Signature  string               `json:"signature"`
+		PublicJWK  json.RawMessage       `json:"public_jwk"`
+		Thumbprint string                `json:"thumbprint"`
+		Protected  string                `json:"protected"`
+		Payload    string                `json:"payload"`
+		EncPayload string                `json:"encoded_payload"`
+		Signature  string                `json:"signature"`
 	}
 	if err := json.Unmarshal(readFile(t, "testdata/rfc8037.json"), &v); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,155 @@
+package keyring
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/sealpost/sealpost/signer"
+)
+
+// TestNewCreatesCurrentKey checks that a fresh deployment gets a key that
+// signs from now until the end of the quarter, published in the JWKS, and
+// that a second start reuses it.
+func TestNewCreatesCurrentKey(t *testing.T) {
+	e := newEnv(t, date("2026-02-10T08:30:00Z"))
+	k := e.keyring()
+	cur, prev, err := k.SigningKeys(context.Background(), e.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(prev) != 0 {
+		t.Errorf("previous keys = %d, want 0", len(prev))
+	}
+	set := k.KeySet(e.clock.Now(), false)
+	if len(set.Keys) != 1 || set.Keys[0].KID != cur.KID {
+		t.Fatalf("jwks = %+v, want only %s", set.Keys, cur.KID)
+	}
+	got := set.Keys[0]
+	if !got.NotBefore.Equal(date("2026-02-10T08:30:00Z")) || !got.SignsUntil.Equal(date("2026-04-01T00:00:00Z")) ||
+		!got.Expires.Equal(date("2026-04-01T00:00:00Z").Add(DefaultGrace)) || got.Status != signer.StatusActive {
+		t.Errorf("key windows = nbf %s until %s exp %s status %s", got.NotBefore, got.SignsUntil, got.Expires, got.Status)
+	}
+	if got.KID != signer.Thumbprint(got.Key) {
+		t.Errorf("kid %s is not the thumbprint", got.KID)
+	}
+	again := e.keyring()
+	cur2, _, err := again.SigningKeys(context.Background(), e.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur2.KID != cur.KID {
+		t.Errorf("restart signs with %s, want %s", cur2.KID, cur.KID)
+	}
+	if _, err := signer.Verify(signWith(t, cur, e.clock.Now()), k.KeySet(e.clock.Now(), true)); err != nil {
+		t.Errorf("verify: %v", err)
+	}
+}
+
+// TestRotateAndRevoke walks one quarter: emergency rotation, revocation of
+// the current and of a grace key, and what verification makes of receipts
+// signed around those times.
+func TestRotateAndRevoke(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, date("2026-04-01T00:00:00Z"))
+	k := e.keyring()
+	first, _, err := k.SigningKeys(ctx, e.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := signWith(t, first, e.clock.Now())
+
+	e.clock.Advance(10 * 24 * time.Hour)
+	rotated, err := k.Rotate(ctx, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := e.clock.Now()
+	if !rotated.NotBefore.Equal(at) || !rotated.SignsUntil.Equal(date("2026-07-01T00:00:00Z")) || rotated.Status != signer.StatusActive {
+		t.Errorf("rotated key = %+v", rotated)
+	}
+	cur, prev, err := k.SigningKeys(ctx, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur.KID != rotated.KID || len(prev) != 1 || prev[0].KID != first.KID {
+		t.Fatalf("signing keys = %s prev %v, want %s prev [%s]", cur.KID, kids(prev), rotated.KID, first.KID)
+	}
+	jwks := k.KeySet(at, false)
+	if got := setKIDs(jwks); !slices.Equal(got, []string{rotated.KID, first.KID}) {
+		t.Errorf("jwks after rotate = %v", got)
+	}
+	// The old key's window ends at the rotation: a receipt it signed before
+	// verifies, one claiming a later signed_at does not.
+	hist := k.KeySet(at, true)
+	if _, err := signer.Verify(before, hist); err != nil {
+		t.Errorf("receipt signed before rotation: %v", err)
+	}
+	if _, err := signer.Verify(signWith(t, first, at.Add(time.Second)), hist); !errors.Is(err, signer.ErrOutsideWindow) {
+		t.Errorf("old key after rotation: err = %v, want outside window", err)
+	}
+
+	// Revoke the current (rotated) key: a replacement signs from now.
+	e.clock.Advance(time.Hour)
+	revAt := e.clock.Now()
+	signedBefore := signWith(t, cur, revAt.Add(-time.Minute))
+	revoked, err := k.Revoke(ctx, rotated.KID, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if revoked.Status != signer.StatusRevoked || !revoked.RevokedAt.Equal(revAt) {
+		t.Errorf("revoked = %+v", revoked)
+	}
+	repl, _, err := k.SigningKeys(ctx, revAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if repl.KID == rotated.KID || repl.KID == first.KID {
+		t.Fatalf("after revocation signs with %s", repl.KID)
+	}
+	if slices.Contains(setKIDs(k.KeySet(revAt, false)), rotated.KID) {
+		t.Error("revoked key still in the jwks")
+	}
+	hist = k.KeySet(revAt, true)
+	if _, err := signer.Verify(signedBefore, hist); err != nil {
+		t.Errorf("receipt signed before revocation: %v", err)
+	}
+	if _, err := signer.Verify(signWith(t, cur, revAt), hist); err == nil {
+		t.Error("receipt signed by the revoked key at the revocation time verifies")
+	}
+	// Revoking a grace key removes it from the JWKS too.
+	if _, err := k.Revoke(ctx, first.KID, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	if got := setKIDs(k.KeySet(revAt, false)); !slices.Equal(got, []string{repl.KID}) {
+		t.Errorf("jwks = %v, want only %s", got, repl.KID)
+	}
+	if _, err := k.Revoke(ctx, "nope", "admin"); !errors.Is(err, ErrUnknownKey) {
+		t.Errorf("unknown kid: err = %v", err)
+	}
+	want := []string{
+		"key.rotate system success", "key.rotate admin success", "key.revoke admin success",
+		"key.revoke admin success", "key.revoke admin failure",
+	}
+	if got := e.audit.actions(); !slices.Equal(got, want) {
+		t.Errorf("audit = %q, want %q", got, want)
+	}
+}
+
+func kids(keys []signer.PrivateKey) []string {
+	var out []string
+	for _, k := range keys {
+		out = append(out, k.KID)
+	}
+	return out
+}
+
+func setKIDs(s *signer.KeySet) []string {
+	var out []string
+	for _, k := range s.Keys {
+		out = append(out, k.KID)
+	}
+	return out
+}

@@ -270,3 +270,22 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 	}
 	return cipher.NewGCM(b)
 }
+
+// Check generates a data key and unwraps it again, outside every cache, to
+// prove at start-up that the provider is reachable and the key usable for
+// both operations. It calls the provider twice and uses the tenant
+// "sealpost" and purpose "check" in the KMS context.
+func (e *Envelope) Check(ctx context.Context) error {
+	ec := kmsContext("sealpost", "check")
+	pt, wrapped, err := e.kek.GenerateDataKey(ctx, ec)
+	if err != nil {
+		e.m.calls.WithLabelValues(opGenerate, outcomeUnavailable).Inc()
+		return fmt.Errorf("%w: check: generate data key: %w", ErrUnavailable, err)
+	}
+	defer clear(pt)
+	e.m.calls.WithLabelValues(opGenerate, outcomeOK).Inc()
+	if _, err := e.unwrap(ctx, wrapped, ec); err != nil {
+		return fmt.Errorf("kms: check: %w", err)
+	}
+	return nil
+}

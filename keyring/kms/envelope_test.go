@@ -269,3 +269,33 @@ func TestSealBacksOffAfterFailure(t *testing.T) {
 	clock.Advance(retryAfterFailure)
 	mustSeal(t, e, c, nil)
 }
+
+func TestCheck(t *testing.T) {
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	if err := newEnvelope(t, Config{KEK: testLocal(t), Registerer: reg}).Check(ctx); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	if got := counterValue(t, reg, "sealpost_kms_calls_total", map[string]string{"op": opDecrypt, "outcome": outcomeOK}); got != 1 {
+		t.Errorf("Check made %v decrypt calls, want 1", got)
+	}
+	down := errors.New("connection refused")
+	if err := newEnvelope(t, Config{KEK: failingKEK{down}}).Check(ctx); !errors.Is(err, ErrUnavailable) || !errors.Is(err, down) {
+		t.Fatalf("Check with a failing provider: %v; want ErrUnavailable", err)
+	}
+	// A provider that generates but cannot unwrap its own keys fails the check.
+	l := testLocal(t)
+	broken := brokenDecrypt{l}
+	if err := newEnvelope(t, Config{KEK: broken}).Check(ctx); !errors.Is(err, ErrOpen) {
+		t.Fatalf("Check with a provider that cannot unwrap: %v; want ErrOpen", err)
+	}
+}
+
+// brokenDecrypt generates data keys but corrupts them before unwrapping.
+type brokenDecrypt struct{ *Local }
+
+func (b brokenDecrypt) Decrypt(ctx context.Context, wrapped []byte, ec map[string]string) ([]byte, error) {
+	w := bytes.Clone(wrapped)
+	w[len(w)-1] ^= 1
+	return b.Local.Decrypt(ctx, w, ec)
+}

@@ -20,15 +20,10 @@ import (
 
 // requireTool returns the path of an interop tool, skipping the test when
 // it is missing unless SEALPOST_REQUIRE_INTEROP=1.
-func requireTool(t testing.TB, name string, fallbacks ...string) string {
+func requireTool(t testing.TB, name string) string {
 	t.Helper()
 	if p, err := exec.LookPath(name); err == nil {
 		return p
-	}
-	for _, p := range fallbacks {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
 	}
 	if os.Getenv("SEALPOST_REQUIRE_INTEROP") == "1" {
 		t.Fatalf("%s not found and SEALPOST_REQUIRE_INTEROP=1", name)
@@ -42,7 +37,7 @@ func requireTool(t testing.TB, name string, fallbacks ...string) string {
 // returns the endpoint URL. The server is killed when the test ends.
 func startMoto(t testing.TB) string {
 	t.Helper()
-	bin := requireTool(t, "moto_server", "/root/.pyenv/shims/moto_server")
+	bin := requireTool(t, "moto_server")
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

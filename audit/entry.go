@@ -46,3 +46,18 @@ type Entry struct {
 	// error class, remote address, method).
 	Details map[string]string `json:"details,omitempty"`
 }
+
+// Actions of API calls, authentication and administration.
+const (
+	ActionAPICall       = "api.call"
+	ActionAuthSuccess   = "auth.success"
+	ActionAuthFailure   = "auth.failure"
+	ActionKeyRotate     = "key.rotate"
+	ActionKeyRevoke     = "key.revoke"
+	ActionAPIKeyCreate  = "apikey.create"
+	ActionAPIKeyRevoke  = "apikey.revoke"
+	ActionConfigReload  = "config.reload"
+	ActionDLQReplay     = "dlq.replay"
+	ActionReceiptDelete = "receipt.delete"
+	ActionExport        = "audit.export"
+)

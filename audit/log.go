@@ -1,0 +1,554 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/rfc6962"
+
+	"github.com/sealpost/sealpost/queue"
+	"github.com/sealpost/sealpost/signer"
+)
+
+// Stream names and subjects the audit log uses by default.
+const (
+	EntriesStream      = "AUDIT"
+	EntriesSubject     = "audit.entries"
+	CheckpointsStream  = "AUDIT_CHECKPOINTS"
+	CheckpointsSubject = "audit.checkpoints"
+)
+
+// DefaultRetention is 12 months plus a 30-day margin.
+const DefaultRetention = (365 + 30) * 24 * time.Hour
+
+// Sentinel errors.
+var (
+	// ErrClosed: the log was closed.
+	ErrClosed = errors.New("audit log closed")
+	// ErrReadOnly: the log was opened without signing keys or with ReadOnly.
+	ErrReadOnly = errors.New("audit log is read-only")
+	// ErrTampered: the stored log does not continue the tree this process
+	// knows; run verify.
+	ErrTampered = errors.New("audit log is inconsistent")
+	// ErrNoCheckpoint: no signed checkpoint exists yet.
+	ErrNoCheckpoint = errors.New("no audit checkpoint")
+	// ErrUnavailable: the store did not accept the entries; temporary.
+	ErrUnavailable = errors.New("audit store unavailable")
+)
+
+// KeySource hands out the keyring's signing keys: the current one and the
+// previous ones still inside their grace period.
+type KeySource interface {
+	SigningKeys(ctx context.Context, now time.Time) (current signer.PrivateKey, previous []signer.PrivateKey, err error)
+}
+
+// Config configures a Log. Either Conn, or both Stream and Checkpoints, are
+// required.
+type Config struct {
+	// Conn is used to declare the AUDIT and AUDIT_CHECKPOINTS streams (deny
+	// delete, deny purge, MaxAge Retention, the connection's replica count)
+	// when Stream and Checkpoints are nil.
+	Conn *queue.Conn
+	// Stream holds the entries and Checkpoints the signed checkpoints. When
+	// set they are used as they are (tests, tools reading a copy).
+	Stream, Checkpoints *queue.Stream
+	// Subject entries are published on; default EntriesSubject. Checkpoint
+	// is the checkpoints' subject; default CheckpointsSubject.
+	Subject, CheckpointSubject string
+	// Keys signs checkpoints. Nil makes the log read-only (verify, export of
+	// the stored checkpoints).
+	Keys KeySource
+	// ReadOnly opens the log without recovering the tree: Append and the
+	// checkpoint loop are refused, Verify and Export work. For tools.
+	ReadOnly bool
+	// Origin is the checkpoint origin line and the note key name, e.g.
+	// "sealpost.example/audit". Required; no spaces or '+'.
+	Origin string
+	// Retention is how long entries and checkpoints are kept. Default
+	// DefaultRetention (395 days). Only used when the streams are declared
+	// here.
+	Retention time.Duration
+	// BatchMax is the most entries written in one publish. Default 256.
+	BatchMax int
+	// BatchDelay is how long the writer waits for more entries after the
+	// first one of a batch. Default 0: a batch is what queued up while the
+	// previous publish was in flight (group commit without added latency).
+	BatchDelay time.Duration
+	// CheckpointEvery is how often a checkpoint is signed when entries were
+	// appended. Default 1 minute.
+	CheckpointEvery time.Duration
+	// IdleCheckpointEvery is the longest time between checkpoints when
+	// nothing was appended. Default 1 hour.
+	IdleCheckpointEvery time.Duration
+	// StoreTimeout bounds one publish. Default 5s.
+	StoreTimeout time.Duration
+	Logger       *slog.Logger
+	// Registerer receives the log's metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// maxBatchBytes bounds one published message.
+const maxBatchBytes = 1 << 20
+
+var hasher = rfc6962.DefaultHasher
+
+var rangeFactory = &compact.RangeFactory{Hash: hasher.HashChildren}
+
+// Log is the append-only audit log.
+type Log struct {
+	cfg     Config
+	log     *slog.Logger
+	entries *queue.Stream
+	cps     *queue.Stream
+	m       *metrics
+
+	in     chan *pending
+	stop   chan struct{}
+	done   chan struct{}
+	closed sync.Once
+
+	// mu guards the tree state below. The writer holds it while publishing
+	// so checkpoints see whole batches.
+	mu       sync.Mutex
+	rng      *compact.Range // [0, size)
+	lastLeaf []byte         // leaf hash of record size-1
+	lastSeq  uint64         // stream sequence of the newest record
+	synced   time.Time      // when the state was last compared with the stream
+	broken   error          // set when the stored log does not continue our tree
+
+	cpMu     sync.Mutex
+	lastCP   *checkpointRecord
+	lastCPAt time.Time
+}
+
+type pending struct {
+	e    Entry
+	done chan error
+}
+
+// OpenStreams declares the audit streams on c: deny delete and purge, file
+// storage, the connection's replica count, MaxAge retention.
+func OpenStreams(ctx context.Context, c *queue.Conn, retention time.Duration) (entries, checkpoints *queue.Stream, err error) {
+	if retention == 0 {
+		retention = DefaultRetention
+	}
+	entries, err = c.Stream(ctx, queue.StreamConfig{Name: EntriesStream, Subjects: []string{EntriesSubject},
+		MaxAge: retention, DenyDelete: true, DenyPurge: true})
+	if err != nil {
+		return nil, nil, fmt.Errorf("audit: %w", err)
+	}
+	// Checkpoints outlive the entries by a month so the oldest entries
+	// always have a checkpoint to start from.
+	checkpoints, err = c.Stream(ctx, queue.StreamConfig{Name: CheckpointsStream, Subjects: []string{CheckpointsSubject},
+		MaxAge: retention + 30*24*time.Hour, DenyDelete: true, DenyPurge: true})
+	if err != nil {
+		return nil, nil, fmt.Errorf("audit: %w", err)
+	}
+	return entries, checkpoints, nil
+}
+
+// Open opens the log. Unless ReadOnly, it recovers the tree state (the
+// compact range, not every leaf) from the latest checkpoint and the entries
+// stored after it, and starts the writer. It fails with ErrTampered when the
+// stored entries do not continue the checkpointed tree.
+func Open(ctx context.Context, c Config) (*Log, error) {
+	if c.Origin == "" || !validOrigin(c.Origin) {
+		return nil, fmt.Errorf("audit: origin %q must be non-empty without spaces or '+'", c.Origin)
+	}
+	if c.Subject == "" {
+		c.Subject = EntriesSubject
+	}
+	if c.CheckpointSubject == "" {
+		c.CheckpointSubject = CheckpointsSubject
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	if c.BatchMax <= 0 {
+		c.BatchMax = 256
+	}
+	if c.BatchDelay < 0 {
+		return nil, errors.New("audit: batch delay must not be negative")
+	}
+	if c.CheckpointEvery <= 0 {
+		c.CheckpointEvery = time.Minute
+	}
+	if c.IdleCheckpointEvery <= 0 {
+		c.IdleCheckpointEvery = time.Hour
+	}
+	if c.StoreTimeout <= 0 {
+		c.StoreTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Keys == nil {
+		c.ReadOnly = true
+	}
+	l := &Log{cfg: c, log: c.Logger, entries: c.Stream, cps: c.Checkpoints, m: newMetrics(c.Registerer),
+		rng: rangeFactory.NewEmptyRange(0)}
+	if l.entries == nil || l.cps == nil {
+		if c.Conn == nil {
+			return nil, errors.New("audit: conn or both streams are required")
+		}
+		var err error
+		if l.entries, l.cps, err = OpenStreams(ctx, c.Conn, c.Retention); err != nil {
+			return nil, err
+		}
+	}
+	if c.ReadOnly {
+		return l, nil
+	}
+	if err := l.recover(ctx); err != nil {
+		return nil, err
+	}
+	l.in = make(chan *pending, 4*c.BatchMax)
+	l.stop = make(chan struct{})
+	l.done = make(chan struct{})
+	go l.writer()
+	return l, nil
+}
+
+func validOrigin(s string) bool {
+	for _, r := range s {
+		if r <= ' ' || r == '+' || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// recover rebuilds the tree state from the newest checkpoint that carries
+// its compact range, then reads the entries stored after it.
+func (l *Log) recover(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cp, err := l.latestCheckpoint(ctx)
+	switch {
+	case errors.Is(err, ErrNoCheckpoint):
+	case err != nil:
+		return err
+	default:
+		rng, err := cp.compactRange()
+		if err != nil {
+			return fmt.Errorf("audit: %w: checkpoint at size %d: %w", ErrTampered, cp.Size, err)
+		}
+		l.rng, l.lastLeaf, l.lastSeq = rng, cp.lastLeaf(), cp.LastSeq
+		l.setLastCheckpoint(cp)
+	}
+	if err := l.syncLocked(ctx); err != nil {
+		return err
+	}
+	l.log.Info("audit log opened", "size", l.rng.End(), "last_seq", l.lastSeq)
+	return nil
+}
+
+// syncLocked reads records stored after lastSeq (by another instance, or by
+// a publish whose answer was lost) into the tree. l.mu must be held.
+func (l *Log) syncLocked(ctx context.Context) error {
+	st, err := l.entries.State(ctx)
+	if err != nil {
+		return fmt.Errorf("audit: %w: %w", ErrUnavailable, err)
+	}
+	l.synced = l.cfg.Now()
+	if st.LastSeq <= l.lastSeq || st.Msgs == 0 {
+		return nil
+	}
+	start := l.lastSeq + 1
+	if start < st.FirstSeq {
+		if l.rng.End() != 0 || l.lastSeq != 0 {
+			return fmt.Errorf("audit: %w: entries after seq %d have expired before a checkpoint covered them", ErrTampered, l.lastSeq)
+		}
+		start = st.FirstSeq
+	}
+	err = l.entries.Read(ctx, queue.ReadOptions{StartSeq: start}, func(m *queue.Msg) error {
+		for _, line := range splitBatch(m.Data) {
+			r, err := DecodeRecord(line)
+			if err != nil {
+				return fmt.Errorf("audit: %w: seq %d: %w", ErrTampered, m.Seq, err)
+			}
+			size := l.rng.End()
+			if size == 0 && l.lastLeaf == nil && r.Index != 0 {
+				return fmt.Errorf("audit: %w: the oldest stored entry has index %d and no checkpoint covers the ones before it", ErrTampered, r.Index)
+			}
+			if r.Index != size {
+				return fmt.Errorf("audit: %w: seq %d holds index %d, want %d", ErrTampered, m.Seq, r.Index, size)
+			}
+			if !bytes.Equal(r.prevHash(), l.lastLeaf) {
+				return fmt.Errorf("audit: %w: seq %d index %d does not link to the entry before it", ErrTampered, m.Seq, r.Index)
+			}
+			h := leafHash(line)
+			if err := l.rng.Append(h, nil); err != nil {
+				return err
+			}
+			l.lastLeaf = h
+		}
+		l.lastSeq = m.Seq
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, ErrTampered) {
+			l.broken = err
+			return err
+		}
+		return fmt.Errorf("audit: %w: read: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Append validates e, removes mail local parts, and returns once the entry
+// is durable in JetStream. Concurrent Appends share publishes. An error
+// wrapping ErrInvalidEntry is permanent; others are temporary.
+func (l *Log) Append(ctx context.Context, e Entry) error {
+	if l.cfg.ReadOnly {
+		return ErrReadOnly
+	}
+	e = normalize(e, l.cfg.Now())
+	if err := validate(&e); err != nil {
+		l.m.appends.WithLabelValues("invalid").Inc()
+		return err
+	}
+	// Encode once here to report size errors to the caller, not the batch.
+	if _, err := encodeRecord(e, 1<<62, make([]byte, sha256.Size)); err != nil {
+		l.m.appends.WithLabelValues("invalid").Inc()
+		return err
+	}
+	start := time.Now()
+	p := &pending{e: e, done: make(chan error, 1)}
+	select {
+	case l.in <- p:
+	case <-l.stop:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("audit: append: %w", ctx.Err())
+	}
+	select {
+	case err := <-p.done:
+		l.m.appendSeconds.Observe(time.Since(start).Seconds())
+		if err != nil {
+			l.m.appends.WithLabelValues("error").Inc()
+			return err
+		}
+		l.m.appends.WithLabelValues("ok").Inc()
+		return nil
+	case <-ctx.Done():
+		// The entry may still be written; the caller treats it as not durable.
+		return fmt.Errorf("audit: append: %w", ctx.Err())
+	}
+}
+
+// writer is the single goroutine that publishes batches.
+func (l *Log) writer() {
+	defer close(l.done)
+	var batch []*pending
+	for {
+		batch = batch[:0]
+		select {
+		case p := <-l.in:
+			batch = append(batch, p)
+		case <-l.stop:
+			l.drain()
+			return
+		}
+		batch = l.fill(batch)
+		l.commit(batch)
+	}
+}
+
+// fill adds queued entries to batch, waiting up to BatchDelay for more.
+func (l *Log) fill(batch []*pending) []*pending {
+	var timer <-chan time.Time
+	if l.cfg.BatchDelay > 0 {
+		t := time.NewTimer(l.cfg.BatchDelay)
+		defer t.Stop()
+		timer = t.C
+	}
+	for len(batch) < l.cfg.BatchMax {
+		select {
+		case p := <-l.in:
+			batch = append(batch, p)
+			continue
+		default:
+		}
+		if timer == nil {
+			return batch
+		}
+		select {
+		case p := <-l.in:
+			batch = append(batch, p)
+		case <-timer:
+			return batch
+		case <-l.stop:
+			return batch
+		}
+	}
+	return batch
+}
+
+// drain commits what is queued at Close.
+func (l *Log) drain() {
+	for {
+		var batch []*pending
+		for len(batch) < l.cfg.BatchMax {
+			select {
+			case p := <-l.in:
+				batch = append(batch, p)
+				continue
+			default:
+			}
+			break
+		}
+		if len(batch) == 0 {
+			return
+		}
+		l.commit(batch)
+	}
+}
+
+// commit writes batch as one or more messages and answers every waiter.
+func (l *Log) commit(batch []*pending) {
+	for len(batch) > 0 {
+		n, err := l.publish(batch)
+		for _, p := range batch[:n] {
+			p.done <- err
+		}
+		batch = batch[n:]
+	}
+}
+
+// publish writes a prefix of batch as one message and returns its length.
+// The message id is derived from the first index, so a retried publish is
+// deduplicated, and a batch raced by another instance writing the same
+// index is refused by the store; reading the stored message back tells the
+// two apart.
+func (l *Log) publish(batch []*pending) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.broken != nil {
+		return len(batch), l.broken
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*l.cfg.StoreTimeout)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		if l.cfg.Now().Sub(l.synced) > 30*time.Second || attempt > 0 {
+			if err := l.syncLocked(ctx); err != nil {
+				return len(batch), err
+			}
+		}
+		first := l.rng.End()
+		prev := l.lastLeaf
+		var data []byte
+		var leaves [][]byte
+		n := 0
+		for _, p := range batch {
+			rec, err := encodeRecord(p.e, first+uint64(n), prev)
+			if err != nil { // checked in Append; only a bug gets here
+				return max(n, 1), err
+			}
+			if n > 0 && len(data)+1+len(rec) > maxBatchBytes {
+				break
+			}
+			if n > 0 {
+				data = append(data, '\n')
+			}
+			data = append(data, rec...)
+			prev = leafHash(rec)
+			leaves = append(leaves, prev)
+			n++
+		}
+		hdr := map[string]string{"Audit-Index": strconv.FormatUint(first, 10), "Audit-Count": strconv.Itoa(n)}
+		msgID := "audit-" + strconv.FormatUint(first, 10)
+		seq, err := l.store(ctx, msgID, hdr, data)
+		if err != nil {
+			l.log.Warn("audit publish failed", "err", err, "entries", n)
+			l.synced = time.Time{}
+			return n, fmt.Errorf("audit: %w: %w", ErrUnavailable, err)
+		}
+		// A duplicate of another instance's message (same first index) is
+		// acknowledged with that message's sequence: compare what is stored.
+		m, err := l.entries.Get(ctx, seq)
+		if err != nil || !bytes.Equal(m.Data, data) {
+			if attempt >= 3 {
+				return n, fmt.Errorf("audit: %w: lost the race for index %d repeatedly", ErrUnavailable, first)
+			}
+			continue
+		}
+		if seq == l.lastSeq+1 {
+			for _, h := range leaves {
+				if err := l.rng.Append(h, nil); err != nil {
+					return n, err
+				}
+			}
+			l.lastLeaf, l.lastSeq = prev, seq
+		} else if err := l.syncLocked(ctx); err != nil {
+			// Others wrote before our message; reading everything in
+			// order checks that ours still continues the tree.
+			return n, err
+		}
+		l.m.publishes.Inc()
+		l.m.batchSize.Observe(float64(n))
+		l.m.treeSize.Set(float64(l.rng.End()))
+		return n, nil
+	}
+}
+
+// store publishes with a few retries under the same message id.
+func (l *Log) store(ctx context.Context, msgID string, hdr map[string]string, data []byte) (uint64, error) {
+	var err error
+	for i := range 3 {
+		if i > 0 {
+			select {
+			case <-time.After(time.Duration(i) * 100 * time.Millisecond):
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+		}
+		c, cancel := context.WithTimeout(ctx, l.cfg.StoreTimeout)
+		var seq uint64
+		seq, err = l.entries.Append(c, l.cfg.Subject, msgID, hdr, data)
+		cancel()
+		if err == nil {
+			return seq, nil
+		}
+	}
+	return 0, err
+}
+
+// Size returns the number of entries in the tree this process knows.
+func (l *Log) Size() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rng.End()
+}
+
+// Close stops accepting entries, writes the queued ones and signs a final
+// checkpoint when entries were added since the last one.
+func (l *Log) Close(ctx context.Context) error {
+	if l.cfg.ReadOnly {
+		return nil
+	}
+	l.closed.Do(func() { close(l.stop) })
+	select {
+	case <-l.done:
+	case <-ctx.Done():
+		return fmt.Errorf("audit: close: %w", ctx.Err())
+	}
+	if _, err := l.checkpointIfGrown(ctx); err != nil {
+		return fmt.Errorf("audit: close: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,181 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/sealpost/sealpost/queue"
+)
+
+func TestAppendThenVerify(t *testing.T) {
+	ctx := context.Background()
+	c := openConn(t)
+	entries, cps := plainStreams(t, c, "APPEND")
+	keys := &testKeys{cur: newTestKey(t, "a")}
+	l := openLog(t, entries, cps, keys, nil)
+
+	const n = 200
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() { errs <- l.Append(ctx, testEntry(i, "acme")) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := entries.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Msgs >= n {
+		t.Errorf("%d concurrent appends took %d publishes, want fewer", n, st.Msgs)
+	}
+	ro := openLog(t, entries, cps, nil, nil)
+	rep, err := ro.Verify(ctx, keys.keySet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK || rep.Entries != n || rep.Size != n || rep.Verified != n || rep.Checkpoints != 1 {
+		t.Fatalf("report = %+v, want OK with %d entries verified by 1 checkpoint", rep, n)
+	}
+}
+
+func TestReopenRecoversTree(t *testing.T) {
+	ctx := context.Background()
+	c := openConn(t)
+	entries, cps := plainStreams(t, c, "REOPEN")
+	keys := &testKeys{cur: newTestKey(t, "a")}
+	l1 := openLog(t, entries, cps, keys, nil)
+	for i := range 10 {
+		if err := l1.Append(ctx, testEntry(i, "acme")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l1.signCheckpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := l1.Append(ctx, testEntry(100+i, "beta")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A second writer on the same stream (another instance) recovers from
+	// the checkpoint plus the entries after it, and both keep appending.
+	l2 := openLog(t, entries, cps, keys, nil)
+	if got := l2.Size(); got != 15 {
+		t.Fatalf("recovered size %d, want 15", got)
+	}
+	for i := range 6 {
+		w := l1
+		if i%2 == 1 {
+			w = l2
+		}
+		if err := w.Append(ctx, testEntry(200+i, "acme")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l1.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := l2.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := l2.Verify(ctx, keys.keySet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK || rep.Size != 21 || rep.Verified != 21 {
+		t.Fatalf("report = %+v, want OK with 21 entries verified", rep)
+	}
+}
+
+func TestAppendRefusesInvalid(t *testing.T) {
+	c := openConn(t)
+	entries, cps := plainStreams(t, c, "INVALID")
+	l := openLog(t, entries, cps, &testKeys{cur: newTestKey(t, "a")}, nil)
+	long := strings.Repeat("x", MaxFieldLen+1)
+	many := map[string]string{}
+	for i := range MaxDetails + 1 {
+		many[string(rune('a'+i%26))+strings.Repeat("k", i)] = "v"
+	}
+	big := map[string]string{}
+	for i := range 10 {
+		big[string(rune('a'+i))] = strings.Repeat("v", MaxFieldLen)
+	}
+	ok := testEntry(1, "acme")
+	tests := []struct {
+		name string
+		mod  func(*Entry)
+		want string
+	}{
+		{"no action", func(e *Entry) { e.Action = "" }, "action is empty"},
+		{"bad action", func(e *Entry) { e.Action = "Key Rotate" }, "lowercase dotted"},
+		{"bad outcome", func(e *Entry) { e.Outcome = "ok" }, "outcome"},
+		{"no actor", func(e *Entry) { e.Actor = "" }, "actor is empty"},
+		{"long target", func(e *Entry) { e.Target = long }, "target is"},
+		{"bad utf8", func(e *Entry) { e.Tenant = "\xff" }, "not valid UTF-8"},
+		{"many details", func(e *Entry) { e.Details = many }, "details, limit"},
+		{"too big", func(e *Entry) { e.Details = big }, "bytes encoded, limit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := ok
+			e.Details = map[string]string{"status": "202"}
+			tt.mod(&e)
+			err := l.Append(context.Background(), e)
+			if !errors.Is(err, ErrInvalidEntry) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Append = %v, want ErrInvalidEntry mentioning %q", err, tt.want)
+			}
+		})
+	}
+	if got := l.Size(); got != 0 {
+		t.Fatalf("size %d after invalid appends, want 0", got)
+	}
+}
+
+func TestAppendRemovesMailLocalParts(t *testing.T) {
+	ctx := context.Background()
+	c := openConn(t)
+	entries, cps := plainStreams(t, c, "REDACT")
+	l := openLog(t, entries, cps, &testKeys{cur: newTestKey(t, "a")}, nil)
+	e := testEntry(1, "acme")
+	e.Target = "rcpt alice.smith+tag@mail.example.com"
+	e.Details = map[string]string{"from": "<bob@example.org>", "note": "no address here"}
+	if err := l.Append(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	var stored []byte
+	err := entries.Read(ctx, queue.ReadOptions{}, func(m *queue.Msg) error { stored = m.Data; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, local := range []string{"alice", "smith", "bob"} {
+		if strings.Contains(string(stored), local) {
+			t.Errorf("stored record %s contains the local part %q", stored, local)
+		}
+	}
+	if !strings.Contains(string(stored), "*@mail.example.com") || !strings.Contains(string(stored), "*@example.org") {
+		t.Errorf("stored record %s lost the domains", stored)
+	}
+}
+
+func TestOpenRefusesDenyStreamsWithoutConn(t *testing.T) {
+	_, err := Open(context.Background(), Config{Origin: testOrigin})
+	if err == nil {
+		t.Fatal("Open without conn or streams succeeded")
+	}
+	_, err = Open(context.Background(), Config{Origin: "has space"})
+	if err == nil || !strings.Contains(err.Error(), "origin") {
+		t.Fatalf("Open with a bad origin = %v", err)
+	}
+}

@@ -1,0 +1,49 @@
+package audit
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	appends       *prometheus.CounterVec
+	appendSeconds prometheus.Histogram
+	publishes     prometheus.Counter
+	batchSize     prometheus.Histogram
+	treeSize      prometheus.Gauge
+	checkpoints   *prometheus.CounterVec
+}
+
+// newMetrics builds the log's metrics and registers them on r when r is
+// not nil.
+func newMetrics(r prometheus.Registerer) *metrics {
+	m := &metrics{
+		appends: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sealpost_audit_appends_total",
+			Help: "Audit entries appended, by result (ok, invalid, error).",
+		}, []string{"result"}),
+		appendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sealpost_audit_append_seconds",
+			Help:    "Time from Append to the entry being durable.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		publishes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sealpost_audit_publishes_total",
+			Help: "JetStream publishes of audit batches.",
+		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sealpost_audit_batch_entries",
+			Help:    "Entries per audit publish.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}),
+		treeSize: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sealpost_audit_tree_size",
+			Help: "Entries in the audit Merkle tree.",
+		}),
+		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sealpost_audit_checkpoints_total",
+			Help: "Audit checkpoints signed, by result (ok, error).",
+		}, []string{"result"}),
+	}
+	if r != nil {
+		r.MustRegister(m.appends, m.appendSeconds, m.publishes, m.batchSize, m.treeSize, m.checkpoints)
+	}
+	return m
+}

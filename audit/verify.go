@@ -1,0 +1,375 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/transparency-dev/merkle/compact"
+
+	"github.com/sealpost/sealpost/queue"
+	"github.com/sealpost/sealpost/signer"
+)
+
+// Problem kinds reported by Verify.
+const (
+	KindModified     = "modified"
+	KindDeleted      = "deleted"
+	KindReordered    = "reordered"
+	KindInserted     = "inserted"
+	KindTruncated    = "truncated"
+	KindBadSignature = "bad_signature"
+)
+
+// maxProblems bounds the problems one report lists.
+const maxProblems = 1000
+
+// Problem is one finding of Verify. Seq is the entries stream sequence of the
+// message holding the bad entry (for bad_signature: the checkpoints stream
+// sequence); Index is the leaf index concerned.
+type Problem struct {
+	Seq    uint64 `json:"seq"`
+	Index  uint64 `json:"index"`
+	Kind   string `json:"kind"`
+	Detail string `json:"detail"`
+}
+
+// Report is the result of Verify.
+type Report struct {
+	// Entries is the number of records read; Checkpoints the number of
+	// checkpoints whose signature verified.
+	Entries     int `json:"entries"`
+	Checkpoints int `json:"checkpoints"`
+	// Size is the tree size recomputed from the stored entries; Verified is
+	// the largest checkpointed size whose root matched.
+	Size     uint64 `json:"size"`
+	Verified uint64 `json:"verified"`
+	OK       bool   `json:"ok"`
+	// FirstBadSeq is the lowest entries stream sequence with a problem, 0
+	// when there is none.
+	FirstBadSeq uint64    `json:"first_bad_seq,omitempty"`
+	Problems    []Problem `json:"problems,omitempty"`
+	// Truncated is set when more than maxProblems problems were found.
+	Truncated bool `json:"problems_truncated,omitempty"`
+}
+
+func (r *Report) add(p Problem) {
+	for _, q := range r.Problems {
+		if q == p {
+			return
+		}
+	}
+	if len(r.Problems) >= maxProblems {
+		r.Truncated = true
+		return
+	}
+	r.Problems = append(r.Problems, p)
+}
+
+type verifiedCP struct {
+	Checkpoint
+	rec *checkpointRecord
+}
+
+type bufRec struct {
+	hash, prev []byte
+	seq        uint64
+}
+
+// verifier recomputes the tree over the records in index order while
+// watching that stream order matches it.
+type verifier struct {
+	rep *Report
+	cps []verifiedCP // sorted by size
+	ci  int
+
+	next     uint64
+	rng      *compact.Range
+	lastLeaf []byte
+	lastSeq  uint64            // seq of the record at next-1
+	seqOf    map[uint64]uint64 // seq of the first record after each checkpoint size
+	goodSize uint64            // largest size whose root matched
+	reported bool              // a modification was pinpointed since goodSize
+
+	buf    map[uint64]bufRec
+	gapSeq uint64 // seq of the first record that came ahead of a missing one
+
+	base     *verifiedCP // checkpoint the tree starts from, when the log was pruned
+	started  bool
+	baseFrom uint64
+}
+
+// Verify reads every checkpoint and every entry, checks the checkpoints'
+// signatures against keys, recomputes the tree and compares it with every
+// checkpoint. It reports modified, deleted, reordered, inserted and
+// truncated entries and bad signatures; Report.OK is false when there is any.
+// An error means the store could not be read, not that the log is bad.
+func (l *Log) Verify(ctx context.Context, keys *signer.KeySet) (*Report, error) {
+	rep := &Report{}
+	v := &verifier{rep: rep, rng: rangeFactory.NewEmptyRange(0), seqOf: map[uint64]uint64{}, buf: map[uint64]bufRec{}}
+	var err error
+	if v.cps, err = l.readCheckpoints(ctx, keys, rep); err != nil {
+		return nil, err
+	}
+	rep.Checkpoints = len(v.cps)
+	first := true
+	err = l.entries.Read(ctx, queue.ReadOptions{}, func(m *queue.Msg) error {
+		for _, line := range splitBatch(m.Data) {
+			rep.Entries++
+			if first {
+				first = false
+				v.start(line, m.Seq)
+			}
+			v.record(line, m.Seq)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("audit: verify: %w", err)
+	}
+	if first {
+		v.start(nil, 0)
+	}
+	v.finish()
+	rep.Size = v.next
+	rep.Verified = v.goodSize
+	slices.SortStableFunc(rep.Problems, func(a, b Problem) int {
+		if a.Kind == KindBadSignature || b.Kind == KindBadSignature {
+			return boolCmp(a.Kind == KindBadSignature, b.Kind == KindBadSignature)
+		}
+		return cmpU(a.Seq, b.Seq)
+	})
+	for _, p := range rep.Problems {
+		if p.Kind != KindBadSignature && (rep.FirstBadSeq == 0 || p.Seq < rep.FirstBadSeq) {
+			rep.FirstBadSeq = p.Seq
+		}
+	}
+	rep.OK = len(rep.Problems) == 0
+	return rep, nil
+}
+
+func cmpU(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func boolCmp(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
+// readCheckpoints returns the checkpoints whose signatures verify, sorted by
+// size, and reports the others.
+func (l *Log) readCheckpoints(ctx context.Context, keys *signer.KeySet, rep *Report) ([]verifiedCP, error) {
+	var out []verifiedCP
+	err := l.cps.Read(ctx, queue.ReadOptions{}, func(m *queue.Msg) error {
+		rec, err := decodeCheckpointRecord(m)
+		if err != nil {
+			rep.add(Problem{Seq: m.Seq, Kind: KindBadSignature, Detail: err.Error()})
+			return nil
+		}
+		c, err := OpenCheckpoint([]byte(rec.Note), l.cfg.Origin, keys)
+		if err != nil {
+			rep.add(Problem{Seq: m.Seq, Kind: KindBadSignature, Detail: fmt.Sprintf("checkpoint record %d: %v", m.Seq, err)})
+			return nil
+		}
+		if c.Size != rec.Size || b64.EncodeToString(c.Root) != rec.Root {
+			rep.add(Problem{Seq: m.Seq, Kind: KindBadSignature, Detail: fmt.Sprintf("checkpoint record %d: fields differ from the signed note", m.Seq)})
+			return nil
+		}
+		out = append(out, verifiedCP{Checkpoint: c, rec: rec})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("audit: verify: read checkpoints: %w", err)
+	}
+	slices.SortStableFunc(out, func(a, b verifiedCP) int { return cmpU(a.Size, b.Size) })
+	for i := 1; i < len(out); i++ {
+		if out[i].Size == out[i-1].Size && !bytes.Equal(out[i].Root, out[i-1].Root) {
+			rep.add(Problem{Seq: out[i].rec.seq, Index: out[i].Size, Kind: KindBadSignature,
+				Detail: fmt.Sprintf("two signed checkpoints of size %d disagree on the root", out[i].Size)})
+		}
+	}
+	return out, nil
+}
+
+// start looks at the oldest stored record: when it is not index 0 (entries
+// expired under the retention), the tree starts from the first checkpoint
+// at or after it, whose compact range the checkpoint record carries.
+func (v *verifier) start(line []byte, seq uint64) {
+	idx := uint64(0)
+	if line != nil {
+		var probe struct {
+			Index uint64 `json:"index"`
+		}
+		if json.Unmarshal(line, &probe) == nil {
+			idx = probe.Index
+		}
+	}
+	if idx == 0 {
+		v.started = true
+		v.compare(seq)
+		return
+	}
+	for i := range v.cps {
+		c := &v.cps[i]
+		if c.Size < idx || c.rec.Range == nil {
+			continue
+		}
+		if _, err := c.rec.compactRange(); err != nil {
+			continue
+		}
+		v.base, v.baseFrom, v.next = c, idx, idx
+		if c.Size == idx {
+			v.startFromBase()
+			v.compare(seq)
+		}
+		return
+	}
+	v.rep.add(Problem{Seq: seq, Index: 0, Kind: KindDeleted,
+		Detail: fmt.Sprintf("the oldest stored entry has index %d and no signed checkpoint covers the entries before it", idx)})
+	v.next = idx
+}
+
+func (v *verifier) startFromBase() {
+	rng, _ := v.base.rec.compactRange()
+	v.rng = rng
+	if v.lastLeaf != nil && !bytes.Equal(v.lastLeaf, v.base.rec.lastLeaf()) {
+		v.rep.add(Problem{Seq: v.lastSeq, Index: v.next - 1, Kind: KindModified,
+			Detail: "entry differs from the one the checkpoint's range was built from"})
+	}
+	v.lastLeaf = v.base.rec.lastLeaf()
+	v.started = true
+	for v.ci < len(v.cps) && v.cps[v.ci].Size < v.next {
+		v.ci++
+	}
+}
+
+// record handles one stored record in stream order.
+func (v *verifier) record(line []byte, seq uint64) {
+	h := leafHash(line)
+	r, err := DecodeRecord(line)
+	if err != nil {
+		// The leaf sits at its stream position; its hash will not match.
+		v.rep.add(Problem{Seq: seq, Index: v.next, Kind: KindModified, Detail: fmt.Sprintf("entry %d does not decode: %v", v.next, err)})
+		v.reported = true
+		v.accept(v.next, h, nil, seq, false)
+		return
+	}
+	switch {
+	case r.Index == v.next:
+		v.accept(r.Index, h, r.prevHash(), seq, true)
+		for {
+			b, ok := v.buf[v.next]
+			if !ok {
+				break
+			}
+			delete(v.buf, v.next)
+			v.accept(v.next, b.hash, b.prev, b.seq, true)
+		}
+		if len(v.buf) == 0 && v.gapSeq != 0 {
+			v.rep.add(Problem{Seq: v.gapSeq, Index: r.Index, Kind: KindReordered,
+				Detail: fmt.Sprintf("entry %d is stored after entries with higher indices", r.Index)})
+			v.gapSeq = 0
+		}
+	case r.Index > v.next:
+		if _, dup := v.buf[r.Index]; dup {
+			v.rep.add(Problem{Seq: seq, Index: r.Index, Kind: KindInserted, Detail: fmt.Sprintf("a second entry claims index %d", r.Index)})
+			return
+		}
+		if v.gapSeq == 0 {
+			v.gapSeq = seq
+		}
+		v.buf[r.Index] = bufRec{hash: h, prev: r.prevHash(), seq: seq}
+	default:
+		v.rep.add(Problem{Seq: seq, Index: r.Index, Kind: KindInserted, Detail: fmt.Sprintf("a second entry claims index %d", r.Index)})
+	}
+}
+
+// accept adds the record at index idx (== v.next) to the tree.
+func (v *verifier) accept(idx uint64, h, prev []byte, seq uint64, checkLink bool) {
+	if checkLink && v.started && !bytes.Equal(prev, v.lastLeaf) && !(idx == 0 && prev == nil) {
+		// The link names the hash of entry idx-1 as it was written.
+		v.rep.add(Problem{Seq: v.lastSeq, Index: idx - 1, Kind: KindModified,
+			Detail: fmt.Sprintf("entry %d does not hash to the link stored in entry %d", idx-1, idx)})
+		v.reported = true
+	} else if checkLink && !v.started && v.lastLeaf != nil && !bytes.Equal(prev, v.lastLeaf) {
+		v.rep.add(Problem{Seq: v.lastSeq, Index: idx - 1, Kind: KindModified,
+			Detail: fmt.Sprintf("entry %d does not hash to the link stored in entry %d", idx-1, idx)})
+	}
+	if v.started {
+		_ = v.rng.Append(h, nil)
+	}
+	v.lastLeaf, v.lastSeq = h, seq
+	v.next = idx + 1
+	if _, ok := v.seqOf[idx]; !ok && (idx == v.goodSize) {
+		v.seqOf[idx] = seq
+	}
+	if !v.started && v.base != nil && v.next == v.base.Size {
+		v.startFromBase()
+	}
+	v.compare(seq)
+}
+
+// compare checks the tree against every checkpoint of the current size.
+func (v *verifier) compare(seq uint64) {
+	if !v.started {
+		return
+	}
+	for v.ci < len(v.cps) && v.cps[v.ci].Size < v.next {
+		v.ci++
+	}
+	for v.ci < len(v.cps) && v.cps[v.ci].Size == v.next {
+		c := v.cps[v.ci]
+		v.ci++
+		root, err := rootOf(v.rng)
+		if err == nil && bytes.Equal(root, c.Root) {
+			v.goodSize = c.Size
+			v.reported = false
+			continue
+		}
+		if !v.reported {
+			from := v.seqOf[v.goodSize]
+			if from == 0 {
+				from = seq
+			}
+			v.rep.add(Problem{Seq: from, Index: v.goodSize, Kind: KindModified,
+				Detail: fmt.Sprintf("entries %d..%d do not hash to the root signed for size %d", v.goodSize, c.Size-1, c.Size)})
+			v.reported = true
+		}
+	}
+}
+
+// finish reports entries still missing and checkpoints beyond the end.
+func (v *verifier) finish() {
+	if len(v.buf) > 0 {
+		lowest := uint64(0)
+		for i := range v.buf {
+			if lowest == 0 || i < lowest {
+				lowest = i
+			}
+		}
+		v.rep.add(Problem{Seq: v.gapSeq, Index: v.next, Kind: KindDeleted,
+			Detail: fmt.Sprintf("entries %d..%d are missing", v.next, lowest-1)})
+	}
+	if n := len(v.cps); n > 0 && v.cps[n-1].Size > v.next {
+		end := v.lastSeq + 1
+		for _, b := range v.buf {
+			end = max(end, b.seq+1)
+		}
+		v.rep.add(Problem{Seq: end, Index: v.next, Kind: KindTruncated,
+			Detail: fmt.Sprintf("a signed checkpoint covers %d entries, %d are stored in order", v.cps[n-1].Size, v.next)})
+	}
+}

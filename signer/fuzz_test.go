@@ -41,6 +41,9 @@ func FuzzSignVerify(f *testing.F) {
 			}
 			t.Fatalf("Sign: %v", err)
 		}
+		if c, err := Canonicalize(env); err != nil || !bytes.Equal(c, env) {
+			t.Fatalf("Sign output is not JCS: %v\n got %s\nwant %s", err, env, c)
+		}
 		v, err := Verify(env, keys)
 		if err != nil {
 			t.Fatalf("Verify of a fresh envelope: %v\n%s", err, env)

@@ -201,12 +201,14 @@ func Sign(r Receipt, payload json.RawMessage, key PrivateKey) ([]byte, error) {
 	}
 	r.V = Version
 	r.KID = key.KID
+	var canonPayload []byte
 	if payload != nil {
-		d, err := PayloadDigest(payload)
-		if err != nil {
-			return nil, fmt.Errorf("sign receipt: %w", err)
+		var err error
+		if canonPayload, err = Canonicalize(payload); err != nil {
+			return nil, fmt.Errorf("sign receipt: payload: %w", err)
 		}
-		r.PayloadSHA256 = d
+		sum := sha256.Sum256(canonPayload)
+		r.PayloadSHA256 = b64.EncodeToString(sum[:])
 	}
 	if err := checkReceipt(&r); err != nil {
 		return nil, fmt.Errorf("sign receipt: %w", err)
@@ -219,21 +221,25 @@ func Sign(r Receipt, payload json.RawMessage, key PrivateKey) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sign receipt: %w", err)
 	}
-	sig := ed25519.Sign(key.Key, rc)
-	env := struct {
-		Receipt   json.RawMessage `json:"receipt"`
-		Payload   json.RawMessage `json:"payload,omitempty"`
-		Signature Signature       `json:"signature"`
-	}{rc, payload, Signature{Alg: Alg, KID: key.KID, Sig: b64.EncodeToString(sig)}}
-	ej, err := json.Marshal(env)
-	if err != nil {
-		return nil, fmt.Errorf("sign receipt: %w", err)
+	sig := b64.EncodeToString(ed25519.Sign(key.Key, rc))
+
+	// JCS of the envelope, assembled from canonical parts: its members sort
+	// as payload < receipt < signature, every member value is already
+	// canonical, and the signature's strings are base64url and a thumbprint,
+	// which need no escaping. This spares a second parse of the payload;
+	// TestGolden and the fuzz tests check it equals Canonicalize(envelope).
+	var b bytes.Buffer
+	b.Grow(len(canonPayload) + len(rc) + len(sig) + len(key.KID) + 64)
+	b.WriteByte('{')
+	if canonPayload != nil {
+		b.WriteString(`"payload":`)
+		b.Write(canonPayload)
+		b.WriteByte(',')
 	}
-	out, err := Canonicalize(ej)
-	if err != nil {
-		return nil, fmt.Errorf("sign receipt: %w", err)
-	}
-	return out, nil
+	b.WriteString(`"receipt":`)
+	b.Write(rc)
+	b.WriteString(`,"signature":{"alg":"` + Alg + `","kid":"` + key.KID + `","sig":"` + sig + `"}}`)
+	return b.Bytes(), nil
 }
 
 // checkReceipt rejects receipts that Verify would refuse, so that sealpost

@@ -125,6 +125,9 @@ func TestGolden(t *testing.T) {
 	set := testKeySet(t)
 
 	env := signTest(t, testReceipt(), testPayload, k)
+	if c, err := Canonicalize(env); err != nil || !bytes.Equal(c, env) {
+		t.Fatalf("Sign output is not JCS: %v", err)
+	}
 	checkGolden(t, "envelope.json", env)
 
 	jwks, err := set.MarshalJWKS()

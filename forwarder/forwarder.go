@@ -266,7 +266,7 @@ func New(c Config) (*Worker, error) {
 	}
 	g := &guard{allow: append([]netip.Prefix(nil), c.AllowNets...)}
 	w := &Worker{cfg: c, log: c.Logger, guard: g, metrics: m}
-	w.client = newClient(c, g)
+	w.client = newClient(c, g, nil)
 	return w, nil
 }
 

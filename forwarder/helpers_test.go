@@ -166,9 +166,13 @@ type received struct {
 }
 
 func newReceiver(t testing.TB, answer func(w http.ResponseWriter, r *http.Request, n int)) *receiver {
+	return newReceiverOpts(t, answer, true)
+}
+
+func newReceiverOpts(t testing.TB, answer func(w http.ResponseWriter, r *http.Request, n int), h2 bool) *receiver {
 	t.Helper()
 	rc := &receiver{answer: answer}
-	rc.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	rc.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body := make([]byte, 0, 1024)
 		buf := make([]byte, 32<<10)
 		for {
@@ -188,6 +192,8 @@ func newReceiver(t testing.TB, answer func(w http.ResponseWriter, r *http.Reques
 		}
 		rc.answer(w, r, n)
 	}))
+	rc.srv.EnableHTTP2 = h2
+	rc.srv.StartTLS()
 	t.Cleanup(rc.srv.Close)
 	return rc
 }
@@ -218,7 +224,7 @@ func (e *env) trust(rc *receiver) {
 	pool := x509.NewCertPool()
 	pool.AddCert(rc.srv.Certificate())
 	e.w.cfg.RootCAs = pool
-	e.w.client = newClient(e.w.cfg, e.w.guard)
+	e.w.client = newClient(e.w.cfg, e.w.guard, nil)
 }
 
 var seq int

@@ -40,8 +40,8 @@ const maxResponseBody = 64 << 10
 // dial, no proxy from the environment (it would dial for us, unguarded),
 // TLS verification on, no redirects, connect and TLS timeouts. The total
 // timeout is set per request.
-func newClient(c Config, g *guard) *http.Client {
-	d := &net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second, Control: g.control}
+func newClient(c Config, g *guard, r *net.Resolver) *http.Client {
+	d := &net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second, Control: g.control, Resolver: r}
 	tr := &http.Transport{
 		Proxy:                  nil,
 		DialContext:            d.DialContext,

@@ -53,5 +53,5 @@ func parseRetryAfter(h string, now time.Time) time.Duration {
 	if err != nil || !t.After(now) {
 		return 0
 	}
-	return t.Sub(now)
+	return min(t.Sub(now), 365*24*time.Hour)
 }

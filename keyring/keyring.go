@@ -36,6 +36,9 @@ var (
 	ErrNoSigningKey = errors.New("keyring: no signing key")
 	// ErrUnknownKey: no key with that key id was ever created.
 	ErrUnknownKey = errors.New("keyring: unknown key id")
+	// ErrRotationPending: a rotation asked for moments ago takes effect at
+	// the same second; rotate again after it.
+	ErrRotationPending = errors.New("keyring: a key change is already pending")
 	// ErrContention: the key state changed under every one of several
 	// compare-and-set attempts. Temporary.
 	ErrContention = errors.New("keyring: key state kept changing")
@@ -47,6 +50,13 @@ const maxAttempts = 16
 // maxRefreshAfter bounds how old the cached state may be before SigningKeys
 // reads it again. Run's watch normally delivers changes long before.
 const maxRefreshAfter = 5 * time.Second
+
+// RotationDelay is how far ahead of the command an emergency rotation takes
+// effect. Every instance reads the key state again before its cached copy is
+// older than 5 seconds, so all of them have seen the rotation before it
+// takes effect and switch keys at the same instant: no instance signs with
+// the old key after its signing window ended.
+const RotationDelay = 10 * time.Second
 
 // Keyring is the signing-key schedule of one sealpost instance. It is safe
 // for concurrent use.
@@ -90,18 +100,7 @@ func New(ctx context.Context, c Config) (*Keyring, error) {
 // destroys the private keys that are no longer needed.
 func (k *Keyring) Run(ctx context.Context) {
 	if w, ok := k.c.Store.(Watcher); ok {
-		err := w.Watch(ctx, StateKey, func(_ string, val []byte, rev uint64) {
-			if val == nil {
-				return
-			}
-			st, err := parseState(val)
-			if err != nil {
-				k.m.errors.Inc()
-				k.log.Error("keyring: ignoring invalid key state", "rev", rev, "err", err)
-				return
-			}
-			k.adopt(st, rev)
-		})
+		err := w.Watch(ctx, StateKey, func(_ string, val []byte, rev uint64) { k.observe(val, rev) })
 		if err != nil {
 			k.log.Warn("keyring: cannot watch key state; relying on periodic checks", "err", err)
 		}
@@ -206,22 +205,26 @@ func (k *Keyring) List(ctx context.Context) ([]signer.PublicKey, error) {
 	return keys, nil
 }
 
-// Rotate replaces the current key now: a new key signs from now (rounded up
-// to a whole second) until the end of the current period, when the scheduled
-// key takes over as planned; the replaced key stops signing and enters its
-// grace period. actor names who asked, for the audit log.
+// Rotate replaces the current key: a new key is published at once and signs
+// from RotationDelay later (rounded up to a whole second) until the end of
+// the current period, when the scheduled key takes over as planned; the
+// replaced key stops signing then and enters its grace period. actor names
+// who asked, for the audit log.
 func (k *Keyring) Rotate(ctx context.Context, actor string) (signer.PublicKey, error) {
 	var made, replaced keyRecord
 	st, err := k.update(ctx, func(st *state, now time.Time) (bool, error) {
 		if _, err := k.ensure(ctx, st, now); err != nil {
 			return false, err
 		}
-		at := ceilSecond(now)
+		at := ceilSecond(now.Add(RotationDelay))
 		i := st.signing(at)
 		if i < 0 {
 			return false, fmt.Errorf("%w at %s", ErrNoSigningKey, at.Format(time.RFC3339))
 		}
 		cur := &st.Keys[i]
+		if !cur.NotBefore.Before(at) {
+			return false, ErrRotationPending
+		}
 		rec, err := k.newKey(ctx, originRotate, now, at, cur.SignsUntil)
 		if err != nil {
 			return false, err
@@ -252,8 +255,9 @@ func (k *Keyring) Rotate(ctx context.Context, actor string) (signer.PublicKey, e
 // the same window. Revoking a revoked key changes nothing.
 func (k *Keyring) Revoke(ctx context.Context, kid, actor string) (signer.PublicKey, error) {
 	var made keyRecord
+	already := false
 	st, err := k.update(ctx, func(st *state, now time.Time) (bool, error) {
-		made = keyRecord{}
+		made, already = keyRecord{}, false
 		if _, err := k.ensure(ctx, st, now); err != nil {
 			return false, err
 		}
@@ -263,6 +267,7 @@ func (k *Keyring) Revoke(ctx context.Context, kid, actor string) (signer.PublicK
 		}
 		r := &st.Keys[i]
 		if !r.RevokedAt.IsZero() {
+			already = true
 			return false, nil
 		}
 		at := ceilSecond(now)
@@ -287,8 +292,10 @@ func (k *Keyring) Revoke(ctx context.Context, kid, actor string) (signer.PublicK
 		k.auditFail(ctx, actor, "key.revoke", kid, err)
 		return signer.PublicKey{}, err
 	}
-	i := st.find(kid)
-	pub := st.Keys[i].public(k.c.Now())
+	pub := st.Keys[st.find(kid)].public(k.c.Now())
+	if already {
+		return pub, nil
+	}
 	details := map[string]string{"revoked_at": pub.RevokedAt.Format(time.RFC3339)}
 	if made.KID != "" {
 		k.m.created.WithLabelValues(originReplace).Inc()
@@ -459,9 +466,26 @@ func (k *Keyring) forget(st *state, now time.Time) {
 	}
 }
 
+// observe installs a state delivered by the store's watch.
+func (k *Keyring) observe(val []byte, rev uint64) {
+	if val == nil {
+		return
+	}
+	seen := k.c.Now()
+	st, err := parseState(val)
+	if err != nil {
+		k.m.errors.Inc()
+		k.log.Error("keyring: ignoring invalid key state", "rev", rev, "err", err)
+		return
+	}
+	k.adopt(st, rev, seen)
+}
+
 // load reads the stored state and installs it as the cached one. A missing
 // document is an empty state with revision 0.
 func (k *Keyring) load(ctx context.Context) (*state, uint64, error) {
+	// The state read is at least as new as the moment the read started.
+	seen := k.c.Now()
 	b, rev, err := k.c.Store.Get(ctx, StateKey)
 	if errors.Is(err, queue.ErrNotFound) {
 		return &state{V: stateVersion}, 0, nil
@@ -473,7 +497,7 @@ func (k *Keyring) load(ctx context.Context) (*state, uint64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	k.adopt(st, rev)
+	k.adopt(st, rev, seen)
 	return st, rev, nil
 }
 
@@ -483,22 +507,25 @@ func (k *Keyring) fresh(ctx context.Context) (*state, error) {
 	k.mu.RLock()
 	st, at := k.st, k.loadedAt
 	k.mu.RUnlock()
-	if st != nil && k.c.Now().Sub(at) < min(k.c.CheckInterval, maxRefreshAfter) {
+	// A negative age (the clock stepped back) counts as stale.
+	if age := k.c.Now().Sub(at); st != nil && age >= 0 && age < min(k.c.CheckInterval, maxRefreshAfter) {
 		return st, nil
 	}
 	st, _, err := k.load(ctx)
 	return st, err
 }
 
-// adopt installs st with revision rev as the cached state unless a newer
-// revision is installed already.
-func (k *Keyring) adopt(st *state, rev uint64) {
+// adopt installs st with revision rev, known to be current at seen, as the
+// cached state unless a newer revision is installed already.
+func (k *Keyring) adopt(st *state, rev uint64, seen time.Time) {
 	now := k.c.Now()
 	k.mu.Lock()
 	if k.st == nil || rev >= k.rev {
 		k.st, k.rev = st, rev
+		if seen.After(k.loadedAt) {
+			k.loadedAt = seen
+		}
 	}
-	k.loadedAt = now
 	cur := k.st
 	k.mu.Unlock()
 	k.forget(cur, now)
@@ -515,7 +542,8 @@ func (k *Keyring) update(ctx context.Context, fn func(st *state, now time.Time) 
 			return nil, err
 		}
 		next := cur.clone()
-		changed, err := fn(next, k.c.Now())
+		now := k.c.Now()
+		changed, err := fn(next, now)
 		if err != nil {
 			return nil, err
 		}
@@ -539,7 +567,7 @@ func (k *Keyring) update(ctx context.Context, fn func(st *state, now time.Time) 
 		if err != nil {
 			return nil, fmt.Errorf("keyring: store key state: %w", err)
 		}
-		k.adopt(next, newRev)
+		k.adopt(next, newRev, now)
 		return next, nil
 	}
 	return nil, ErrContention

@@ -66,8 +66,16 @@ func TestRotateAndRevoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The new key is published at once and signs RotationDelay later.
+	if got := setKIDs(k.KeySet(e.clock.Now(), false)); !slices.Equal(got, []string{rotated.KID, first.KID}) {
+		t.Errorf("jwks right after rotate = %v", got)
+	}
+	if cur, _, err := k.SigningKeys(ctx, e.clock.Now()); err != nil || cur.KID != first.KID {
+		t.Errorf("right after rotate signs with %s (%v), want %s", cur.KID, err, first.KID)
+	}
+	e.clock.Advance(RotationDelay)
 	at := e.clock.Now()
-	if !rotated.NotBefore.Equal(at) || !rotated.SignsUntil.Equal(date("2026-07-01T00:00:00Z")) || rotated.Status != signer.StatusActive {
+	if !rotated.NotBefore.Equal(at) || !rotated.SignsUntil.Equal(date("2026-07-01T00:00:00Z")) || rotated.Status != signer.StatusNext {
 		t.Errorf("rotated key = %+v", rotated)
 	}
 	cur, prev, err := k.SigningKeys(ctx, at)

@@ -256,6 +256,22 @@ func ParseKeySet(data []byte) (*KeySet, error) {
 	return set, nil
 }
 
+// ParseJWK parses one key document, such as the answer of /v1/keys/{kid},
+// with the same strict rules as ParseKeySet.
+func ParseJWK(data []byte) (PublicKey, error) {
+	if len(data) > MaxKeySetSize {
+		return PublicKey{}, fmt.Errorf("%w: %w: %d bytes, limit %d", ErrInvalidKeySet, ErrTooLarge, len(data), MaxKeySetSize)
+	}
+	if _, err := Canonicalize(data); err != nil {
+		return PublicKey{}, fmt.Errorf("%w: %w", ErrInvalidKeySet, err)
+	}
+	k, err := parseJWK(data)
+	if err != nil {
+		return PublicKey{}, fmt.Errorf("%w: %w", ErrInvalidKeySet, err)
+	}
+	return k, nil
+}
+
 // parseJWK reads one key by exact member name. encoding/json would match
 // member names case-insensitively, so the members are looked up in a map.
 func parseJWK(raw json.RawMessage) (PublicKey, error) {

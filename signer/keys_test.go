@@ -2,6 +2,7 @@ package signer
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -178,5 +179,25 @@ func TestNumericDateJSON(t *testing.T) {
 	}
 	if _, err := NumericDate(time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)).MarshalJSON(); err == nil {
 		t.Error("MarshalJSON of year 10000 succeeded")
+	}
+}
+
+func TestParseJWK(t *testing.T) {
+	want := testPublicKey(t, testKey(t))
+	doc, err := json.Marshal(want.JWK())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseJWK(doc)
+	if err != nil {
+		t.Fatalf("ParseJWK(%s): %v", doc, err)
+	}
+	if got.KID != want.KID || got.Status != StatusActive || !got.SignsUntil.Equal(want.SignsUntil) {
+		t.Fatalf("ParseJWK = %+v", got)
+	}
+	for _, bad := range []string{`{"keys":[]}`, `[]`, strings.Replace(string(doc), `"OKP"`, `"RSA"`, 1), string(doc) + "x"} {
+		if _, err := ParseJWK([]byte(bad)); !errors.Is(err, ErrInvalidKeySet) {
+			t.Errorf("ParseJWK(%s) = %v, want ErrInvalidKeySet", bad, err)
+		}
 	}
 }

@@ -91,16 +91,20 @@ func FuzzVerify(f *testing.F) {
 	})
 }
 
-// FuzzParseKeySet feeds arbitrary documents to ParseKeySet: it must not
-// panic, and any set it accepts must survive a marshal/parse round trip.
+// FuzzParseKeySet feeds arbitrary documents to ParseKeySet and ParseJWK:
+// they must not panic, and any set it accepts must survive a marshal/parse round trip.
 func FuzzParseKeySet(f *testing.F) {
 	for _, name := range []string{"testdata/golden/jwks.json", "testdata/golden/history.json"} {
 		f.Add(readFile(f, name))
 	}
 	f.Add([]byte(`{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k","nbf":1.5,"revoked_at":2}]}`))
+	f.Add([]byte(`{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k","status":"grace"}`))
 	f.Add([]byte(`{"keys":[{}]}`))
 	f.Add([]byte(`{"keys":null}`))
 	f.Fuzz(func(t *testing.T, doc []byte) {
+		if k, err := ParseJWK(doc); err == nil && k.KID != Thumbprint(k.Key) {
+			t.Fatalf("ParseJWK accepted kid %q for another key", k.KID)
+		}
 		set, err := ParseKeySet(doc)
 		if err != nil {
 			return

@@ -247,9 +247,12 @@ type fakeDelivery struct {
 	retries        []time.Duration
 }
 
-func (d *fakeDelivery) Ack(context.Context) error       { d.acked = true; return nil }
-func (d *fakeDelivery) Retry(delay time.Duration) error { d.retries = append(d.retries, delay); return nil }
-func (d *fakeDelivery) Drop() error                     { d.dropped = true; return nil }
+func (d *fakeDelivery) Ack(context.Context) error { d.acked = true; return nil }
+func (d *fakeDelivery) Retry(delay time.Duration) error {
+	d.retries = append(d.retries, delay)
+	return nil
+}
+func (d *fakeDelivery) Drop() error { d.dropped = true; return nil }
 
 func (d *fakeDelivery) decision() string {
 	switch {

@@ -1,0 +1,159 @@
+package forwarder
+
+import (
+	"context"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestBreakerStates(t *testing.T) {
+	now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	b := &breaker{threshold: 3, cooldown: time.Minute, limit: 2}
+	fail := func() {
+		t.Helper()
+		adm, probe := b.acquire(now)
+		if adm != admitted {
+			t.Fatalf("acquire = %v, want admitted", adm)
+		}
+		b.release(probe, outcomeFailure, now)
+	}
+	fail()
+	fail()
+	if b.state != breakerClosed {
+		t.Fatal("opened before the threshold")
+	}
+	fail()
+	if b.state != breakerOpen {
+		t.Fatal("not open after 3 consecutive failures")
+	}
+	if adm, _ := b.acquire(now.Add(59 * time.Second)); adm != circuitOpen {
+		t.Fatalf("acquire during cooldown = %v, want circuitOpen", adm)
+	}
+	now = now.Add(time.Minute)
+	adm, probe := b.acquire(now)
+	if adm != admitted || !probe {
+		t.Fatalf("after cooldown: %v probe=%v, want an admitted probe", adm, probe)
+	}
+	if adm, _ := b.acquire(now); adm != circuitOpen {
+		t.Fatal("a second request went through while the probe is out")
+	}
+	b.release(true, outcomeFailure, now)
+	if b.state != breakerOpen {
+		t.Fatal("failed probe did not reopen")
+	}
+	now = now.Add(time.Minute)
+	adm, probe = b.acquire(now)
+	b.release(probe, outcomeSuccess, now)
+	if adm != admitted || b.state != breakerClosed || b.failures != 0 {
+		t.Fatalf("successful probe: state %d failures %d", b.state, b.failures)
+	}
+	// A probe that sent nothing hands the probe to the next request.
+	b.state, b.openedAt = breakerOpen, now.Add(-time.Hour)
+	_, probe = b.acquire(now)
+	b.release(probe, outcomeNone, now)
+	if adm, probe := b.acquire(now); adm != admitted || !probe {
+		t.Fatal("next request did not get the probe")
+	}
+}
+
+func TestBreakerConcurrencyLimit(t *testing.T) {
+	now := time.Now()
+	b := &breaker{threshold: 3, cooldown: time.Minute, limit: 2}
+	b.acquire(now)
+	b.acquire(now)
+	if adm, _ := b.acquire(now); adm != busy {
+		t.Fatalf("third acquire = %v, want busy", adm)
+	}
+	b.release(false, outcomeSuccess, now)
+	if adm, _ := b.acquire(now); adm != admitted {
+		t.Fatal("slot not given back")
+	}
+}
+
+// TestBreakerOpensAndProbes: after BreakerFailures failures the endpoint
+// is not called; after the cooldown one probe goes through and closes it.
+func TestBreakerOpensAndProbes(t *testing.T) {
+	c := newClock()
+	var healthy atomic.Bool
+	e := newEnv(t, func(cfg *Config) { cfg.Now = c.now; cfg.BreakerFailures = 2; cfg.BreakerCooldown = time.Minute })
+	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		if healthy.Load() {
+			w.WriteHeader(200)
+			return
+		}
+		w.WriteHeader(503)
+	})
+	e.route("invoices", rc, nil)
+	ctx := context.Background()
+	for range 2 {
+		e.w.handle(ctx, submission(t, "invoices"), &fakeDelivery{})
+	}
+	s := submission(t, "invoices")
+	d := &fakeDelivery{}
+	e.w.handle(ctx, s, d)
+	as, _ := e.w.Attempts(ctx, "acme", s.ID)
+	if d.decision() != "retry" || len(as) != 1 || as[0].Class != ClassBreakerOpen {
+		t.Fatalf("with the circuit open: %s %+v, want retry breaker_open", d.decision(), as)
+	}
+	if n := len(rc.requests()); n != 2 {
+		t.Fatalf("receiver got %d requests, want 2", n)
+	}
+	healthy.Store(true)
+	c.advance(time.Minute)
+	d = &fakeDelivery{}
+	e.w.handle(ctx, s, d)
+	if !d.acked {
+		t.Fatalf("probe: %s, want ack", d.decision())
+	}
+	if b := e.w.breakerFor(Route{Tenant: "acme", Name: "invoices"}); b.state != breakerClosed {
+		t.Error("circuit not closed after a good probe")
+	}
+}
+
+// TestSlowEndpointDoesNotStarve: while an endpoint with MaxConcurrency 1
+// hangs, its next message is deferred (not counted as an attempt) and
+// another endpoint is served.
+func TestSlowEndpointDoesNotStarve(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Timeout = 10 * time.Second })
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 1)
+	slow := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ int) {
+		arrived <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		w.WriteHeader(200)
+	})
+	fast := newReceiver(t, nil)
+	e.route("slow", slow, func(r *Route) { r.MaxConcurrency = 1 })
+	e.route("fast", fast, nil)
+	ctx := context.Background()
+	done := make(chan *fakeDelivery)
+	go func() {
+		d := &fakeDelivery{}
+		e.w.handle(ctx, submission(t, "slow"), d)
+		done <- d
+	}()
+	<-arrived
+	s := submission(t, "slow")
+	d := &fakeDelivery{}
+	e.w.handle(ctx, s, d)
+	if d.decision() != "retry" || d.retries[0] > 2*busyDelay {
+		t.Errorf("second message to the busy endpoint: %s %v, want a short retry", d.decision(), d.retries)
+	}
+	if _, err := e.w.Attempts(ctx, "acme", s.ID); err == nil {
+		t.Error("deferral was recorded as an attempt")
+	}
+	d = &fakeDelivery{}
+	e.w.handle(ctx, submission(t, "fast"), d)
+	if !d.acked {
+		t.Errorf("fast endpoint: %s, want ack while the slow one hangs", d.decision())
+	}
+	close(release)
+	if d := <-done; !d.acked {
+		t.Errorf("slow endpoint: %s, want ack", d.decision())
+	}
+}

@@ -1,0 +1,151 @@
+package forwarder
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/ingress"
+	"github.com/sealpost/sealpost/queue"
+)
+
+// deadLetterOne runs s through a 2-attempt schedule against a failing
+// receiver so it ends in the dead-letter stream.
+func deadLetterOne(t *testing.T, e *env, s *ingress.Submission) {
+	t.Helper()
+	for range 2 {
+		e.w.handle(context.Background(), s, &fakeDelivery{})
+	}
+	m, err := e.cfg.DeadLetters.Last(context.Background(), dlqSubject(s.Tenant, s.Route, s.ID))
+	if err != nil || m.Header[hdrState] != stateDead {
+		t.Fatalf("%s not dead-lettered: %v", s.ID, err)
+	}
+}
+
+func TestRedeliverAndReplay(t *testing.T) {
+	c := newClock()
+	e := newEnv(t, func(cfg *Config) { cfg.Now = c.now; cfg.Schedule = []time.Duration{0, time.Minute} })
+	var up atomic.Bool
+	answer := func(w http.ResponseWriter, _ *http.Request, _ int) {
+		if up.Load() {
+			w.WriteHeader(200)
+			return
+		}
+		w.WriteHeader(500)
+	}
+	rcA, rcB := newReceiver(t, answer), newReceiver(t, answer)
+	e.route("a", rcA, nil)
+	e.route("b", rcB, nil)
+	ctx := context.Background()
+	a1, a2, b1 := submission(t, "a"), submission(t, "a"), submission(t, "b")
+	deadLetterOne(t, e, a1)
+	c.advance(time.Hour)
+	since := c.now()
+	deadLetterOne(t, e, a2)
+	deadLetterOne(t, e, b1)
+
+	// Redeliver to a failing endpoint: ErrDeliveryFailed, still dead.
+	if err := e.w.Redeliver(ctx, "acme", a1.ID); !errors.Is(err, ErrDeliveryFailed) {
+		t.Fatalf("Redeliver to a failing endpoint = %v, want ErrDeliveryFailed", err)
+	}
+	up.Store(true)
+	if err := e.w.Redeliver(ctx, "acme", a1.ID); err != nil {
+		t.Fatalf("Redeliver = %v", err)
+	}
+	reqs := rcA.requests()
+	last := reqs[len(reqs)-1]
+	if last.header.Get("webhook-id") != a1.ID || string(last.body) != string(reqs[0].body) {
+		t.Error("redelivery changed the webhook-id or the body")
+	}
+	as, _ := e.w.Attempts(ctx, "acme", a1.ID)
+	if got := as[len(as)-1]; got.Trigger != TriggerRedeliver || got.Result != ResultDelivered || got.N != 2 {
+		t.Errorf("last attempt = %+v", got)
+	}
+	if !slices.Contains(e.audit.actions(a1.ID), audit.ActionRedeliver) {
+		t.Error("redelivery not audited")
+	}
+
+	// Replay route b since the second dead letter: only b1.
+	n, err := e.w.ReplayDeadLetters(ctx, ReplayFilter{Tenant: "acme", Route: "b", Since: since})
+	if err != nil || n != 1 {
+		t.Fatalf("replay route b = %d, %v; want 1", n, err)
+	}
+	// Replay everything: a1 and b1 are resolved, only a2 is left.
+	n, err = e.w.ReplayDeadLetters(ctx, ReplayFilter{Tenant: "acme"})
+	if err != nil || n != 1 {
+		t.Fatalf("replay all = %d, %v; want 1", n, err)
+	}
+	if n, err := e.w.ReplayDeadLetters(ctx, ReplayFilter{Tenant: "acme"}); err != nil || n != 0 {
+		t.Fatalf("second replay = %d, %v; want 0", n, err)
+	}
+	if n, _ := e.w.ReplayDeadLetters(ctx, ReplayFilter{Tenant: "other"}); n != 0 {
+		t.Error("replay crossed tenants")
+	}
+}
+
+func TestLookupErrors(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	for name, err := range map[string]error{
+		"receipt unknown":    func() error { _, err := e.w.Receipt(ctx, "acme", "rcpt_nope"); return err }(),
+		"attempts unknown":   func() error { _, err := e.w.Attempts(ctx, "acme", "rcpt_nope"); return err }(),
+		"redeliver unknown":  e.w.Redeliver(ctx, "acme", "rcpt_nope"),
+		"receipt no tenant":  func() error { _, err := e.w.Receipt(ctx, "", "rcpt_x"); return err }(),
+		"replay no tenant":   func() error { _, err := e.w.ReplayDeadLetters(ctx, ReplayFilter{}); return err }(),
+		"replay bad route":   func() error { _, err := e.w.ReplayDeadLetters(ctx, ReplayFilter{Tenant: "acme", Route: "a.>"}); return err }(),
+		"attempts wildcard":  func() error { _, err := e.w.Attempts(ctx, "acme", "*"); return err }(),
+		"enable bad tenant":  e.w.EnableEndpoint(ctx, "ac me", "r"),
+		"redeliver wildcard": e.w.Redeliver(ctx, "acme", ">"),
+	} {
+		want := ErrInvalidInput
+		if name == "receipt unknown" || name == "attempts unknown" || name == "redeliver unknown" {
+			want = ErrNotFound
+		}
+		if !errors.Is(err, want) {
+			t.Errorf("%s: %v, want %v", name, err, want)
+		}
+	}
+}
+
+// TestScheduleThroughJetStream: with a short schedule, JetStream keeps the
+// delays (NAK with delay) and the message ends in the dead-letter stream
+// after the last attempt, also across a consumer restart.
+func TestScheduleThroughJetStream(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Schedule = []time.Duration{0, 200 * time.Millisecond, 200 * time.Millisecond} })
+	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int) { w.WriteHeader(503) })
+	e.route("invoices", rc, nil)
+	ctx := context.Background()
+	s := submission(t, "invoices")
+	if err := e.conn.Publisher(e.sealer).Enqueue(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := e.conn.Consume(ctx, queue.ConsumerConfig{Workers: 1}, e.sealer, e.w.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "first attempt", func() bool { return len(rc.requests()) >= 1 })
+	cons.Stop(ctx)
+	cons, err = e.conn.Consume(ctx, queue.ConsumerConfig{Workers: 1}, e.sealer, e.w.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Stop(ctx)
+	waitFor(t, "dead letter", func() bool { return slices.Contains(e.audit.actions(s.ID), audit.ActionDeadLettered) })
+	if n := len(rc.requests()); n != 3 {
+		t.Errorf("receiver got %d requests, want 3", n)
+	}
+	as, err := e.w.Attempts(ctx, "acme", s.ID)
+	if err != nil || len(as) != 3 {
+		t.Fatalf("attempts = %d, %v; want 3", len(as), err)
+	}
+	for i := 1; i < len(as); i++ {
+		if as[i].Time.Before(as[i-1].NextAt) {
+			t.Errorf("attempt %d at %s came before its due time %s", i+1, as[i].Time, as[i-1].NextAt)
+		}
+	}
+}

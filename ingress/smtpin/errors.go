@@ -64,6 +64,8 @@ func smtpReply(err error) *smtp.SMTPError {
 		return reply(554, smtp.EnhancedCode{5, 6, 0}, "MIME structure nested too deeply")
 	case errors.Is(err, ErrTooManyParts):
 		return reply(554, smtp.EnhancedCode{5, 6, 0}, "Too many MIME parts")
+	case errors.Is(err, smtp.ErrTooLongLine):
+		return reply(554, smtp.EnhancedCode{5, 6, 0}, "Message has a line longer than 2000 octets")
 	case errors.Is(err, ErrMalformed):
 		return reply(554, smtp.EnhancedCode{5, 6, 0}, "Message could not be parsed")
 	case errors.Is(err, errShuttingDown):

@@ -118,7 +118,7 @@ func TestLimits(t *testing.T) {
 		{"mime depth over limit", func(c *Config) { c.MaxMIMEDepth = 3 }, 1, nested(4), 554, "5.6.0"},
 		{"mime parts at limit", func(c *Config) { c.MaxMIMEParts = 5 }, 1, manyParts(4), 0, ""},
 		{"mime parts over limit", func(c *Config) { c.MaxMIMEParts = 5 }, 1, manyParts(5), 554, "5.6.0"},
-		{"payload over limit", func(c *Config) { c.MaxPayloadBytes = 8 << 10 }, 1, bigBody(20 << 10), 552, "5.3.4"},
+		{"payload over limit", func(c *Config) { c.MaxPayloadBytes = 4096; c.MaxHeaderBytes = 8192 }, 1, "X-Pad: " + strings.Repeat(strings.Repeat("h", 900)+"\r\n ", 6) + "x\r\n" + simpleMessage, 552, "5.3.4"},
 	}
 	rcpts := []string{"invoices@in.example.net", "alerts@in.example.net", "orders@globex.example.net"}
 	for _, tt := range tests {
@@ -146,6 +146,15 @@ func TestLimits(t *testing.T) {
 				t.Errorf("next message on the same connection: %v", err)
 			}
 		})
+	}
+}
+
+func TestLongLine(t *testing.T) {
+	ts := startServer(t, nil)
+	c := ts.dial(t, true)
+	_, err := send(c, "a@vendor.example", []string{"invoices@in.example.net"}, []byte(simpleMessage+strings.Repeat("x", 3000)+"\r\n"))
+	if smtpCode(err) != 554 || enhCode(err) != "5.6.0" {
+		t.Fatalf("got %v, want 554 5.6.0", err)
 	}
 }
 

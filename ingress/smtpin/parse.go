@@ -39,16 +39,22 @@ func (l Limits) withDefaults() Limits {
 // Every member is always present so that payloads of different messages have
 // the same shape.
 type mailPayload struct {
-	MessageID   string        `json:"message_id"`
-	Date        string        `json:"date"`
-	Subject     string        `json:"subject"`
-	From        []address     `json:"from"`
-	To          []address     `json:"to"`
-	Cc          []address     `json:"cc"`
-	ReplyTo     []address     `json:"reply_to"`
-	Headers     [][2]string   `json:"headers"`
-	Text        string        `json:"text"`
-	HTML        string        `json:"html"`
+	MessageID string      `json:"message_id"`
+	Date      string      `json:"date"`
+	Subject   string      `json:"subject"`
+	From      []address   `json:"from"`
+	To        []address   `json:"to"`
+	Cc        []address   `json:"cc"`
+	ReplyTo   []address   `json:"reply_to"`
+	Headers   [][2]string `json:"headers"`
+	Text      string      `json:"text"`
+	HTML      string      `json:"html"`
+	// TextRef and HTMLRef point to a body stored apart because the payload
+	// would not fit one queue message otherwise; Text or HTML is then empty.
+	TextRef     string        `json:"text_ref,omitempty"`
+	TextSHA256  string        `json:"text_sha256,omitempty"`
+	HTMLRef     string        `json:"html_ref,omitempty"`
+	HTMLSHA256  string        `json:"html_sha256,omitempty"`
 	Attachments []*attachment `json:"attachments"`
 	// Defects lists what could not be parsed as the standards say (a missing
 	// boundary, an unknown charset, ...). The message is accepted anyway.

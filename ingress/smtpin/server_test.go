@@ -225,3 +225,39 @@ const attachmentMessage = "From: a@vendor.example\r\n" +
 	"\r\n" +
 	"JVBERi0xLjQKJcTl8uXrp/Og0MTGCjEgMCBvYmoK\r\n" +
 	"--XX--\r\n"
+
+func TestLargePartsStoredApart(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.MaxPayloadBytes = 8192; c.InlineAttachmentMax = 16 })
+	c := ts.dial(t, true)
+	body := strings.Repeat("line of a long report\r\n", 1000)
+	msg := strings.Replace(attachmentMessage, "see attached\r\n", body, 1)
+	if _, err := send(c, "a@vendor.example", []string{"invoices@in.example.net", "orders@globex.example.net"}, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	text := strings.TrimSuffix(body, "\r\n") // the last CRLF belongs to the boundary
+	subs := ts.enq.all()
+	if len(subs) != 2 {
+		t.Fatalf("%d submissions, want 2", len(subs))
+	}
+	for _, s := range subs {
+		var m struct {
+			payloadView
+			TextRef    string `json:"text_ref"`
+			TextSHA256 string `json:"text_sha256"`
+		}
+		if err := json.Unmarshal(s.Payload, &m); err != nil {
+			t.Fatal(err)
+		}
+		if len(s.Payload) > 8192 {
+			t.Errorf("payload of %d bytes over MaxPayloadBytes", len(s.Payload))
+		}
+		if m.Text != "" || !strings.HasPrefix(m.TextRef, "blob:"+s.Tenant+"/") || string(ts.blobs.m[m.TextRef]) != text {
+			t.Errorf("%s: text not stored apart under the tenant: ref %q", s.Tenant, m.TextRef)
+		}
+		want(t, "text_sha256", m.TextSHA256, sha256Digest([]byte(text)))
+		a := m.Attachments[0]
+		if a.Content != nil || !strings.HasPrefix(a.Ref, "blob:"+s.Tenant+"/") || len(ts.blobs.m[a.Ref]) != int(a.Size) {
+			t.Errorf("%s: attachment above InlineAttachmentMax not stored apart: %+v", s.Tenant, a)
+		}
+	}
+}

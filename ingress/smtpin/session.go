@@ -236,18 +236,31 @@ func (ss *session) receive(r io.Reader) (ids []string, size int64, err error) {
 }
 
 // buildPayload moves attachments above InlineAttachmentMax to the blob
-// store, then the largest remaining ones until the payload fits
-// MaxPayloadBytes, and returns the payload JSON.
+// store, then the largest remaining ones, then the text and HTML bodies,
+// until the payload fits MaxPayloadBytes, and returns the payload JSON. What
+// is moved is referenced with its SHA-256, never dropped. m is not modified:
+// blob refs are tenant-scoped and one message may serve several tenants.
 func (s *Server) buildPayload(ctx context.Context, m *mailPayload, tenant string) (json.RawMessage, error) {
+	p := *m
+	p.Attachments = make([]*attachment, len(m.Attachments))
+	for i, a := range m.Attachments {
+		c := *a
+		p.Attachments[i] = &c
+	}
+	put := func(data []byte) (ref, sum string, err error) {
+		sum = sha256Digest(data)
+		ref, err = s.cfg.Blobs.PutBlob(ctx, tenant, sum, data)
+		return ref, sum, err
+	}
 	store := func(a *attachment) error {
-		ref, err := s.cfg.Blobs.PutBlob(ctx, tenant, a.SHA256, a.data)
+		ref, _, err := put(a.data)
 		if err != nil {
 			return err
 		}
 		a.Content, a.Ref = nil, ref
 		return nil
 	}
-	for _, a := range m.Attachments {
+	for _, a := range p.Attachments {
 		if a.Size <= s.cfg.InlineAttachmentMax {
 			a.inline()
 		} else if err := store(a); err != nil {
@@ -255,7 +268,7 @@ func (s *Server) buildPayload(ctx context.Context, m *mailPayload, tenant string
 		}
 	}
 	for {
-		b, err := marshalJSON(m)
+		b, err := marshalJSON(&p)
 		if err != nil {
 			return nil, err
 		}
@@ -263,15 +276,24 @@ func (s *Server) buildPayload(ctx context.Context, m *mailPayload, tenant string
 			return b, nil
 		}
 		var largest *attachment
-		for _, a := range m.Attachments {
+		for _, a := range p.Attachments {
 			if a.Content != nil && (largest == nil || a.Size > largest.Size) {
 				largest = a
 			}
 		}
-		if largest == nil {
+		switch {
+		case largest != nil:
+			err = store(largest)
+		case p.Text != "" && len(p.Text) >= len(p.HTML):
+			p.TextRef, p.TextSHA256, err = put([]byte(p.Text))
+			p.Text = ""
+		case p.HTML != "":
+			p.HTMLRef, p.HTMLSHA256, err = put([]byte(p.HTML))
+			p.HTML = ""
+		default:
 			return nil, errPayloadTooLarge
 		}
-		if err := store(largest); err != nil {
+		if err != nil {
 			return nil, err
 		}
 	}

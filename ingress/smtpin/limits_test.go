@@ -303,3 +303,38 @@ func TestShutdownLetsDataFinish(t *testing.T) {
 		}
 	}
 }
+
+func TestBDAT(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.MaxMessageBytes = 4096 })
+	tp := ts.rawTLS(t)
+	msg := simpleMessage
+	half := len(msg) / 2
+	tp.PrintfLine("MAIL FROM:<a@vendor.example>")
+	expect(t, tp, 250)
+	tp.PrintfLine("RCPT TO:<invoices@in.example.net>")
+	expect(t, tp, 250)
+	fmt.Fprintf(tp.W, "BDAT %d\r\n%s", half, msg[:half])
+	tp.W.Flush()
+	expect(t, tp, 250)
+	fmt.Fprintf(tp.W, "BDAT %d LAST\r\n%s", len(msg)-half, msg[half:])
+	tp.W.Flush()
+	if text := expect(t, tp, 250); !strings.Contains(text, "rcpt_") {
+		t.Errorf("answer %q has no receipt id", text)
+	}
+	subs := ts.enq.all()
+	if len(subs) != 1 || subs[0].RawSHA256 != sha256Digest([]byte(msg)) {
+		t.Fatalf("BDAT message not queued intact")
+	}
+
+	// A chunk over the size limit is refused.
+	tp.PrintfLine("MAIL FROM:<a@vendor.example>")
+	expect(t, tp, 250)
+	tp.PrintfLine("RCPT TO:<invoices@in.example.net>")
+	expect(t, tp, 250)
+	big := strings.Repeat(strings.Repeat("x", 98)+"\r\n", 50)
+	fmt.Fprintf(tp.W, "BDAT %d LAST\r\n%s", len(big), big)
+	tp.W.Flush()
+	if text := expect(t, tp, 552); !strings.HasPrefix(text, "5.3.4") {
+		t.Errorf("answer %q, want 5.3.4", text)
+	}
+}

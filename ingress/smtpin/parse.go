@@ -153,7 +153,9 @@ func parseMail(open func() io.Reader, size int64, lim Limits) (*mailPayload, err
 		return nil, ErrHeaderTooLarge
 	}
 	if err != nil && ent == nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		// The cause quotes message content: it stays out of the error, which
+		// gets logged.
+		return nil, ErrMalformed
 	}
 	if err != nil {
 		p.defect("%v", err)

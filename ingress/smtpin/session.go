@@ -164,17 +164,19 @@ func (ss *session) receive(r io.Reader) (ids []string, size int64, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DataTimeout)
 	defer cancel()
 
+	lim := Limits{MaxHeaderBytes: s.cfg.MaxHeaderBytes, MaxMIMEDepth: s.cfg.MaxMIMEDepth, MaxMIMEParts: s.cfg.MaxMIMEParts}
+	m, err := parseMail(raw.reader, raw.size, lim)
+	if err != nil {
+		return nil, size, err
+	}
+
+	// Authentication runs on messages that parsed: no DNS work for mail that
+	// is refused anyway.
 	auth := s.authenticate(ctx, raw, ss.remoteIP(), ss.from, ss.conn.Hostname())
 	for _, rc := range ss.rcpts {
 		if rc.route.RequireDKIM && !auth.dkimAligned {
 			return nil, size, errDKIMRequired
 		}
-	}
-
-	lim := Limits{MaxHeaderBytes: s.cfg.MaxHeaderBytes, MaxMIMEDepth: s.cfg.MaxMIMEDepth, MaxMIMEParts: s.cfg.MaxMIMEParts}
-	m, err := parseMail(raw.reader, raw.size, lim)
-	if err != nil {
-		return nil, size, err
 	}
 
 	tlsInfo := tlsSource{}

@@ -73,6 +73,12 @@ type verifiedCP struct {
 	rec *checkpointRecord
 }
 
+// mismatch is a checkpoint root that the entries [p.Index, end) failed.
+type mismatch struct {
+	p   Problem
+	end uint64
+}
+
 type bufRec struct {
 	hash, prev []byte
 	seq        uint64
@@ -91,10 +97,13 @@ type verifier struct {
 	lastSeq  uint64            // seq of the record at next-1
 	seqOf    map[uint64]uint64 // seq of the first record after each checkpoint size
 	goodSize uint64            // largest size whose root matched
-	reported bool              // a modification was pinpointed since goodSize
+	reported bool              // a root mismatch was noted since goodSize
+	mismatch []mismatch        // root mismatches, reported unless pinpointed
 
-	buf    map[uint64]bufRec
-	gapSeq uint64 // seq of the first record that came ahead of a missing one
+	buf     map[uint64]bufRec
+	gapSeq  uint64 // seq of the first record that came ahead of a missing one
+	gapFrom uint64 // the sequence right after the last record before the gap
+	maxIdx  uint64 // highest index seen plus one
 
 	base     *verifiedCP // checkpoint the tree starts from, when the log was pruned
 	started  bool
@@ -261,10 +270,12 @@ func (v *verifier) startFromBase() {
 func (v *verifier) record(line []byte, seq uint64) {
 	h := leafHash(line)
 	r, err := DecodeRecord(line)
+	if err == nil {
+		v.maxIdx = max(v.maxIdx, r.Index+1)
+	}
 	if err != nil {
 		// The leaf sits at its stream position; its hash will not match.
 		v.rep.add(Problem{Seq: seq, Index: v.next, Kind: KindModified, Detail: fmt.Sprintf("entry %d does not decode: %v", v.next, err)})
-		v.reported = true
 		v.accept(v.next, h, nil, seq, false)
 		return
 	}
@@ -290,7 +301,7 @@ func (v *verifier) record(line []byte, seq uint64) {
 			return
 		}
 		if v.gapSeq == 0 {
-			v.gapSeq = seq
+			v.gapSeq, v.gapFrom = seq, v.lastSeq+1
 		}
 		v.buf[r.Index] = bufRec{hash: h, prev: r.prevHash(), seq: seq}
 	default:
@@ -304,7 +315,6 @@ func (v *verifier) accept(idx uint64, h, prev []byte, seq uint64, checkLink bool
 		// The link names the hash of entry idx-1 as it was written.
 		v.rep.add(Problem{Seq: v.lastSeq, Index: idx - 1, Kind: KindModified,
 			Detail: fmt.Sprintf("entry %d does not hash to the link stored in entry %d", idx-1, idx)})
-		v.reported = true
 	} else if checkLink && !v.started && v.lastLeaf != nil && !bytes.Equal(prev, v.lastLeaf) {
 		v.rep.add(Problem{Seq: v.lastSeq, Index: idx - 1, Kind: KindModified,
 			Detail: fmt.Sprintf("entry %d does not hash to the link stored in entry %d", idx-1, idx)})
@@ -345,15 +355,27 @@ func (v *verifier) compare(seq uint64) {
 			if from == 0 {
 				from = seq
 			}
-			v.rep.add(Problem{Seq: from, Index: v.goodSize, Kind: KindModified,
-				Detail: fmt.Sprintf("entries %d..%d do not hash to the root signed for size %d", v.goodSize, c.Size-1, c.Size)})
+			v.mismatch = append(v.mismatch, mismatch{end: c.Size, p: Problem{Seq: from, Index: v.goodSize, Kind: KindModified,
+				Detail: fmt.Sprintf("entries %d..%d do not hash to the root signed for size %d", v.goodSize, c.Size-1, c.Size)}})
 			v.reported = true
 		}
 	}
 }
 
-// finish reports entries still missing and checkpoints beyond the end.
+// finish reports entries still missing and checkpoints beyond the end, and
+// root mismatches not already explained by a pinpointed modification.
 func (v *verifier) finish() {
+	for _, m := range v.mismatch {
+		explained := false
+		for _, p := range v.rep.Problems {
+			if p.Kind == KindModified && p.Index >= m.p.Index && p.Index < m.end {
+				explained = true
+			}
+		}
+		if !explained {
+			v.rep.add(m.p)
+		}
+	}
 	if len(v.buf) > 0 {
 		lowest := uint64(0)
 		for i := range v.buf {
@@ -361,15 +383,16 @@ func (v *verifier) finish() {
 				lowest = i
 			}
 		}
-		v.rep.add(Problem{Seq: v.gapSeq, Index: v.next, Kind: KindDeleted,
+		v.rep.add(Problem{Seq: v.gapFrom, Index: v.next, Kind: KindDeleted,
 			Detail: fmt.Sprintf("entries %d..%d are missing", v.next, lowest-1)})
 	}
-	if n := len(v.cps); n > 0 && v.cps[n-1].Size > v.next {
+	stored := max(v.next, v.maxIdx)
+	if n := len(v.cps); n > 0 && v.cps[n-1].Size > stored {
 		end := v.lastSeq + 1
 		for _, b := range v.buf {
 			end = max(end, b.seq+1)
 		}
-		v.rep.add(Problem{Seq: end, Index: v.next, Kind: KindTruncated,
-			Detail: fmt.Sprintf("a signed checkpoint covers %d entries, %d are stored in order", v.cps[n-1].Size, v.next)})
+		v.rep.add(Problem{Seq: end, Index: stored, Kind: KindTruncated,
+			Detail: fmt.Sprintf("a signed checkpoint covers %d entries, %d are stored", v.cps[n-1].Size, stored)})
 	}
 }

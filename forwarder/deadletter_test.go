@@ -92,12 +92,15 @@ func TestLookupErrors(t *testing.T) {
 	e := newEnv(t, nil)
 	ctx := context.Background()
 	for name, err := range map[string]error{
-		"receipt unknown":    func() error { _, err := e.w.Receipt(ctx, "acme", "rcpt_nope"); return err }(),
-		"attempts unknown":   func() error { _, err := e.w.Attempts(ctx, "acme", "rcpt_nope"); return err }(),
-		"redeliver unknown":  e.w.Redeliver(ctx, "acme", "rcpt_nope"),
-		"receipt no tenant":  func() error { _, err := e.w.Receipt(ctx, "", "rcpt_x"); return err }(),
-		"replay no tenant":   func() error { _, err := e.w.ReplayDeadLetters(ctx, ReplayFilter{}); return err }(),
-		"replay bad route":   func() error { _, err := e.w.ReplayDeadLetters(ctx, ReplayFilter{Tenant: "acme", Route: "a.>"}); return err }(),
+		"receipt unknown":   func() error { _, err := e.w.Receipt(ctx, "acme", "rcpt_nope"); return err }(),
+		"attempts unknown":  func() error { _, err := e.w.Attempts(ctx, "acme", "rcpt_nope"); return err }(),
+		"redeliver unknown": e.w.Redeliver(ctx, "acme", "rcpt_nope"),
+		"receipt no tenant": func() error { _, err := e.w.Receipt(ctx, "", "rcpt_x"); return err }(),
+		"replay no tenant":  func() error { _, err := e.w.ReplayDeadLetters(ctx, ReplayFilter{}); return err }(),
+		"replay bad route": func() error {
+			_, err := e.w.ReplayDeadLetters(ctx, ReplayFilter{Tenant: "acme", Route: "a.>"})
+			return err
+		}(),
 		"attempts wildcard":  func() error { _, err := e.w.Attempts(ctx, "acme", "*"); return err }(),
 		"enable bad tenant":  e.w.EnableEndpoint(ctx, "ac me", "r"),
 		"redeliver wildcard": e.w.Redeliver(ctx, "acme", ">"),

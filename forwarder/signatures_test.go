@@ -224,4 +224,3 @@ func TestV1aInteropOpenSSL(t *testing.T) {
 		t.Fatal("openssl verified an altered message")
 	}
 }
-

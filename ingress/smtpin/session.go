@@ -123,17 +123,17 @@ func (ss *session) Data(r io.Reader) error {
 	ss.conn.Conn().SetReadDeadline(start.Add(s.cfg.DataTimeout))
 
 	ids, size, err := ss.receive(r)
+	reply := smtpReply(err)
 	result := "accepted"
 	switch {
 	case err == nil:
 		s.m.bytes.Observe(float64(size))
-	case ingress.IsTemporary(err):
+	case reply.Code/100 == 4:
 		result = "temporary"
 	default:
 		result = "rejected"
 	}
 	s.m.messages.WithLabelValues(result).Inc()
-	reply := smtpReply(err)
 	attrs := []any{
 		"remote_ip", ss.remoteIP().String(), "sender_domain", addrDomain(ss.from),
 		"size", size, "duration", time.Since(start).Round(time.Millisecond),

@@ -338,3 +338,21 @@ func TestBDAT(t *testing.T) {
 		t.Errorf("answer %q, want 5.3.4", text)
 	}
 }
+
+func TestConnectionsTotal(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.MaxConns = 1 })
+	first, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	expect(t, textproto.NewConn(first), 220)
+	second, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if msg := expect(t, textproto.NewConn(second), 421); !strings.HasPrefix(msg, "4.7.0") {
+		t.Errorf("answer %q, want 4.7.0", msg)
+	}
+}

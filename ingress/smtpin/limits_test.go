@@ -356,3 +356,28 @@ func TestConnectionsTotal(t *testing.T) {
 		t.Errorf("answer %q, want 4.7.0", msg)
 	}
 }
+
+// TestSizeBoundary pins where the size limit falls: go-smtp's DATA reader
+// stops at MaxMessageBytes before it can see the end marker, so the largest
+// accepted message is one byte under the limit.
+func TestSizeBoundary(t *testing.T) {
+	const limit = 4096
+	ts := startServer(t, func(c *Config) { c.MaxMessageBytes = limit })
+	c := ts.dial(t, true)
+	for _, tt := range []struct {
+		size int
+		ok   bool
+	}{{limit - 1, true}, {limit, false}, {limit + 1, false}} {
+		pad := tt.size - len(simpleMessage)
+		msg := simpleMessage + strings.Repeat(strings.Repeat("y", 98)+"\r\n", pad/100-1)
+		msg += strings.Repeat("y", tt.size-len(msg)-2) + "\r\n"
+		if len(msg) != tt.size {
+			t.Fatalf("built %d bytes, want %d", len(msg), tt.size)
+		}
+		_, err := send(c, "a@vendor.example", []string{"invoices@in.example.net"}, []byte(msg))
+		if (err == nil) != tt.ok || (err != nil && smtpCode(err) != 552) {
+			t.Errorf("%d bytes: got %v, want accepted=%v (else 552)", tt.size, err, tt.ok)
+		}
+		c.Reset()
+	}
+}

@@ -239,26 +239,26 @@ func newExportItem(seq, index, size uint64, record []byte, rng *compact.Range) (
 	return it, nil
 }
 
-// baseRange returns the compact range of the stored checkpoint whose size is
-// exactly index, for logs whose oldest entries expired.
+// baseRange returns, for a log whose oldest entries expired, the compact
+// range of the smallest stored checkpoint at or after index. Entries before
+// it cannot be proven and are left out of exports.
 func (l *Log) baseRange(ctx context.Context, index uint64) (*compact.Range, error) {
 	var found *compact.Range
 	err := l.cps.Read(ctx, queue.ReadOptions{}, func(m *queue.Msg) error {
 		rec, err := decodeCheckpointRecord(m)
-		if err != nil || rec.Size != index {
+		if err != nil || rec.Size < index || (found != nil && rec.Size >= found.End()) {
 			return nil
 		}
 		if rng, err := rec.compactRange(); err == nil {
 			found = rng
-			return errStopRead
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, errStopRead) {
+	if err != nil {
 		return nil, err
 	}
 	if found == nil {
-		return nil, fmt.Errorf("%w: the oldest stored entry is %d and no checkpoint of that size holds its range", ErrTampered, index)
+		return nil, fmt.Errorf("%w: the oldest stored entry is %d and no checkpoint at or after it holds its range", ErrTampered, index)
 	}
 	return found, nil
 }

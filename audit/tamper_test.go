@@ -94,7 +94,7 @@ func (f *tamperFixture) copyLog(t *testing.T, name string, msgs [][]byte) (*Log,
 	if err != nil {
 		t.Fatal(err)
 	}
-	return openLog(t, s, f.cps, nil, nil), raw
+	return openLog(t, s, f.cps, nil, func(c *Config) { c.CheckpointSubject = "t.GEN_cp" }), raw
 }
 
 // forge re-encodes the genuine record at index i with another actor and the

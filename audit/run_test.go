@@ -1,0 +1,140 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sealpost/sealpost/queue"
+)
+
+// clock is a settable test clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// checkpointCount returns how many checkpoints are stored and the newest.
+func checkpointCount(t *testing.T, s *queue.Stream) (int, *checkpointRecord) {
+	t.Helper()
+	n := 0
+	var last *checkpointRecord
+	err := s.Read(context.Background(), queue.ReadOptions{}, func(m *queue.Msg) error {
+		n++
+		var err error
+		last, err = decodeCheckpointRecord(m)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, last
+}
+
+// waitFor polls cond until it holds; the deadline only guards against a hang.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestRunSignsCheckpoints(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := openConn(t)
+	entries, cps := plainStreams(t, c, "RUN")
+	clk := &clock{t: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)}
+	keys := &testKeys{cur: newTestKey(t, "a")}
+	l := openLog(t, entries, cps, keys, func(c *Config) {
+		c.Now = clk.Now
+		c.CheckpointEvery = time.Millisecond
+		c.IdleCheckpointEvery = time.Hour
+	})
+	done := make(chan struct{})
+	go func() { l.Run(ctx); close(done) }()
+
+	// An empty log gets a checkpoint of size 0 at once.
+	waitFor(t, "the first checkpoint", func() bool { n, _ := checkpointCount(t, cps); return n >= 1 })
+	for i := range 7 {
+		if err := l.Append(ctx, testEntry(i, "acme")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "a checkpoint of size 7", func() bool { _, r := checkpointCount(t, cps); return r.Size == 7 })
+	n7, _ := checkpointCount(t, cps)
+	// Without entries, no new checkpoint until the idle interval passed.
+	time.Sleep(50 * time.Millisecond)
+	if n, _ := checkpointCount(t, cps); n != n7 {
+		t.Fatalf("%d checkpoints while idle, want %d", n, n7)
+	}
+	clk.Add(time.Hour)
+	waitFor(t, "the idle checkpoint", func() bool { n, _ := checkpointCount(t, cps); return n == n7+1 })
+	cancel()
+	<-done
+	note, err := l.Checkpoint(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := OpenCheckpoint(note, testOrigin, keys.keySet())
+	if err != nil || cp.Size != 7 {
+		t.Fatalf("latest checkpoint %+v, %v; want a valid one of size 7", cp, err)
+	}
+}
+
+// TestVerifyPrunedLog covers a log whose oldest entries expired under the
+// retention: verify and export start from a checkpoint's compact range.
+func TestVerifyPrunedLog(t *testing.T) {
+	ctx := context.Background()
+	f := newTamperFixture(t)
+	for _, from := range []int{10, 5, 20} {
+		t.Run(fmt.Sprint(from), func(t *testing.T) {
+			l, _ := f.copyLog(t, fmt.Sprintf("PRUNED%d", from), f.msgs[from:])
+			rep, err := l.Verify(ctx, f.keys.keySet())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !rep.OK || rep.Verified != 33 {
+				t.Fatalf("report %+v, want OK up to 33", rep)
+			}
+			var buf bytes.Buffer
+			if err := l.Export(ctx, &buf, Filter{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := VerifyExport(bytes.NewReader(buf.Bytes()), f.keys.keySet()); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	// Edited inside the unproven prefix: the link into the checkpointed
+	// range still catches it.
+	msgs := append([][]byte{}, f.msgs[5:]...)
+	msgs[4] = bytes.Replace(msgs[4], []byte(`"req-0009"`), []byte(`"req-9999"`), 1)
+	l, _ := f.copyLog(t, "PRUNEDEDIT", msgs)
+	rep, err := l.Verify(ctx, f.keys.keySet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK || rep.FirstBadSeq != 5 {
+		t.Fatalf("report %+v, want a problem at seq 5", rep)
+	}
+}

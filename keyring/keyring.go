@@ -350,7 +350,10 @@ func (k *Keyring) ensure(ctx context.Context, st *state, now time.Time) ([]keyRe
 		return nil
 	}
 	if st.tail() < 0 {
-		nbf := ceilSecond(now)
+		// The first key of a deployment signs from the start of the current
+		// second: nothing signed before it, and rounding up would leave a
+		// moment with no signing key.
+		nbf := now.UTC().Truncate(time.Second)
 		if err := add(originInitial, nbf, nextBoundary(nbf, k.c.PeriodMonths)); err != nil {
 			return nil, err
 		}

@@ -165,8 +165,8 @@ func nextBoundary(t time.Time, months int) time.Time {
 }
 
 // ceilSecond rounds t up to a whole second, in UTC. Every time the keyring
-// sets is a whole second, so JWK NumericDates are integers, and rounding up
-// never moves a window into the past.
+// sets is a whole second, so JWK NumericDates are integers; rotations and
+// revocations round up, so they never move a window into the past.
 func ceilSecond(t time.Time) time.Time {
 	t = t.UTC()
 	if u := t.Truncate(time.Second); !u.Equal(t) {

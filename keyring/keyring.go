@@ -168,9 +168,7 @@ func (k *Keyring) SigningKeys(ctx context.Context, now time.Time) (current signe
 // ever created, revoked and expired ones included. Keys carry their status
 // at now and come newest first.
 func (k *Keyring) KeySet(now time.Time, includeHistory bool) *signer.KeySet {
-	k.mu.RLock()
-	st := k.st
-	k.mu.RUnlock()
+	st, _ := k.cached()
 	return keySet(st, now, includeHistory)
 }
 
@@ -407,7 +405,7 @@ func (k *Keyring) newKey(ctx context.Context, origin string, now, nbf, until tim
 	}
 	return keyRecord{
 		KID: kid, Public: pub, Sealed: sealed, Origin: origin,
-		IssuedAt: ceilSecond(now), NotBefore: nbf, SignsUntil: until, Expires: until.Add(k.c.Grace),
+		IssuedAt: now.UTC().Truncate(time.Second), NotBefore: nbf, SignsUntil: until, Expires: until.Add(k.c.Grace),
 	}, nil
 }
 

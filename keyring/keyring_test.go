@@ -48,6 +48,23 @@ func TestNewCreatesCurrentKey(t *testing.T) {
 	}
 }
 
+// TestFirstKeyMidSecond starts a deployment at a fractional second and
+// checks that it can sign at once.
+func TestFirstKeyMidSecond(t *testing.T) {
+	e := newEnv(t, date("2026-02-10T08:30:00Z").Add(500*time.Millisecond))
+	k := e.keyring()
+	cur, _, err := k.SigningKeys(context.Background(), e.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := signer.Verify(signWith(t, cur, e.clock.Now()), k.KeySet(e.clock.Now(), true)); err != nil {
+		t.Error(err)
+	}
+	if p := k.KeySet(e.clock.Now(), false).Keys[0]; !p.NotBefore.Equal(date("2026-02-10T08:30:00Z")) || !p.IssuedAt.Equal(p.NotBefore) {
+		t.Errorf("first key nbf %s iat %s", p.NotBefore, p.IssuedAt)
+	}
+}
+
 // TestRotateAndRevoke walks one quarter: emergency rotation, revocation of
 // the current and of a grace key, and what verification makes of receipts
 // signed around those times.

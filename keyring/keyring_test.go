@@ -178,3 +178,84 @@ func setKIDs(s *signer.KeySet) []string {
 	}
 	return out
 }
+
+// TestGraceDualSignature follows a receiver that cached the JWKS before the
+// next key was published: across the boundary the webhook carries a second
+// v1a signature with the previous key, which the cached JWKS verifies, until
+// the grace period ends.
+func TestGraceDualSignature(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, date("2026-03-01T00:00:00Z"))
+	k := e.keyring()
+	cached := k.KeySet(e.clock.Now(), false) // the receiver's copy
+	if len(cached.Keys) != 1 {
+		t.Fatalf("cached jwks has %d keys", len(cached.Keys))
+	}
+	old := cached.Keys[0]
+	for _, tc := range []struct {
+		at         string
+		wantPrev   int
+		cachedOK   bool
+		wantStatus string
+	}{
+		{"2026-03-31T23:59:59Z", 0, true, signer.StatusActive},
+		{"2026-04-01T00:00:00Z", 1, true, signer.StatusGrace},
+		{"2026-06-29T23:59:59Z", 1, true, signer.StatusGrace},
+		{"2026-06-30T00:00:00Z", 0, false, signer.StatusExpired},
+	} {
+		now := date(tc.at)
+		e.clock.Set(now)
+		if _, err := k.sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cur, prev, err := k.SigningKeys(ctx, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(prev) != tc.wantPrev {
+			t.Fatalf("%s: %d previous keys, want %d", tc.at, len(prev), tc.wantPrev)
+		}
+		body := signWith(t, cur, now)
+		header := signer.WebhookSignatureV1a(cur, "rcpt_1", now.Unix(), body)
+		for _, p := range prev {
+			header += " " + signer.WebhookSignatureV1a(p, "rcpt_1", now.Unix(), body)
+		}
+		err = signer.VerifyWebhookV1a(old.Key, "rcpt_1", now.Unix(), body, header)
+		if (err == nil) != tc.cachedOK {
+			t.Errorf("%s: receiver with the cached jwks: err = %v, want ok %v", tc.at, err, tc.cachedOK)
+		}
+		hist, _ := k.KeySet(now, true).Lookup(old.KID)
+		if hist.Status != tc.wantStatus {
+			t.Errorf("%s: old key status %s, want %s", tc.at, hist.Status, tc.wantStatus)
+		}
+	}
+}
+
+// TestRotateTwiceInOneSecond checks that a second rotation asked for in the
+// same second as the first is refused rather than leaving a key with an
+// empty window.
+func TestRotateTwiceInOneSecond(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, date("2026-05-01T00:00:00Z"))
+	k := e.keyring()
+	if _, err := k.Rotate(ctx, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Rotate(ctx, "admin"); !errors.Is(err, ErrRotationPending) {
+		t.Fatalf("second rotation: err = %v, want ErrRotationPending", err)
+	}
+	e.clock.Advance(time.Second)
+	second, err := k.Rotate(ctx, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(RotationDelay)
+	cur, prev, err := k.SigningKeys(ctx, e.clock.Now())
+	if err != nil || cur.KID != second.KID {
+		t.Fatalf("signs with %s (%v), want %s", cur.KID, err, second.KID)
+	}
+	// The first key and the one-second key are both in grace.
+	if len(prev) != 2 {
+		t.Errorf("%d keys in grace, want 2", len(prev))
+	}
+}

@@ -209,6 +209,14 @@ func (k *Keyring) List(ctx context.Context) ([]signer.PublicKey, error) {
 // replaced key stops signing then and enters its grace period. actor names
 // who asked, for the audit log.
 func (k *Keyring) Rotate(ctx context.Context, actor string) (signer.PublicKey, error) {
+	// The key is made before the compare-and-set, so that a slow KMS cannot
+	// eat into RotationDelay between reading the time and storing the
+	// rotation.
+	fresh, err := k.newKey(ctx, originRotate)
+	if err != nil {
+		k.auditFail(ctx, actor, "key.rotate", "", err)
+		return signer.PublicKey{}, err
+	}
 	var made, replaced keyRecord
 	st, err := k.update(ctx, func(st *state, now time.Time) (bool, error) {
 		if _, err := k.ensure(ctx, st, now); err != nil {
@@ -223,10 +231,7 @@ func (k *Keyring) Rotate(ctx context.Context, actor string) (signer.PublicKey, e
 		if !cur.NotBefore.Before(at) {
 			return false, ErrRotationPending
 		}
-		rec, err := k.newKey(ctx, originRotate, now, at, cur.SignsUntil)
-		if err != nil {
-			return false, err
-		}
+		rec := k.window(fresh, now, at, cur.SignsUntil)
 		cur.SignsUntil, cur.Expires = at, at.Add(k.c.Grace)
 		replaced, made = *cur, rec
 		st.Keys = append(st.Keys, rec)
@@ -237,6 +242,10 @@ func (k *Keyring) Rotate(ctx context.Context, actor string) (signer.PublicKey, e
 		return signer.PublicKey{}, err
 	}
 	k.m.created.WithLabelValues(originRotate).Inc()
+	if k.c.Now().After(made.NotBefore.Add(-maxRefreshAfter)) {
+		k.log.Warn("keyring: rotation stored late; an instance may sign with the replaced key after its window",
+			"kid", made.KID, "signs_from", made.NotBefore.Format(time.RFC3339))
+	}
 	k.log.Warn("keyring: signing key rotated", "kid", made.KID, "replaced", replaced.KID, "actor", actor,
 		"signs_from", made.NotBefore.Format(time.RFC3339))
 	pub := st.Keys[st.find(made.KID)].public(k.c.Now())
@@ -252,6 +261,13 @@ func (k *Keyring) Rotate(ctx context.Context, actor string) (signer.PublicKey, e
 // at the same instant; revoking the next key replaces it with a new one for
 // the same window. Revoking a revoked key changes nothing.
 func (k *Keyring) Revoke(ctx context.Context, kid, actor string) (signer.PublicKey, error) {
+	// A replacement is made ahead in case the key turns out to be the
+	// current or the next one; see Rotate.
+	fresh, err := k.newKey(ctx, originReplace)
+	if err != nil {
+		k.auditFail(ctx, actor, "key.revoke", kid, err)
+		return signer.PublicKey{}, err
+	}
 	var made keyRecord
 	already := false
 	st, err := k.update(ctx, func(st *state, now time.Time) (bool, error) {
@@ -269,16 +285,12 @@ func (k *Keyring) Revoke(ctx context.Context, kid, actor string) (signer.PublicK
 			return false, nil
 		}
 		at := ceilSecond(now)
-		var err error
 		switch {
 		case r.signsAt(at):
-			made, err = k.newKey(ctx, originReplace, now, at, r.SignsUntil)
+			made = k.window(fresh, now, at, r.SignsUntil)
 			r.SignsUntil, r.Expires = at, at
 		case at.Before(r.NotBefore):
-			made, err = k.newKey(ctx, originReplace, now, r.NotBefore, r.SignsUntil)
-		}
-		if err != nil {
-			return false, err
+			made = k.window(fresh, now, r.NotBefore, r.SignsUntil)
 		}
 		r.RevokedAt, r.Sealed = at, nil
 		if made.KID != "" {
@@ -339,10 +351,11 @@ func (k *Keyring) sync(ctx context.Context) (*state, error) {
 func (k *Keyring) ensure(ctx context.Context, st *state, now time.Time) ([]keyRecord, error) {
 	var made []keyRecord
 	add := func(origin string, nbf, until time.Time) error {
-		r, err := k.newKey(ctx, origin, now, nbf, until)
+		r, err := k.newKey(ctx, origin)
 		if err != nil {
 			return err
 		}
+		r = k.window(r, now, nbf, until)
 		st.Keys = append(st.Keys, r)
 		made = append(made, r)
 		return nil
@@ -388,8 +401,9 @@ func destroyRetired(st *state, now time.Time) bool {
 	return changed
 }
 
-// newKey creates a key signing in [nbf, until) and seals its private half.
-func (k *Keyring) newKey(ctx context.Context, origin string, now, nbf, until time.Time) (keyRecord, error) {
+// newKey creates a key and seals its private half; window gives it its
+// windows.
+func (k *Keyring) newKey(ctx context.Context, origin string) (keyRecord, error) {
 	seed := make([]byte, ed25519.SeedSize)
 	defer clear(seed)
 	if _, err := io.ReadFull(k.c.Rand, seed); err != nil {
@@ -403,10 +417,14 @@ func (k *Keyring) newKey(ctx context.Context, origin string, now, nbf, until tim
 	if err != nil {
 		return keyRecord{}, fmt.Errorf("keyring: seal new key: %w", err)
 	}
-	return keyRecord{
-		KID: kid, Public: pub, Sealed: sealed, Origin: origin,
-		IssuedAt: now.UTC().Truncate(time.Second), NotBefore: nbf, SignsUntil: until, Expires: until.Add(k.c.Grace),
-	}, nil
+	return keyRecord{KID: kid, Public: pub, Sealed: sealed, Origin: origin}, nil
+}
+
+// window returns r issued at now, signing in [nbf, until) and published
+// until the grace period after.
+func (k *Keyring) window(r keyRecord, now, nbf, until time.Time) keyRecord {
+	r.IssuedAt, r.NotBefore, r.SignsUntil, r.Expires = now.UTC().Truncate(time.Second), nbf, until, until.Add(k.c.Grace)
+	return r
 }
 
 func sealContext(kid string) kms.Context {

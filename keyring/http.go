@@ -129,6 +129,8 @@ func serveJSON(w http.ResponseWriter, r *http.Request, contentType, cacheControl
 	h.Set("ETag", etag)
 	h.Set("Cache-Control", cacheControl)
 	h.Set("X-Content-Type-Options", "nosniff")
+	// Public keys: receivers may verify in a browser.
+	h.Set("Access-Control-Allow-Origin", "*")
 	if etagMatch(r.Header.Get("If-None-Match"), etag) {
 		w.WriteHeader(http.StatusNotModified)
 		return

@@ -208,13 +208,15 @@ const maxSealedKey = 16 << 10
 // errState marks a key-state document that cannot be used.
 var errState = errors.New("keyring: invalid key state")
 
-// parseState reads and checks a key-state document.
+// parseState reads and checks a key-state document. Members this version
+// does not know are ignored, so that instances of different versions can
+// share the state during a rolling upgrade; an incompatible change of the
+// format changes V, which older versions refuse.
 func parseState(b []byte) (*state, error) {
 	if len(b) > MaxStateSize {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", errState, len(b), MaxStateSize)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var s state
 	if err := dec.Decode(&s); err != nil {
 		return nil, fmt.Errorf("%w: %w", errState, err)

@@ -123,7 +123,12 @@ func TestParseStateRejects(t *testing.T) {
 			}
 		})
 	}
-	for _, doc := range []string{``, `{`, `[]`, `{"v":1,"keys":[],"extra":1}`, `{"v":1,"keys":[]} {}`, strings.Repeat(" ", MaxStateSize+1)} {
+	// Members from a later version are ignored; a later format version is
+	// refused.
+	if _, err := parseState([]byte(`{"v":1,"keys":[],"added_later":true}`)); err != nil {
+		t.Errorf("unknown member: %v", err)
+	}
+	for _, doc := range []string{``, `{`, `[]`, `{"keys":[]}`, `{"v":2,"keys":[]}`, `{"v":1,"keys":[]} {}`, strings.Repeat(" ", MaxStateSize+1)} {
 		if _, err := parseState([]byte(doc)); !errors.Is(err, errState) {
 			t.Errorf("parseState(%.20q) = %v, want errState", doc, err)
 		}

@@ -3,7 +3,9 @@ package audit
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -126,6 +128,9 @@ type Log struct {
 	lastSeq  uint64         // stream sequence of the newest record
 	synced   time.Time      // when the state was last compared with the stream
 	broken   error          // set when the stored log does not continue our tree
+	writerID string         // random, names this process's messages
+	lookFor  string         // message id syncLocked watches for
+	found    bool           // syncLocked saw lookFor
 
 	cpMu     sync.Mutex
 	lastCP   *checkpointRecord
@@ -200,7 +205,7 @@ func Open(ctx context.Context, c Config) (*Log, error) {
 		c.ReadOnly = true
 	}
 	l := &Log{cfg: c, log: c.Logger, entries: c.Stream, cps: c.Checkpoints, m: newMetrics(c.Registerer),
-		rng: rangeFactory.NewEmptyRange(0)}
+		rng: rangeFactory.NewEmptyRange(0), writerID: randomID()}
 	if l.entries == nil || l.cps == nil {
 		if c.Conn == nil {
 			return nil, errors.New("audit: conn or both streams are required")
@@ -221,6 +226,13 @@ func Open(ctx context.Context, c Config) (*Log, error) {
 	l.done = make(chan struct{})
 	go l.writer()
 	return l, nil
+}
+
+// randomID returns 8 random bytes in hex.
+func randomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func validOrigin(s string) bool {
@@ -298,6 +310,9 @@ func (l *Log) syncLocked(ctx context.Context) error {
 			l.lastLeaf = h
 		}
 		l.lastSeq = m.Seq
+		if l.lookFor != "" && m.Header["Nats-Msg-Id"] == l.lookFor {
+			l.found = true
+		}
 		return nil
 	})
 	if err != nil {
@@ -323,7 +338,7 @@ func (l *Log) Append(ctx context.Context, e Entry) error {
 		return err
 	}
 	// Encode once here to report size errors to the caller, not the batch.
-	if _, err := encodeRecord(e, 1<<62, make([]byte, sha256.Size)); err != nil {
+	if _, err := encodeRecord(e, maxIndex, make([]byte, sha256.Size)); err != nil {
 		l.m.appends.WithLabelValues("invalid").Inc()
 		return err
 	}
@@ -431,10 +446,13 @@ func (l *Log) commit(batch []*pending) {
 }
 
 // publish writes a prefix of batch as one message and returns its length.
-// The message id is derived from the first index, so a retried publish is
-// deduplicated, and a batch raced by another instance writing the same
-// index is refused by the store; reading the stored message back tells the
-// two apart.
+//
+// Several sealpost instances may append to one stream, so every publish
+// carries the stream sequence it expects to follow (JetStream's
+// Nats-Expected-Last-Sequence): the store refuses it when someone else wrote
+// first, and the writer then reads what was written, renumbers the batch and
+// tries again. The message id is unique to this writer and batch, so a
+// publish whose answer was lost is recognised when reading back.
 func (l *Log) publish(batch []*pending) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -443,8 +461,9 @@ func (l *Log) publish(batch []*pending) (int, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*l.cfg.StoreTimeout)
 	defer cancel()
-	for attempt := 0; ; attempt++ {
-		if l.cfg.Now().Sub(l.synced) > 30*time.Second || attempt > 0 {
+	var lastErr error
+	for attempt := 0; attempt < 6; attempt++ {
+		if attempt > 0 || l.cfg.Now().Sub(l.synced) > 30*time.Second {
 			if err := l.syncLocked(ctx); err != nil {
 				return len(batch), err
 			}
@@ -470,62 +489,57 @@ func (l *Log) publish(batch []*pending) (int, error) {
 			leaves = append(leaves, prev)
 			n++
 		}
-		hdr := map[string]string{"Audit-Index": strconv.FormatUint(first, 10), "Audit-Count": strconv.Itoa(n)}
-		msgID := "audit-" + strconv.FormatUint(first, 10)
-		seq, err := l.store(ctx, msgID, hdr, data)
-		if err != nil {
-			l.log.Warn("audit publish failed", "err", err, "entries", n)
-			l.synced = time.Time{}
-			return n, fmt.Errorf("audit: %w: %w", ErrUnavailable, err)
+		msgID := "audit-" + l.writerID + "-" + strconv.FormatUint(first, 10)
+		hdr := map[string]string{
+			"Audit-Index":                 strconv.FormatUint(first, 10),
+			"Audit-Count":                 strconv.Itoa(n),
+			"Nats-Expected-Last-Sequence": strconv.FormatUint(l.lastSeq, 10),
 		}
-		// A duplicate of another instance's message (same first index) is
-		// acknowledged with that message's sequence: compare what is stored.
-		m, err := l.entries.Get(ctx, seq)
-		if err != nil || !bytes.Equal(m.Data, data) {
-			if attempt >= 3 {
-				return n, fmt.Errorf("audit: %w: lost the race for index %d repeatedly", ErrUnavailable, first)
-			}
-			continue
-		}
-		if seq == l.lastSeq+1 {
+		c, cancelStore := context.WithTimeout(ctx, l.cfg.StoreTimeout)
+		seq, err := l.entries.Append(c, l.cfg.Subject, msgID, hdr, data)
+		cancelStore()
+		if err == nil && seq == l.lastSeq+1 {
 			for _, h := range leaves {
 				if err := l.rng.Append(h, nil); err != nil {
 					return n, err
 				}
 			}
 			l.lastLeaf, l.lastSeq = prev, seq
-		} else if err := l.syncLocked(ctx); err != nil {
-			// Others wrote before our message; reading everything in
-			// order checks that ours still continues the tree.
-			return n, err
+			l.published(n)
+			return n, nil
 		}
-		l.m.publishes.Inc()
-		l.m.batchSize.Observe(float64(n))
-		l.m.treeSize.Set(float64(l.rng.End()))
-		return n, nil
-	}
-}
-
-// store publishes with a few retries under the same message id.
-func (l *Log) store(ctx context.Context, msgID string, hdr map[string]string, data []byte) (uint64, error) {
-	var err error
-	for i := range 3 {
-		if i > 0 {
+		if err == nil {
+			err = fmt.Errorf("stored at seq %d, expected %d", seq, l.lastSeq+1)
+		}
+		lastErr = err
+		// Another writer came first, or the answer was lost: read what is
+		// stored. Finding our own message there means it is durable.
+		l.lookFor, l.found = msgID, false
+		serr := l.syncLocked(ctx)
+		l.lookFor = ""
+		if serr != nil {
+			return n, serr
+		}
+		if l.found {
+			l.published(n)
+			return n, nil
+		}
+		if attempt > 0 {
 			select {
-			case <-time.After(time.Duration(i) * 100 * time.Millisecond):
+			case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
 			case <-ctx.Done():
-				return 0, ctx.Err()
+				return n, fmt.Errorf("audit: %w: %w", ErrUnavailable, ctx.Err())
 			}
 		}
-		c, cancel := context.WithTimeout(ctx, l.cfg.StoreTimeout)
-		var seq uint64
-		seq, err = l.entries.Append(c, l.cfg.Subject, msgID, hdr, data)
-		cancel()
-		if err == nil {
-			return seq, nil
-		}
 	}
-	return 0, err
+	l.log.Warn("audit publish failed", "err", lastErr)
+	return len(batch), fmt.Errorf("audit: %w: %w", ErrUnavailable, lastErr)
+}
+
+func (l *Log) published(n int) {
+	l.m.publishes.Inc()
+	l.m.batchSize.Observe(float64(n))
+	l.m.treeSize.Set(float64(l.rng.End()))
 }
 
 // Size returns the number of entries in the tree this process knows.

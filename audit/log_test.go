@@ -179,3 +179,62 @@ func TestOpenRefusesDenyStreamsWithoutConn(t *testing.T) {
 		t.Fatalf("Open with a bad origin = %v", err)
 	}
 }
+
+func TestConcurrentWritersShareStream(t *testing.T) {
+	ctx := context.Background()
+	c := openConn(t)
+	entries, cps := plainStreams(t, c, "SHARED")
+	keys := &testKeys{cur: newTestKey(t, "a")}
+	writers := []*Log{openLog(t, entries, cps, keys, nil), openLog(t, entries, cps, keys, nil), openLog(t, entries, cps, keys, nil)}
+	const per = 60
+	var wg sync.WaitGroup
+	errs := make(chan error, per*len(writers))
+	for w, l := range writers {
+		for i := range per {
+			wg.Go(func() { errs <- l.Append(ctx, testEntry(w*1000+i, "acme")) })
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, l := range writers {
+		if err := l.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := writers[0].Verify(ctx, keys.keySet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := uint64(per * len(writers))
+	if !rep.OK || rep.Size != want || rep.Verified != want {
+		t.Fatalf("report %+v, want OK with %d entries", rep, want)
+	}
+	// Every request id is stored exactly once.
+	seen := map[string]int{}
+	err = entries.Read(ctx, queue.ReadOptions{}, func(m *queue.Msg) error {
+		for _, line := range splitBatch(m.Data) {
+			r, err := DecodeRecord(line)
+			if err != nil {
+				return err
+			}
+			seen[r.RequestID]++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("%s stored %d times", id, n)
+		}
+	}
+	if len(seen) != int(want) {
+		t.Errorf("%d distinct entries, want %d", len(seen), want)
+	}
+}

@@ -1,0 +1,122 @@
+package audit
+
+import (
+	"slices"
+	"strconv"
+	"time"
+	"unicode/utf16"
+)
+
+// maxIndex is the largest leaf index a record may carry: JCS writes numbers
+// as IEEE 754 doubles, which hold integers exactly only up to 2^53.
+const maxIndex = 1<<53 - 1
+
+// appendRecordJCS appends the RFC 8785 (JCS) form of the record for e at
+// index with link prev. The record's shape is fixed, so the members are
+// written in their canonical order directly instead of parsing JSON back;
+// the equality with a generic JCS implementation is tested and fuzzed.
+// e must be validated (valid UTF-8) first.
+func appendRecordJCS(dst []byte, e *Entry, index uint64, prev []byte) []byte {
+	// Member names sorted by UTF-16 code units (all ASCII here).
+	dst = append(dst, `{"action":`...)
+	dst = appendJCSString(dst, e.Action)
+	dst = append(dst, `,"actor":`...)
+	dst = appendJCSString(dst, e.Actor)
+	if len(e.Details) > 0 {
+		dst = append(dst, `,"details":{`...)
+		keys := make([]string, 0, len(e.Details))
+		for k := range e.Details {
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, compareUTF16)
+		for i, k := range keys {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendJCSString(dst, k)
+			dst = append(dst, ':')
+			dst = appendJCSString(dst, e.Details[k])
+		}
+		dst = append(dst, '}')
+	}
+	dst = append(dst, `,"index":`...)
+	dst = strconv.AppendUint(dst, index, 10)
+	dst = append(dst, `,"outcome":`...)
+	dst = appendJCSString(dst, e.Outcome)
+	if prev != nil {
+		dst = append(dst, `,"prev":"`...)
+		dst = b64.AppendEncode(dst, prev)
+		dst = append(dst, '"')
+	}
+	for _, m := range []struct{ name, v string }{{"request_id", e.RequestID}, {"target", e.Target}, {"tenant", e.Tenant}} {
+		if m.v != "" {
+			dst = append(dst, `,"`...)
+			dst = append(dst, m.name...)
+			dst = append(dst, `":`...)
+			dst = appendJCSString(dst, m.v)
+		}
+	}
+	dst = append(dst, `,"time":"`...)
+	dst = e.Time.AppendFormat(dst, time.RFC3339Nano)
+	dst = append(dst, `","v":`...)
+	dst = strconv.AppendInt(dst, recordVersion, 10)
+	return append(dst, '}')
+}
+
+// appendJCSString writes s as a JSON string the way RFC 8785 section
+// 3.2.2.2 specifies: only '"', '\\' and control characters are escaped,
+// with the short forms where JSON has them and \u00xx (lowercase) otherwise.
+func appendJCSString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c >= 0x20:
+			dst = append(dst, c)
+		case c == '\b':
+			dst = append(dst, '\\', 'b')
+		case c == '\t':
+			dst = append(dst, '\\', 't')
+		case c == '\n':
+			dst = append(dst, '\\', 'n')
+		case c == '\f':
+			dst = append(dst, '\\', 'f')
+		case c == '\r':
+			dst = append(dst, '\\', 'r')
+		default:
+			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		}
+	}
+	return append(dst, '"')
+}
+
+// compareUTF16 orders strings by their UTF-16 code units, as JCS sorts
+// member names.
+func compareUTF16(a, b string) int {
+	if isASCII(a) && isASCII(b) {
+		return stringsCompare(a, b)
+	}
+	return slices.Compare(utf16.Encode([]rune(a)), utf16.Encode([]rune(b)))
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+func stringsCompare(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

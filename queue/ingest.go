@@ -51,6 +51,9 @@ func (c *Conn) ensureIngest(ctx context.Context) error {
 	return nil
 }
 
+// publishTimeout bounds the wait for JetStream's acknowledgement.
+const publishTimeout = 10 * time.Second
+
 // Publisher seals submissions and publishes them to INGEST.
 type Publisher struct {
 	c      *Conn
@@ -71,6 +74,10 @@ func (p *Publisher) Enqueue(ctx context.Context, s *ingress.Submission) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
+	if !p.c.nc.IsConnected() {
+		// Fail fast rather than buffer: the sender retries later.
+		return ingress.Temporary(errors.New("queue: not connected"))
+	}
 	body, err := json.Marshal(s)
 	if err != nil {
 		return fmt.Errorf("queue: encode submission: %w", err)
@@ -88,6 +95,8 @@ func (p *Publisher) Enqueue(ctx context.Context, s *ingress.Submission) error {
 	m.Header.Set(hdrTenant, s.Tenant)
 	m.Header.Set(hdrRoute, s.Route)
 	m.Header.Set(hdrID, s.ID)
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
 	if _, err := p.c.js.PublishMsg(ctx, m, jetstream.WithMsgID(s.ID), jetstream.WithExpectStream(IngestStream)); err != nil {
 		return ingress.Temporary(fmt.Errorf("queue: publish: %w", err))
 	}

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/ingress/httpin"
+	"github.com/sealpost/sealpost/queue"
+)
+
+// Limits of the HTTP servers.
+const (
+	maxHeaderBytes    = 32 << 10
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 60 * time.Second
+	writeTimeout      = 60 * time.Second
+	idleTimeout       = 120 * time.Second
+)
+
+// buildServers makes the HTTPS (ingest and public API), admin and SMTP
+// servers. Listeners are bound by the caller.
+func (g *gateway) buildServers() error {
+	ingest, err := httpin.New(httpin.Config{
+		Enqueuer: g.enqueuer(), Keys: g.tables.keys, Routes: g.tables,
+		Auditor: requestAuditor{g}, Idempotency: g.idempotency,
+		MaxBodyBytes: g.cfg.Ingest.MaxBodyBytes, RatePerSecond: g.cfg.Ingest.RatePerSecond, Burst: g.cfg.Ingest.Burst,
+		Logger: g.log, Registerer: g.reg,
+	})
+	if err != nil {
+		return err
+	}
+	calls := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sealpost_http_requests_total", Help: "HTTP requests by server, route pattern and status code.",
+	}, []string{"server", "pattern", "code"})
+	if err := g.reg.Register(calls); err != nil {
+		return err
+	}
+
+	pub := http.NewServeMux()
+	pub.Handle("POST /v1/ingest/{route}", ingest)
+	pub.Handle("GET /.well-known/jwks.json", g.keys.JWKSHandler())
+	pub.Handle("GET /v1/keys", g.keys.HistoryHandler())
+	pub.Handle("GET /v1/keys/{kid}", g.keys.HistoryHandler())
+	pub.Handle("GET /v1/audit/checkpoint", g.auditLog.CheckpointHandler())
+	pub.Handle("GET /v1/audit", g.tenantAuth(g.auditLog.Handler()))
+	pub.Handle("GET /v1/receipts/{id}", g.tenantAuth(http.HandlerFunc(g.getReceipt)))
+	pub.Handle("GET /v1/receipts/{id}/attempts", g.tenantAuth(http.HandlerFunc(g.getAttempts)))
+	pub.Handle("POST /v1/receipts/{id}/redeliver", g.tenantAuth(http.HandlerFunc(g.redeliver)))
+	pub.Handle("/", http.HandlerFunc(notFound))
+	g.httpsSrv = &http.Server{
+		Handler:           g.apiCalls("https", calls, pub),
+		TLSConfig:         g.certs.serverTLS(),
+		ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout, WriteTimeout: writeTimeout,
+		IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes,
+		ErrorLog: slogErrorLog(g.log),
+	}
+
+	adm := http.NewServeMux()
+	adm.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	adm.HandleFunc("GET /readyz", g.readyz)
+	adm.Handle("GET /metrics", metricsHandler(g.reg))
+	g.adminRoutes(adm)
+	if g.dev != nil {
+		adm.Handle("POST "+devReceiverPath, devReceiver(g.log, g.devKeySet))
+	}
+	g.adminSrv = &http.Server{
+		Handler:           g.apiCalls("admin", calls, adm),
+		ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout, WriteTimeout: 10 * time.Minute,
+		IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes,
+		ErrorLog: slogErrorLog(g.log),
+	}
+	return g.buildSMTP()
+}
+
+func notFound(w http.ResponseWriter, _ *http.Request) {
+	httpin.WriteProblem(w, httpin.Problem{Status: http.StatusNotFound, Type: "https://sealpost.dev/problems/not-found", Title: "Not found"})
+}
+
+func (g *gateway) readyz(w http.ResponseWriter, r *http.Request) {
+	if err := g.q.Ready(r.Context()); err != nil {
+		g.log.Warn("not ready", "err", err)
+		http.Error(w, "queue unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// statusRecorder remembers the status code a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+type callInfoKey struct{}
+
+// callInfo collects what the audit entry of an API call needs from inside
+// the handler: the API key that authenticated.
+type callInfo struct {
+	keyID, tenant string
+}
+
+func callInfoFrom(ctx context.Context) *callInfo {
+	ci, _ := ctx.Value(callInfoKey{}).(*callInfo)
+	return ci
+}
+
+// apiCalls gives every request a request id, counts it, and appends an
+// "api.call" audit entry with method, route pattern, status, API key id and
+// remote address once it is answered.
+func (g *gateway) apiCalls(server string, calls *prometheus.CounterVec, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rid := newRequestID()
+		r.Header.Set("X-Request-Id", rid)
+		w.Header().Set("X-Request-Id", rid)
+		ci := &callInfo{}
+		r = r.WithContext(context.WithValue(r.Context(), callInfoKey{}, ci))
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		// Answer first: the audit append below must not delay the client.
+		_ = http.NewResponseController(w).Flush()
+		pattern := r.Pattern
+		if pattern == "" || pattern == "/" {
+			pattern = "unmatched"
+		}
+		if rec.code == 0 {
+			rec.code = http.StatusOK
+		}
+		calls.WithLabelValues(server, pattern, strconv.Itoa(rec.code)).Inc()
+		if server == "admin" && (pattern == "GET /metrics" || pattern == "GET /healthz" || pattern == "GET /readyz" || pattern == "POST "+devReceiverPath) {
+			return // probes and scrapes are not API calls
+		}
+		actor := "anonymous"
+		if ci.keyID != "" {
+			actor = "apikey:" + ci.keyID
+		}
+		outcome := audit.OutcomeSuccess
+		switch {
+		case rec.code == http.StatusUnauthorized || rec.code == http.StatusForbidden:
+			outcome = audit.OutcomeDenied
+		case rec.code >= 400:
+			outcome = audit.OutcomeFailure
+		}
+		g.appendAudit(r.Context(), audit.Entry{
+			Actor: actor, Action: "api.call", Tenant: ci.tenant, Target: pattern, Outcome: outcome, RequestID: rid,
+			Details: map[string]string{"server": server, "method": r.Method, "status": strconv.Itoa(rec.code), "remote_addr": r.RemoteAddr},
+		})
+	})
+}
+
+// requestAuditTimeout bounds how long a request waits for its audit
+// entries when the store is slow or down.
+const requestAuditTimeout = 3 * time.Second
+
+// appendAudit records an entry of the request path; a failure is logged
+// (and counted by the audit log), not turned into an error for the client.
+func (g *gateway) appendAudit(ctx context.Context, e audit.Entry) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestAuditTimeout)
+	defer cancel()
+	if err := g.auditLog.Append(ctx, e); err != nil {
+		g.log.Error("audit append failed", "action", e.Action, "err", err)
+	}
+}
+
+// requestAuditor is the Auditor handed to the ingest handler: bounded like
+// appendAudit.
+type requestAuditor struct{ g *gateway }
+
+func (a requestAuditor) Append(ctx context.Context, e audit.Entry) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestAuditTimeout)
+	defer cancel()
+	return a.g.auditLog.Append(ctx, e)
+}
+
+func newRequestID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+type tenantKey struct{}
+
+// tenantAuth authenticates a tenant's API key for the non-ingest API and
+// puts the tenant into the request context (also as audit.WithTenant).
+func (g *gateway) tenantAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key, err := g.tables.keys.Authenticate(r)
+		e := audit.Entry{Actor: "anonymous", Action: "auth.failure", Outcome: audit.OutcomeDenied, Target: r.Pattern,
+			RequestID: r.Header.Get("X-Request-Id"), Details: map[string]string{"remote_addr": r.RemoteAddr}}
+		if err == nil {
+			e.Actor, e.Action, e.Outcome, e.Tenant = "apikey:"+key.ID, "auth.success", audit.OutcomeSuccess, key.Tenant
+		}
+		g.appendAudit(r.Context(), e)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sealpost"`)
+			httpin.WriteProblem(w, httpin.Problem{Status: http.StatusUnauthorized, Type: "https://sealpost.dev/problems/unauthorized", Title: "Unauthorized", Detail: err.Error()})
+			return
+		}
+		if ci := callInfoFrom(r.Context()); ci != nil {
+			ci.keyID, ci.tenant = key.ID, key.Tenant
+		}
+		ctx := context.WithValue(r.Context(), tenantKey{}, key.Tenant)
+		ctx = audit.WithTenant(ctx, key.Tenant)
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+func tenantFrom(ctx context.Context) string {
+	t, _ := ctx.Value(tenantKey{}).(string)
+	return t
+}
+
+// writeAPIError is the one mapping of receipt-API errors to answers.
+func (g *gateway) writeAPIError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, queue.ErrNotFound):
+		httpin.WriteProblem(w, httpin.Problem{Status: http.StatusNotFound, Type: "https://sealpost.dev/problems/not-found", Title: "Not found", Detail: "no such receipt"})
+	default:
+		g.log.Error("api request failed", "err", err)
+		w.Header().Set("Retry-After", "5")
+		httpin.WriteProblem(w, httpin.Problem{Status: http.StatusServiceUnavailable, Type: "https://sealpost.dev/problems/unavailable", Title: "Service unavailable"})
+	}
+}

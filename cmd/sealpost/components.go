@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/forwarder"
+	"github.com/sealpost/sealpost/ingress"
+	"github.com/sealpost/sealpost/ingress/smtpin"
+	"github.com/sealpost/sealpost/keyring/kms"
+	"github.com/sealpost/sealpost/queue"
+	"github.com/sealpost/sealpost/signer"
+)
+
+func (g *gateway) openAudit(ctx, bgCtx context.Context) error {
+	l, err := audit.Open(ctx, audit.Config{
+		Conn: g.q, Keys: g.keys, Origin: g.cfg.Audit.Origin,
+		Retention: time.Duration(g.cfg.Audit.Retention),
+		Logger:    g.log, Registerer: g.reg,
+	})
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	g.auditLog = l
+	g.goBackground(func() { l.Run(bgCtx) })
+	return nil
+}
+
+func (g *gateway) openForwarder(ctx context.Context) error {
+	receipts, err := g.q.KV(ctx, forwarder.ReceiptsBucket)
+	if err != nil {
+		return err
+	}
+	dlq, err := g.q.Stream(ctx, forwarder.DeadLetterStream)
+	if err != nil {
+		return err
+	}
+	attempts, err := g.q.Stream(ctx, forwarder.AttemptsStream)
+	if err != nil {
+		return err
+	}
+	state, err := g.q.KV(ctx, forwarder.EndpointStateBucket)
+	if err != nil {
+		return err
+	}
+	idem, err := g.q.KV(ctx, queue.KVConfig{Bucket: "IDEMPOTENCY", TTL: 24 * time.Hour})
+	if err != nil {
+		return err
+	}
+	g.idempotency = &idempotencyStore{kv: idem}
+	var schedule []time.Duration
+	for _, d := range g.cfg.Forward.Schedule {
+		schedule = append(schedule, time.Duration(d))
+	}
+	var allow []netip.Prefix
+	for _, n := range g.cfg.Forward.AllowNetworks {
+		allow = append(allow, netip.MustParsePrefix(n))
+	}
+	g.fwd, err = forwarder.New(forwarder.Config{
+		Routes: &forwarder2httpRoutes{g.tables}, Keys: g.keys, Sealer: g.sealer, Auditor: g.auditLog,
+		Receipts: receipts, DeadLetters: dlq, Attempts: attempts, EndpointState: state,
+		Schedule: schedule, Timeout: time.Duration(g.cfg.Forward.Timeout), AllowNets: allow,
+		Logger: g.log, Registerer: g.reg,
+	})
+	if err != nil {
+		return fmt.Errorf("forwarder: %w", err)
+	}
+	return nil
+}
+
+func (g *gateway) buildSMTP() error {
+	if g.cfg.Listen.SMTP == "" {
+		return nil
+	}
+	blobs, err := g.q.Objects(context.Background(), queue.ObjectsConfig{Bucket: "ATTACHMENTS"})
+	if err != nil {
+		return err
+	}
+	host := g.cfg.SMTP.Hostname
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	g.smtp, err = smtpin.New(smtpin.Config{
+		Hostname: host, TLSConfig: g.certs.serverTLS(), Routes: g.tables.smtp,
+		Enqueuer: g.enqueuer(), Blobs: &blobStore{objects: blobs, sealer: g.sealer},
+		Resolver: net.DefaultResolver, Logger: g.log, Registerer: g.reg,
+		MaxMessageBytes: g.cfg.SMTP.MaxMessageBytes, MaxRecipients: g.cfg.SMTP.MaxRecipients,
+		MaxConnsPerIP:  g.cfg.SMTP.MaxConnsPerIP,
+		CommandTimeout: time.Duration(g.cfg.SMTP.CommandTimeout), DataTimeout: time.Duration(g.cfg.SMTP.DataTimeout),
+	})
+	return err
+}
+
+// enqueuer is what both ingresses hand submissions to: the sealing
+// publisher, recording message.received and message.queued in the audit log
+// once the queue acknowledged.
+func (g *gateway) enqueuer() ingress.Enqueuer {
+	return &auditedEnqueuer{next: g.q.Publisher(g.sealer), audit: g.auditLog, log: g.log}
+}
+
+type auditedEnqueuer struct {
+	next  ingress.Enqueuer
+	audit *audit.Log
+	log   *slog.Logger
+}
+
+func (a *auditedEnqueuer) Enqueue(ctx context.Context, s *ingress.Submission) error {
+	if err := a.next.Enqueue(ctx, s); err != nil {
+		return err
+	}
+	details := map[string]string{"route": s.Route, "channel": s.Channel, "raw_size": strconv.FormatInt(s.RawSize, 10)}
+	for _, e := range []audit.Entry{
+		{Time: s.ReceivedAt, Actor: s.Channel, Action: audit.ActionReceived, Tenant: s.Tenant, Target: s.ID, Outcome: audit.OutcomeSuccess, Details: details},
+		{Actor: s.Channel, Action: audit.ActionQueued, Tenant: s.Tenant, Target: s.ID, Outcome: audit.OutcomeSuccess, Details: details},
+	} {
+		// The message is durable already: a failed audit append is logged
+		// and counted, and does not turn an accepted message into a retry.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestAuditTimeout)
+		err := a.audit.Append(actx, e)
+		cancel()
+		if err != nil {
+			a.log.Error("audit append failed", "action", e.Action, "id", s.ID, "err", err)
+		}
+	}
+	return nil
+}
+
+// blobStore seals attachments into the ATTACHMENTS object store under
+// "<tenant>/<name>"; the ref in the payload is "attachments/<tenant>/<name>".
+type blobStore struct {
+	objects *queue.Objects
+	sealer  *kms.Envelope
+}
+
+func (b *blobStore) PutBlob(ctx context.Context, tenant, name string, data []byte) (string, error) {
+	obj := tenant + "/" + name
+	sealed, err := b.sealer.Seal(ctx, kms.Context{Tenant: tenant, Purpose: kms.PurposeAttachment, ObjectID: obj}, data)
+	if err != nil {
+		return "", err
+	}
+	if err := b.objects.Put(ctx, obj, sealed); err != nil {
+		return "", err
+	}
+	return "attachments/" + obj, nil
+}
+
+// idempotencyStore keeps Idempotency-Key records in a KV bucket with a 24h
+// TTL; Reserve is a compare-and-set create.
+type idempotencyStore struct{ kv *queue.KV }
+
+func (s *idempotencyStore) Reserve(ctx context.Context, key string, rec []byte) ([]byte, error) {
+	for range 3 {
+		_, err := s.kv.Create(ctx, key, rec)
+		if err == nil {
+			return nil, nil
+		}
+		if !errors.Is(err, queue.ErrConflict) {
+			return nil, err
+		}
+		existing, _, err := s.kv.Get(ctx, key)
+		if errors.Is(err, queue.ErrNotFound) {
+			continue // released meanwhile
+		}
+		return existing, err
+	}
+	return nil, errors.New("idempotency record keeps changing")
+}
+
+func (s *idempotencyStore) Release(ctx context.Context, key string) error {
+	return s.kv.Delete(ctx, key)
+}
+
+func (g *gateway) devKeySet() *signer.KeySet { return g.keys.KeySet(time.Now(), true) }
+
+func metricsHandler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, MaxRequestsInFlight: 4})
+}
+
+// slogErrorLog routes net/http's internal errors (TLS handshake failures,
+// bad requests) to the structured log at debug level.
+func slogErrorLog(l *slog.Logger) *log.Logger {
+	return slog.NewLogLogger(l.Handler(), slog.LevelDebug)
+}
+
+// receipt API: a tenant reads its receipts and attempts and asks for a
+// redelivery.
+
+func (g *gateway) getReceipt(w http.ResponseWriter, r *http.Request) {
+	env, err := g.fwd.Receipt(r.Context(), tenantFrom(r.Context()), r.PathValue("id"))
+	if err != nil {
+		g.writeAPIError(w, notFoundAs(err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(env)
+}
+
+func (g *gateway) getAttempts(w http.ResponseWriter, r *http.Request) {
+	tenant, id := tenantFrom(r.Context()), r.PathValue("id")
+	if _, err := g.fwd.Receipt(r.Context(), tenant, id); err != nil {
+		g.writeAPIError(w, notFoundAs(err))
+		return
+	}
+	attempts, err := g.fwd.Attempts(r.Context(), tenant, id)
+	if err != nil {
+		g.writeAPIError(w, notFoundAs(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": id, "attempts": attempts})
+}
+
+func (g *gateway) redeliver(w http.ResponseWriter, r *http.Request) {
+	tenant, id := tenantFrom(r.Context()), r.PathValue("id")
+	err := g.fwd.Redeliver(r.Context(), tenant, id)
+	g.appendAudit(r.Context(), audit.Entry{Actor: actorOf(r), Action: audit.ActionRedeliver, Tenant: tenant, Target: id,
+		Outcome: outcomeOf(err), RequestID: r.Header.Get("X-Request-Id")})
+	if err != nil {
+		g.writeAPIError(w, notFoundAs(err))
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "status": "redelivery queued"})
+}
+
+func notFoundAs(err error) error {
+	if errors.Is(err, forwarder.ErrNotFound) {
+		return fmt.Errorf("%w: %w", queue.ErrNotFound, err)
+	}
+	return err
+}
+
+func actorOf(r *http.Request) string {
+	if ci := callInfoFrom(r.Context()); ci != nil && ci.keyID != "" {
+		return "apikey:" + ci.keyID
+	}
+	return "anonymous"
+}
+
+func outcomeOf(err error) string {
+	if err != nil {
+		return audit.OutcomeFailure
+	}
+	return audit.OutcomeSuccess
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	return err == nil && ip.IsLoopback()
+}

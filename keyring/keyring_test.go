@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealpost/sealpost/queue"
 	"github.com/sealpost/sealpost/signer"
 )
 
@@ -257,5 +258,42 @@ func TestRotateTwiceInOneSecond(t *testing.T) {
 	// The first key and the one-second key are both in grace.
 	if len(prev) != 2 {
 		t.Errorf("%d keys in grace, want 2", len(prev))
+	}
+}
+
+// TestSurvivesServerRestart stops the embedded NATS server and starts it
+// again on the same data directory: the keys come back, none is created.
+func TestSurvivesServerRestart(t *testing.T) {
+	ctx := context.Background()
+	dataDir, kmsDir := t.TempDir(), t.TempDir()
+	clk := newClock(date("2026-03-20T00:00:00Z"))
+	start := func() (*Keyring, func()) {
+		c, err := queue.Open(ctx, queue.Config{DataDir: dataDir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := New(ctx, Config{Store: openKV(t, c), Sealer: newSealer(t, kmsDir), Now: clk.Now})
+		if err != nil {
+			c.Close()
+			t.Fatal(err)
+		}
+		return k, c.Close
+	}
+	k1, stop := start()
+	before := k1.KeySet(clk.Now(), true)
+	cur1, _, err := k1.SigningKeys(ctx, clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	clk.Advance(time.Hour)
+	k2, stop := start()
+	defer stop()
+	cur2, _, err := k2.SigningKeys(ctx, clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur1.KID != cur2.KID || !slices.Equal(setKIDs(before), setKIDs(k2.KeySet(clk.Now(), true))) {
+		t.Errorf("after restart: signing %s, keys %v; before: %s, %v", cur2.KID, setKIDs(k2.KeySet(clk.Now(), true)), cur1.KID, setKIDs(before))
 	}
 }

@@ -1,6 +1,7 @@
 package forwarder
 
 import (
+	"context"
 	"sync"
 	"time"
 )
@@ -24,14 +25,23 @@ const (
 type breaker struct {
 	threshold int
 	cooldown  time.Duration
-	limit     int
 	onState   func(state int)
+	// slots is a semaphore of the endpoint's concurrency limit.
+	slots chan struct{}
 
 	mu       sync.Mutex
 	state    int
 	failures int
 	openedAt time.Time
-	inflight int
+	// stalled is set when a wait for a slot ran out and cleared when a
+	// request finishes: while no slot came free for a whole wait, the
+	// endpoint is slow, and its requests are handed back at once instead
+	// of holding workers.
+	stalled bool
+}
+
+func newBreaker(threshold int, cooldown time.Duration, limit int, onState func(int)) *breaker {
+	return &breaker{threshold: threshold, cooldown: cooldown, slots: make(chan struct{}, limit), onState: onState}
 }
 
 // admission is the answer of acquire.
@@ -43,28 +53,81 @@ const (
 	circuitOpen           // the circuit is open: count as a failed attempt
 )
 
-// acquire asks to send one request at now. When it returns admitted, the
-// caller must call release exactly once.
-func (b *breaker) acquire(now time.Time) (admission, bool) {
+// acquire asks to send one request. When the endpoint is at its
+// concurrency limit it waits up to wait for a slot, so a busy but fast
+// endpoint keeps its workers (handing a backlog back to the queue would
+// only bring it back all at once). Once a wait ran out without a slot
+// coming free, the endpoint counts as stalled and its requests are handed
+// back at once, without holding a worker, until one of its requests
+// finishes. When acquire returns admitted, the caller must call release
+// exactly once; probe says the request is a half-open probe.
+func (b *breaker) acquire(ctx context.Context, now func() time.Time, wait time.Duration) (admission, bool) {
+	if !b.mayAdmit(now()) {
+		return circuitOpen, false
+	}
+	select {
+	case b.slots <- struct{}{}:
+	default:
+		if wait <= 0 || !b.startWait() {
+			return busy, false
+		}
+		t := time.NewTimer(wait)
+		got := false
+		select {
+		case b.slots <- struct{}{}:
+			got = true
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		b.endWait(got)
+		if !got {
+			return busy, false
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.inflight >= b.limit {
-		return busy, false
-	}
-	probe := false
 	switch b.state {
 	case breakerOpen:
-		if now.Sub(b.openedAt) < b.cooldown {
+		if now().Sub(b.openedAt) < b.cooldown {
+			<-b.slots
 			return circuitOpen, false
 		}
 		b.setState(breakerHalfOpen)
-		probe = true
+		return admitted, true
 	case breakerHalfOpen:
 		// A probe is in flight; everything else waits for its answer.
+		<-b.slots
 		return circuitOpen, false
 	}
-	b.inflight++
-	return admitted, probe
+	return admitted, false
+}
+
+func (b *breaker) startWait() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return !b.stalled
+}
+
+func (b *breaker) endWait(got bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !got {
+		b.stalled = true
+	}
+}
+
+// mayAdmit is acquire's check before it waits for a slot.
+func (b *breaker) mayAdmit(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch b.state {
+	case breakerOpen:
+		return now.Sub(b.openedAt) >= b.cooldown
+	case breakerHalfOpen:
+		return false
+	}
+	return true
 }
 
 // outcome of one admitted request, for release.
@@ -80,7 +143,8 @@ const (
 func (b *breaker) release(probe bool, o outcome, now time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.inflight--
+	<-b.slots
+	b.stalled = false
 	switch {
 	case o == outcomeSuccess:
 		b.failures = 0
@@ -116,14 +180,9 @@ func (w *Worker) breakerFor(rt Route) *breaker {
 	if limit <= 0 {
 		limit = defaultMaxConcurrency
 	}
-	b := &breaker{
-		threshold: w.cfg.BreakerFailures,
-		cooldown:  w.cfg.BreakerCooldown,
-		limit:     limit,
-		onState: func(s int) {
-			w.metrics.breakerState.WithLabelValues(rt.Tenant, rt.Name).Set(float64(s))
-		},
-	}
+	b := newBreaker(w.cfg.BreakerFailures, w.cfg.BreakerCooldown, limit, func(s int) {
+		w.metrics.breakerState.WithLabelValues(rt.Tenant, rt.Name).Set(float64(s))
+	})
 	actual, _ := w.breakers.LoadOrStore(key, b)
 	return actual.(*breaker)
 }

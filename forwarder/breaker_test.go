@@ -10,10 +10,13 @@ import (
 
 func TestBreakerStates(t *testing.T) {
 	now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
-	b := &breaker{threshold: 3, cooldown: time.Minute, limit: 2}
+	b := newBreaker(3, time.Minute, 2, nil)
+	acquire := func(at time.Time) (admission, bool) {
+		return b.acquire(context.Background(), func() time.Time { return at }, 0)
+	}
 	fail := func() {
 		t.Helper()
-		adm, probe := b.acquire(now)
+		adm, probe := acquire(now)
 		if adm != admitted {
 			t.Fatalf("acquire = %v, want admitted", adm)
 		}
@@ -28,15 +31,15 @@ func TestBreakerStates(t *testing.T) {
 	if b.state != breakerOpen {
 		t.Fatal("not open after 3 consecutive failures")
 	}
-	if adm, _ := b.acquire(now.Add(59 * time.Second)); adm != circuitOpen {
+	if adm, _ := acquire(now.Add(59 * time.Second)); adm != circuitOpen {
 		t.Fatalf("acquire during cooldown = %v, want circuitOpen", adm)
 	}
 	now = now.Add(time.Minute)
-	adm, probe := b.acquire(now)
+	adm, probe := acquire(now)
 	if adm != admitted || !probe {
 		t.Fatalf("after cooldown: %v probe=%v, want an admitted probe", adm, probe)
 	}
-	if adm, _ := b.acquire(now); adm != circuitOpen {
+	if adm, _ := acquire(now); adm != circuitOpen {
 		t.Fatal("a second request went through while the probe is out")
 	}
 	b.release(true, outcomeFailure, now)
@@ -44,31 +47,35 @@ func TestBreakerStates(t *testing.T) {
 		t.Fatal("failed probe did not reopen")
 	}
 	now = now.Add(time.Minute)
-	adm, probe = b.acquire(now)
+	adm, probe = acquire(now)
 	b.release(probe, outcomeSuccess, now)
 	if adm != admitted || b.state != breakerClosed || b.failures != 0 {
 		t.Fatalf("successful probe: state %d failures %d", b.state, b.failures)
 	}
 	// A probe that sent nothing hands the probe to the next request.
 	b.state, b.openedAt = breakerOpen, now.Add(-time.Hour)
-	_, probe = b.acquire(now)
+	_, probe = acquire(now)
 	b.release(probe, outcomeNone, now)
-	if adm, probe := b.acquire(now); adm != admitted || !probe {
+	if adm, probe := acquire(now); adm != admitted || !probe {
 		t.Fatal("next request did not get the probe")
 	}
 }
 
 func TestBreakerConcurrencyLimit(t *testing.T) {
-	now := time.Now()
-	b := &breaker{threshold: 3, cooldown: time.Minute, limit: 2}
-	b.acquire(now)
-	b.acquire(now)
-	if adm, _ := b.acquire(now); adm != busy {
+	ctx := context.Background()
+	b := newBreaker(3, time.Minute, 2, nil)
+	b.acquire(ctx, time.Now, 0)
+	b.acquire(ctx, time.Now, 0)
+	if adm, _ := b.acquire(ctx, time.Now, 0); adm != busy {
 		t.Fatalf("third acquire = %v, want busy", adm)
 	}
-	b.release(false, outcomeSuccess, now)
-	if adm, _ := b.acquire(now); adm != admitted {
-		t.Fatal("slot not given back")
+	// A waiting request gets the slot a finished one gives back.
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		b.release(false, outcomeSuccess, time.Now())
+	}()
+	if adm, _ := b.acquire(ctx, time.Now, time.Minute); adm != admitted {
+		t.Fatal("slot not given back to a waiting request")
 	}
 }
 

@@ -37,7 +37,10 @@ func TestAttemptsGolden(t *testing.T) {
 	answers := []func(w http.ResponseWriter){
 		func(w http.ResponseWriter) { w.Header().Set("Retry-After", "60"); w.WriteHeader(429) },
 		func(w http.ResponseWriter) { w.WriteHeader(500) },
-		func(w http.ResponseWriter) { w.Header().Set("Location", "https://elsewhere.example/"); w.WriteHeader(302) },
+		func(w http.ResponseWriter) {
+			w.Header().Set("Location", "https://elsewhere.example/")
+			w.WriteHeader(302)
+		},
 		func(w http.ResponseWriter) { w.WriteHeader(202) },
 	}
 	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, n int) { answers[n-1](w) })

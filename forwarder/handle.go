@@ -12,8 +12,11 @@ import (
 )
 
 const (
-	// busyDelay is how long a message waits when its endpoint is at its
-	// concurrency limit. Waiting does not count as an attempt.
+	// slotWait is how long a worker waits for a free slot of an endpoint at
+	// its concurrency limit before handing the message back.
+	slotWait = 250 * time.Millisecond
+	// busyDelay is how long a handed-back message waits before it is tried
+	// again. Waiting does not count as an attempt.
 	busyDelay = time.Second
 	// internalRetryDelay is how long a message waits when sealpost itself
 	// could not proceed (KMS, store or audit log unavailable). It does not
@@ -54,7 +57,7 @@ func (w *Worker) handle(ctx context.Context, s *ingress.Submission, d delivery) 
 	o := outcomeNone
 	if known {
 		b = w.breakerFor(rt)
-		adm, probe = b.acquire(w.cfg.Now())
+		adm, probe = b.acquire(ctx, w.cfg.Now, slotWait)
 		if adm == busy {
 			w.metrics.deliveries.WithLabelValues("deferred").Inc()
 			_ = d.Retry(w.jitter(busyDelay))

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/keyring/kms"
 	"github.com/sealpost/sealpost/queue"
@@ -232,5 +234,46 @@ func TestStreamRead(t *testing.T) {
 	last, err := s.Last(ctx, "log.a")
 	if err != nil || string(last.Data) != "8" {
 		t.Fatalf("last: %v %v", last, err)
+	}
+}
+
+// TestCollector checks the scrape-time metrics report the backlog.
+func TestCollector(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	c := openConn(t, dir)
+	env := sealer(t, dir)
+	for range 3 {
+		if err := c.Publisher(env).Enqueue(ctx, submission(ingress.NewID(time.Now()), "m")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The consumer exists once Consume declared it; stop it before it takes anything.
+	cons, err := c.Consume(ctx, queue.ConsumerConfig{}, env, func(context.Context, *queue.Delivery) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons.Stop(ctx)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c.Collector(""))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += "/" + l.GetValue()
+			}
+			got[key] = m.GetGauge().GetValue()
+		}
+	}
+	if got["sealpost_queue_up"] != 1 || got["sealpost_queue_stream_messages/INGEST"] != 3 {
+		t.Fatalf("metrics %v", got)
+	}
+	if got["sealpost_queue_ingest_pending"]+got["sealpost_queue_ingest_ack_pending"] != 3 {
+		t.Fatalf("backlog not reported: %v", got)
 	}
 }

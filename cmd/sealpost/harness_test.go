@@ -50,7 +50,7 @@ func (b *syncBuffer) String() string {
 
 // testGateway is a gateway started through run() with a generated config.
 type testGateway struct {
-	t        *testing.T
+	t        testing.TB
 	dataDir  string
 	cfgFile  string
 	token    string
@@ -69,6 +69,7 @@ type gatewayOpts struct {
 	dataDir  string
 	endpoint string
 	extra    string // more YAML at top level
+	logLevel string // default debug
 	natsURL  string
 	token    string // reuse API key across restarts
 	admin    string
@@ -78,10 +79,13 @@ var listenLine = regexp.MustCompile(`(?m)^\s+(https|smtp|admin)\s+listening on (
 
 // startGateway writes a config for o and runs `sealpost serve --dev
 // --config` until the test ends or stop is called.
-func startGateway(t *testing.T, o gatewayOpts) *testGateway {
+func startGateway(t testing.TB, o gatewayOpts) *testGateway {
 	t.Helper()
 	if o.dataDir == "" {
 		o.dataDir = t.TempDir()
+	}
+	if o.logLevel == "" {
+		o.logLevel = "debug"
 	}
 	g := &testGateway{t: t, dataDir: o.dataDir, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	var keyHash, adminHash string
@@ -108,7 +112,7 @@ func startGateway(t *testing.T, o gatewayOpts) *testGateway {
 		nats = "nats:\n  url: " + o.natsURL + "\n"
 	}
 	cfg := fmt.Sprintf(`data_dir: %s
-log_level: debug
+log_level: %s
 listen:
   https: 127.0.0.1:0
   smtp: 127.0.0.1:0
@@ -129,7 +133,7 @@ tenants:
         endpoint: %s
         allow_http: true
         recipients: ["invoices@acme.test"]
-`, o.dataDir, nats, adminHash, o.extra, keyHash, o.endpoint)
+`, o.dataDir, o.logLevel, nats, adminHash, o.extra, keyHash, o.endpoint)
 	g.cfgFile = filepath.Join(t.TempDir(), "sealpost.yaml")
 	if err := os.WriteFile(g.cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -281,7 +285,7 @@ type receiver struct {
 	notify     chan struct{}
 }
 
-func newReceiver(t *testing.T) *receiver {
+func newReceiver(t testing.TB) *receiver {
 	r := &receiver{failStatus: http.StatusServiceUnavailable, notify: make(chan struct{}, 1000)}
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		n := r.calls.Add(1)
@@ -304,7 +308,7 @@ func newReceiver(t *testing.T) *receiver {
 func (r *receiver) url() string { return r.srv.URL + "/hook" }
 
 // waitFor blocks until the receiver has n deliveries with distinct ids.
-func (r *receiver) waitFor(t *testing.T, n int, timeout time.Duration) []delivery {
+func (r *receiver) waitFor(t testing.TB, n int, timeout time.Duration) []delivery {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
@@ -329,7 +333,7 @@ func (r *receiver) waitFor(t *testing.T, n int, timeout time.Duration) []deliver
 // checkDelivery verifies a webhook independently of sealpost's own code:
 // the v1a signature over "{id}.{ts}.{body}" and the receipt signature over
 // JCS(receipt) with crypto/ed25519, and payload_sha256 with jcs + sha256.
-func checkDelivery(t *testing.T, d delivery, keys map[string]ed25519.PublicKey) map[string]any {
+func checkDelivery(t testing.TB, d delivery, keys map[string]ed25519.PublicKey) map[string]any {
 	t.Helper()
 	ts, err := strconv.ParseInt(d.ts, 10, 64)
 	if err != nil || ts < time.Now().Add(-5*time.Minute).Unix() || ts > time.Now().Add(time.Minute).Unix() {
@@ -394,7 +398,7 @@ func checkDelivery(t *testing.T, d delivery, keys map[string]ed25519.PublicKey) 
 }
 
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -140,6 +140,9 @@ func newGateway(ctx context.Context, cfg *Config, devMode bool, dev *devSetup, s
 		return nil, err
 	}
 	g.closers = append(g.closers, g.q.Close)
+	if err := g.reg.Register(g.q.Collector("")); err != nil {
+		return nil, err
+	}
 	bgCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	g.bgCancel = cancel
 	if err := g.openKeyring(ctx, bgCtx); err != nil {

@@ -75,7 +75,9 @@ func TestEndToEnd(t *testing.T) {
 	}
 	for name, tamper := range map[string]func([]byte) []byte{
 		"payload": func(b []byte) []byte { return bytes.Replace(b, []byte("INV-1"), []byte("INV-2"), 1) },
-		"receipt": func(b []byte) []byte { return bytes.Replace(b, []byte(`"route":"invoices"`), []byte(`"route":"invoicez"`), 1) },
+		"receipt": func(b []byte) []byte {
+			return bytes.Replace(b, []byte(`"route":"invoices"`), []byte(`"route":"invoicez"`), 1)
+		},
 	} {
 		must(t, os.WriteFile(envFile, tamper(d.body), 0o600))
 		out.Reset()

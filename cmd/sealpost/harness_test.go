@@ -397,7 +397,6 @@ func checkDelivery(t testing.TB, d delivery, keys map[string]ed25519.PublicKey) 
 	return receipt
 }
 
-
 func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -96,9 +96,9 @@ type gateway struct {
 	tables   *routeTables
 	// idempotency remembers Idempotency-Key uses of the ingest API.
 	idempotency *idempotencyStore
-	bg       sync.WaitGroup
-	bgCancel context.CancelFunc
-	closers  []func()
+	bg          sync.WaitGroup
+	bgCancel    context.CancelFunc
+	closers     []func()
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {

@@ -77,6 +77,18 @@ func TestBreakerConcurrencyLimit(t *testing.T) {
 	if adm, _ := b.acquire(ctx, time.Now, time.Minute); adm != admitted {
 		t.Fatal("slot not given back to a waiting request")
 	}
+	// A wait that runs out marks the endpoint stalled: the next request is
+	// handed back without waiting, until a request finishes.
+	if adm, _ := b.acquire(ctx, time.Now, time.Millisecond); adm != busy || !b.stalled {
+		t.Fatalf("timed-out wait: %v stalled=%v, want busy and stalled", adm, b.stalled)
+	}
+	if b.startWait() {
+		t.Fatal("a stalled endpoint lets requests wait")
+	}
+	b.release(false, outcomeSuccess, time.Now())
+	if b.stalled || !b.startWait() {
+		t.Fatal("a finished request did not clear the stall")
+	}
 }
 
 // TestBreakerOpensAndProbes: after BreakerFailures failures the endpoint

@@ -285,8 +285,8 @@ var (
 	// endpoint secrets.
 	EndpointStateBucket = queue.KVConfig{Bucket: "ENDPOINTS", History: 5}
 	// DeadLetterStream holds sealed dead letters and the markers of their
-	// redelivery, on "dlq.<tenant>.<route>.<id>".
-	DeadLetterStream = queue.StreamConfig{Name: "DLQ", Subjects: []string{"dlq.>"}, DenyDelete: true}
+	// redelivery, on "dlq.<tenant>.<route>.<id>", for 90 days.
+	DeadLetterStream = queue.StreamConfig{Name: "DLQ", Subjects: []string{"dlq.>"}, DenyDelete: true, MaxAge: 90 * 24 * time.Hour}
 	// AttemptsStream records every attempt, sealed, on
 	// "attempts.<tenant>.<id>". Records older than 90 days are dropped.
 	AttemptsStream = queue.StreamConfig{Name: "ATTEMPTS", Subjects: []string{"attempts.>"}, MaxAge: 90 * 24 * time.Hour}

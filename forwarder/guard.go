@@ -144,10 +144,28 @@ func ValidateEndpoint(u string, allowHTTP bool) error {
 	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
 		return fmt.Errorf("%w: localhost", ErrBlockedAddress)
 	}
-	if a, err := netip.ParseAddr(host); err == nil && Blocked(a, nil) {
+	a, err := netip.ParseAddr(host)
+	switch {
+	case err == nil && Blocked(a, nil):
 		return fmt.Errorf("%w: %s", ErrBlockedAddress, a)
+	case err != nil && numericTLD(host):
+		// "127.1", "0x7f.1", "2130706433": not a name, and some resolvers
+		// read them as IPv4 addresses.
+		return fmt.Errorf("%w: host is neither an IP address nor a name", ErrInvalidEndpoint)
 	}
 	return nil
+}
+
+// numericTLD reports whether the last label of host is a number (decimal,
+// or hex with 0x): no real top-level domain is.
+func numericTLD(host string) bool {
+	host = strings.TrimSuffix(host, ".")
+	label := host[strings.LastIndexByte(host, '.')+1:]
+	if l := strings.ToLower(label); strings.HasPrefix(l, "0x") {
+		label = l[2:]
+		return label == "" || strings.Trim(label, "0123456789abcdef") == ""
+	}
+	return label == "" || strings.Trim(label, "0123456789") == ""
 }
 
 // parseEndpoint is the syntactic part of ValidateEndpoint, also checked

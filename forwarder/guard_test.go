@@ -91,6 +91,10 @@ func TestValidateEndpoint(t *testing.T) {
 		{"https://[::ffff:127.0.0.1]/hook", false, ErrBlockedAddress},
 		{"https://localhost/hook", false, ErrBlockedAddress},
 		{"https://api.localhost/hook", false, ErrBlockedAddress},
+		{"https://127.1/hook", false, ErrInvalidEndpoint},
+		{"https://0x7f.1/hook", false, ErrInvalidEndpoint},
+		{"https://2130706433/hook", false, ErrInvalidEndpoint},
+		{"hTtPs://Hooks.Example.COM./x", false, nil},
 	} {
 		t.Run(tc.url[:min(len(tc.url), 60)], func(t *testing.T) {
 			err := ValidateEndpoint(tc.url, tc.allowHTTP)
@@ -109,7 +113,8 @@ func FuzzValidateEndpoint(f *testing.F) {
 		if ValidateEndpoint(u, allowHTTP) != nil {
 			return
 		}
-		if !strings.HasPrefix(u, "https://") && !(allowHTTP && strings.HasPrefix(u, "http://")) {
+		l := strings.ToLower(u)
+		if !strings.HasPrefix(l, "https://") && !(allowHTTP && strings.HasPrefix(l, "http://")) {
 			t.Fatalf("accepted %q", u)
 		}
 		if len(u) > MaxURLLength || strings.Contains(u, "#") {

@@ -16,7 +16,7 @@ const maxIndex = 1<<53 - 1
 // written in their canonical order directly instead of parsing JSON back;
 // the equality with a generic JCS implementation is tested and fuzzed.
 // e must be validated (valid UTF-8) first.
-func appendRecordJCS(dst []byte, e *Entry, index uint64, prev []byte) []byte {
+func appendRecordJCS(dst []byte, e *Entry, index uint64, prev link) []byte {
 	// Member names sorted by UTF-16 code units (all ASCII here).
 	dst = append(dst, `{"action":`...)
 	dst = appendJCSString(dst, e.Action)
@@ -43,9 +43,14 @@ func appendRecordJCS(dst []byte, e *Entry, index uint64, prev []byte) []byte {
 	dst = strconv.AppendUint(dst, index, 10)
 	dst = append(dst, `,"outcome":`...)
 	dst = appendJCSString(dst, e.Outcome)
-	if prev != nil {
+	if prev.hash != nil {
 		dst = append(dst, `,"prev":"`...)
-		dst = b64.AppendEncode(dst, prev)
+		dst = b64.AppendEncode(dst, prev.hash)
+		dst = append(dst, '"')
+	}
+	if !prev.time.IsZero() {
+		dst = append(dst, `,"prev_time":"`...)
+		dst = prev.time.AppendFormat(dst, time.RFC3339Nano)
 		dst = append(dst, '"')
 	}
 	for _, m := range []struct{ name, v string }{{"request_id", e.RequestID}, {"target", e.Target}, {"tenant", e.Tenant}} {

@@ -36,6 +36,8 @@ type checkpointRecord struct {
 	LastSeq uint64 `json:"last_seq"`
 	// LastLeaf is the leaf hash of the record at Size-1 (base64).
 	LastLeaf string `json:"last_leaf,omitempty"`
+	// LastAt is when the record at Size-1 was stored (at the latest).
+	LastAt time.Time `json:"last_at,omitzero"`
 	// Range is the compact range [0, Size): the hashes of the perfect
 	// subtrees covering the tree, left to right (base64).
 	Range []string `json:"range"`
@@ -270,7 +272,8 @@ func (l *Log) signCheckpoint(ctx context.Context) (*checkpointRecord, error) {
 		rec.Range = append(rec.Range, b64.EncodeToString(h))
 	}
 	if l.lastLeaf != nil {
-		rec.LastLeaf = b64.EncodeToString(l.lastLeaf)
+		rec.LastLeaf, rec.LastAt = b64.EncodeToString(l.lastLeaf), l.lastAt
+
 	}
 	l.mu.Unlock()
 	if err != nil {

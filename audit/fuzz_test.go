@@ -14,11 +14,11 @@ import (
 // one byte string, one leaf hash).
 func FuzzDecodeRecord(f *testing.F) {
 	e := normalize(testEntry(1, "acme"), time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC))
-	first, err := encodeRecord(e, 0, nil)
+	first, err := encodeRecord(e, 0, link{})
 	if err != nil {
 		f.Fatal(err)
 	}
-	second, err := encodeRecord(e, 1, leafHash(first))
+	second, err := encodeRecord(e, 1, link{hash: leafHash(first), time: e.Time})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		if err != nil {
 			return
 		}
-		again, err := encodeRecord(r.Entry, r.Index, r.prevHash())
+		again, err := encodeRecord(r.Entry, r.Index, r.link())
 		if err != nil {
 			t.Fatalf("accepted record does not re-encode: %v", err)
 		}
@@ -94,9 +94,12 @@ func FuzzCanonicalEncoding(f *testing.F) {
 		if validate(&e) != nil || index > maxIndex {
 			return
 		}
-		var prev []byte
+		var prev link
 		if index > 0 {
-			prev = leafHash([]byte(actor))
+			prev = link{hash: leafHash([]byte(actor))}
+			if nanos%2 == 0 {
+				prev.time = e.Time.Add(-time.Second)
+			}
 		}
 		got, err1 := encodeRecord(e, index, prev)
 		want, err2 := encodeRecordGeneric(e, index, prev)

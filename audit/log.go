@@ -125,6 +125,7 @@ type Log struct {
 	mu       sync.Mutex
 	rng      *compact.Range // [0, size)
 	lastLeaf []byte         // leaf hash of record size-1
+	lastAt   time.Time      // when record size-1 was stored (at the latest)
 	lastSeq  uint64         // stream sequence of the newest record
 	synced   time.Time      // when the state was last compared with the stream
 	broken   error          // set when the stored log does not continue our tree
@@ -259,7 +260,7 @@ func (l *Log) recover(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("audit: %w: checkpoint at size %d: %w", ErrTampered, cp.Size, err)
 		}
-		l.rng, l.lastLeaf, l.lastSeq = rng, cp.lastLeaf(), cp.LastSeq
+		l.rng, l.lastLeaf, l.lastSeq, l.lastAt = rng, cp.lastLeaf(), cp.LastSeq, cp.LastAt
 		l.setLastCheckpoint(cp)
 	}
 	if err := l.syncLocked(ctx); err != nil {
@@ -307,7 +308,7 @@ func (l *Log) syncLocked(ctx context.Context) error {
 			if err := l.rng.Append(h, nil); err != nil {
 				return err
 			}
-			l.lastLeaf = h
+			l.lastLeaf, l.lastAt = h, m.Time.UTC().Truncate(time.Microsecond)
 		}
 		l.lastSeq = m.Seq
 		if l.lookFor != "" && m.Header["Nats-Msg-Id"] == l.lookFor {
@@ -338,7 +339,7 @@ func (l *Log) Append(ctx context.Context, e Entry) error {
 		return err
 	}
 	// Encode once here to report size errors to the caller, not the batch.
-	if _, err := encodeRecord(e, maxIndex, make([]byte, sha256.Size)); err != nil {
+	if _, err := encodeRecord(e, maxIndex, link{hash: make([]byte, sha256.Size), time: e.Time}); err != nil {
 		l.m.appends.WithLabelValues("invalid").Inc()
 		return err
 	}
@@ -470,11 +471,15 @@ func (l *Log) publish(batch []*pending) (int, error) {
 		}
 		first := l.rng.End()
 		prev := l.lastLeaf
+		// Records of this batch name this moment as their predecessor's
+		// store time; it is no later than the store's own timestamp.
+		built := l.cfg.Now().UTC().Truncate(time.Microsecond)
+		prevAt := l.lastAt
 		var data []byte
 		var leaves [][]byte
 		n := 0
 		for _, p := range batch {
-			rec, err := encodeRecord(p.e, first+uint64(n), prev)
+			rec, err := encodeRecord(p.e, first+uint64(n), link{hash: prev, time: prevAt})
 			if err != nil { // checked in Append; only a bug gets here
 				return max(n, 1), err
 			}
@@ -485,7 +490,7 @@ func (l *Log) publish(batch []*pending) (int, error) {
 				data = append(data, '\n')
 			}
 			data = append(data, rec...)
-			prev = leafHash(rec)
+			prev, prevAt = leafHash(rec), built
 			leaves = append(leaves, prev)
 			n++
 		}
@@ -504,7 +509,7 @@ func (l *Log) publish(batch []*pending) (int, error) {
 					return n, err
 				}
 			}
-			l.lastLeaf, l.lastSeq = prev, seq
+			l.lastLeaf, l.lastSeq, l.lastAt = prev, seq, built
 			l.published(n)
 			return n, nil
 		}

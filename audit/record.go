@@ -47,6 +47,11 @@ type Record struct {
 	// Prev is the base64 (standard, padded) leaf hash of the record at
 	// Index-1; empty for the first record.
 	Prev string `json:"prev,omitempty"`
+	// PrevTime is when the record at Index-1 was handed to the store (the
+	// writer's clock, UTC, microseconds), or zero when unknown. It lets
+	// verify tell entries that expired under the retention from deleted
+	// ones.
+	PrevTime time.Time `json:"prev_time,omitzero"`
 	Entry
 }
 
@@ -157,9 +162,14 @@ func checkField(name, v string) error {
 	return nil
 }
 
-// encodeRecord returns JCS(record) for entry e at index with link prev (nil
-// for index 0).
-func encodeRecord(e Entry, index uint64, prev []byte) ([]byte, error) {
+// link ties a record to the one before it.
+type link struct {
+	hash []byte    // leaf hash of the previous record; nil for index 0
+	time time.Time // when the previous record was stored; may be zero
+}
+
+// encodeRecord returns JCS(record) for entry e at index with link prev.
+func encodeRecord(e Entry, index uint64, prev link) ([]byte, error) {
 	if index > maxIndex {
 		return nil, fmt.Errorf("%w: index %d beyond 2^53", ErrInvalidEntry, index)
 	}
@@ -172,10 +182,10 @@ func encodeRecord(e Entry, index uint64, prev []byte) ([]byte, error) {
 
 // encodeRecordGeneric is encodeRecord through encoding/json and a generic
 // JCS implementation; tests hold the two equal.
-func encodeRecordGeneric(e Entry, index uint64, prev []byte) ([]byte, error) {
-	r := Record{V: recordVersion, Index: index, Entry: e}
-	if prev != nil {
-		r.Prev = b64.EncodeToString(prev)
+func encodeRecordGeneric(e Entry, index uint64, prev link) ([]byte, error) {
+	r := Record{V: recordVersion, Index: index, Entry: e, PrevTime: prev.time}
+	if prev.hash != nil {
+		r.Prev = b64.EncodeToString(prev.hash)
 	}
 	raw, err := json.Marshal(r)
 	if err != nil {
@@ -216,7 +226,7 @@ func DecodeRecord(b []byte) (Record, error) {
 		return Record{}, err
 	}
 	switch {
-	case r.Index == 0 && r.Prev != "":
+	case r.Index == 0 && (r.Prev != "" || !r.PrevTime.IsZero()):
 		return Record{}, fmt.Errorf("%w: first record has a prev link", ErrInvalidEntry)
 	case r.Index > 0:
 		p, err := b64.Strict().DecodeString(r.Prev)
@@ -226,14 +236,17 @@ func DecodeRecord(b []byte) (Record, error) {
 	}
 	// encoding/json matches member names case-insensitively; the record
 	// must use the exact names, which re-encoding checks.
-	again, err := encodeRecord(r.Entry, r.Index, r.prevHash())
+	again, err := encodeRecord(r.Entry, r.Index, r.link())
 	if err != nil || !bytes.Equal(again, b) {
 		return Record{}, fmt.Errorf("%w: record members are not in the expected form", ErrInvalidEntry)
 	}
 	return r, nil
 }
 
-// prevHash returns the decoded link, or nil.
+// link returns the record's link to the one before it.
+func (r Record) link() link { return link{hash: r.prevHash(), time: r.PrevTime} }
+
+// prevHash returns the decoded link hash, or nil.
 func (r Record) prevHash() []byte {
 	if r.Prev == "" {
 		return nil

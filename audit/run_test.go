@@ -106,9 +106,14 @@ func TestRunSignsCheckpoints(t *testing.T) {
 func TestVerifyPrunedLog(t *testing.T) {
 	ctx := context.Background()
 	f := newTamperFixture(t)
+	// The fixture's clock stands still at 10:00; a year and a bit later the
+	// oldest entries may have expired.
+	later := func(c *Config) {
+		c.Now = func() time.Time { return time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC).Add(DefaultRetention + 2*time.Hour) }
+	}
 	for _, from := range []int{10, 5, 20} {
 		t.Run(fmt.Sprint(from), func(t *testing.T) {
-			l, _ := f.copyLog(t, fmt.Sprintf("PRUNED%d", from), f.msgs[from:])
+			l, _ := f.copyLog(t, fmt.Sprintf("PRUNED%d", from), f.msgs[from:], later)
 			rep, err := l.Verify(ctx, f.keys.keySet())
 			if err != nil {
 				t.Fatal(err)
@@ -129,12 +134,21 @@ func TestVerifyPrunedLog(t *testing.T) {
 	// range still catches it.
 	msgs := append([][]byte{}, f.msgs[5:]...)
 	msgs[4] = bytes.Replace(msgs[4], []byte(`"req-0009"`), []byte(`"req-9999"`), 1)
-	l, _ := f.copyLog(t, "PRUNEDEDIT", msgs)
+	l, _ := f.copyLog(t, "PRUNEDEDIT", msgs, later)
 	rep, err := l.Verify(ctx, f.keys.keySet())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rep.OK || rep.FirstBadSeq != 5 {
 		t.Fatalf("report %+v, want a problem at seq 5", rep)
+	}
+	// The same oldest entries missing before they could have expired: deleted.
+	l, _ = f.copyLog(t, "HEADLESS", f.msgs[3:])
+	rep, err = l.Verify(ctx, f.keys.keySet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK || rep.FirstBadSeq != 1 || rep.Problems[0].Kind != KindDeleted {
+		t.Fatalf("report %+v, want deleted at seq 1", rep)
 	}
 }

@@ -78,7 +78,7 @@ func newTamperFixture(t *testing.T) *tamperFixture {
 
 // copyLog stores msgs in a new stream without the deny flags and returns a
 // read-only log over it and the genuine checkpoints.
-func (f *tamperFixture) copyLog(t *testing.T, name string, msgs [][]byte) (*Log, jetstream.Stream) {
+func (f *tamperFixture) copyLog(t *testing.T, name string, msgs [][]byte, mods ...func(*Config)) (*Log, jetstream.Stream) {
 	t.Helper()
 	ctx := context.Background()
 	s, err := f.c.Stream(ctx, queue.StreamConfig{Name: name, Subjects: []string{"t." + name}})
@@ -94,7 +94,12 @@ func (f *tamperFixture) copyLog(t *testing.T, name string, msgs [][]byte) (*Log,
 	if err != nil {
 		t.Fatal(err)
 	}
-	return openLog(t, s, f.cps, nil, func(c *Config) { c.CheckpointSubject = "t.GEN_cp" }), raw
+	return openLog(t, s, f.cps, nil, func(c *Config) {
+		c.CheckpointSubject = "t.GEN_cp"
+		for _, m := range mods {
+			m(c)
+		}
+	}), raw
 }
 
 // forge re-encodes the genuine record at index i with another actor and the
@@ -107,7 +112,7 @@ func forge(t *testing.T, rec []byte) []byte {
 		t.Fatal(err)
 	}
 	r.Actor = "admin"
-	out, err := encodeRecord(r.Entry, r.Index, r.prevHash())
+	out, err := encodeRecord(r.Entry, r.Index, r.link())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,6 +157,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		{name: "edited newest", msgs: edit(32, `"req-0032"`, `"req-9999"`), kinds: []string{KindModified}, firstBad: 31},
 		{name: "deleted", msgs: f.msgs, deleteAt: 7, kinds: []string{KindDeleted}, firstBad: 7},
 		{name: "left out", msgs: without(f.msgs, 20), kinds: []string{KindDeleted}, firstBad: 21},
+		{name: "oldest deleted", msgs: f.msgs, deleteAt: 1, kinds: []string{KindDeleted}, firstBad: 2},
 		{name: "reordered", msgs: swapped, kinds: []string{KindReordered}, firstBad: 12},
 		{name: "duplicated", msgs: with(f.msgs, 16, f.msgs[15]), kinds: []string{KindInserted}, firstBad: 17},
 		{name: "forged after", msgs: with(f.msgs, 16, forge(t, f.msgs[15])), kinds: []string{KindInserted}, firstBad: 17},

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/transparency-dev/merkle/compact"
 
@@ -105,6 +106,7 @@ type verifier struct {
 	gapFrom uint64 // the sequence right after the last record before the gap
 	maxIdx  uint64 // highest index seen plus one
 
+	cutoff   time.Time   // entries stored before it may have expired
 	base     *verifiedCP // checkpoint the tree starts from, when the log was pruned
 	started  bool
 	baseFrom uint64
@@ -117,7 +119,8 @@ type verifier struct {
 // An error means the store could not be read, not that the log is bad.
 func (l *Log) Verify(ctx context.Context, keys *signer.KeySet) (*Report, error) {
 	rep := &Report{}
-	v := &verifier{rep: rep, rng: rangeFactory.NewEmptyRange(0), seqOf: map[uint64]uint64{}, buf: map[uint64]bufRec{}}
+	v := &verifier{rep: rep, rng: rangeFactory.NewEmptyRange(0), seqOf: map[uint64]uint64{}, buf: map[uint64]bufRec{},
+		cutoff: l.cfg.Now().Add(-l.cfg.Retention).Add(pruneSlack)}
 	var err error
 	if v.cps, err = l.readCheckpoints(ctx, keys, rep); err != nil {
 		return nil, err
@@ -214,9 +217,16 @@ func (l *Log) readCheckpoints(ctx context.Context, keys *signer.KeySet, rep *Rep
 	return out, nil
 }
 
-// start looks at the oldest stored record: when it is not index 0 (entries
-// expired under the retention), the tree starts from the first checkpoint
-// at or after it, whose compact range the checkpoint record carries.
+// pruneSlack allows for clock differences between writers and the store
+// when deciding whether entries can have expired.
+const pruneSlack = time.Hour
+
+// start looks at the oldest stored record. When it is not index 0, the
+// entries before it are missing: that is expected only when they expired
+// under the retention, which the oldest record's link time tells (the time
+// its predecessor was stored). The tree then starts from the first
+// checkpoint at or after it, whose compact range the checkpoint record
+// carries; records between the two are checked by their links.
 func (v *verifier) start(line []byte, seq uint64) {
 	idx := uint64(0)
 	if line != nil {
@@ -231,6 +241,14 @@ func (v *verifier) start(line []byte, seq uint64) {
 		v.started = true
 		v.compare(seq)
 		return
+	}
+	if r, err := DecodeRecord(line); err != nil || r.PrevTime.IsZero() || r.PrevTime.After(v.cutoff) {
+		at := "at an unknown time"
+		if err == nil && !r.PrevTime.IsZero() {
+			at = "at " + r.PrevTime.Format(time.RFC3339)
+		}
+		v.rep.add(Problem{Seq: seq, Index: 0, Kind: KindDeleted,
+			Detail: fmt.Sprintf("entries 0..%d are missing; entry %d was stored %s, too recently to have expired", idx-1, idx-1, at)})
 	}
 	for i := range v.cps {
 		c := &v.cps[i]

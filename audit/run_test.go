@@ -109,7 +109,9 @@ func TestVerifyPrunedLog(t *testing.T) {
 	// The fixture's clock stands still at 10:00; a year and a bit later the
 	// oldest entries may have expired.
 	later := func(c *Config) {
-		c.Now = func() time.Time { return time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC).Add(DefaultRetention + 2*time.Hour) }
+		c.Now = func() time.Time {
+			return time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC).Add(DefaultRetention + 2*time.Hour)
+		}
 	}
 	for _, from := range []int{10, 5, 20} {
 		t.Run(fmt.Sprint(from), func(t *testing.T) {

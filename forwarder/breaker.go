@@ -170,19 +170,28 @@ func (b *breaker) setState(s int) {
 	}
 }
 
-// breakerFor returns the breaker of a route, creating it on first use.
+// breakerFor returns the breaker of a route, creating it on first use and
+// again when the route's concurrency limit changed (requests in flight
+// finish on the old one).
 func (w *Worker) breakerFor(rt Route) *breaker {
 	key := rt.Tenant + "/" + rt.Name
-	if b, ok := w.breakers.Load(key); ok {
-		return b.(*breaker)
-	}
 	limit := rt.MaxConcurrency
 	if limit <= 0 {
 		limit = defaultMaxConcurrency
 	}
+	old, ok := w.breakers.Load(key)
+	if ok && cap(old.(*breaker).slots) == limit {
+		return old.(*breaker)
+	}
 	b := newBreaker(w.cfg.BreakerFailures, w.cfg.BreakerCooldown, limit, func(s int) {
 		w.metrics.breakerState.WithLabelValues(rt.Tenant, rt.Name).Set(float64(s))
 	})
+	if ok {
+		if w.breakers.CompareAndSwap(key, old, b) {
+			return b
+		}
+		return w.breakerFor(rt) // another request replaced it first
+	}
 	actual, _ := w.breakers.LoadOrStore(key, b)
 	return actual.(*breaker)
 }

@@ -99,7 +99,7 @@ func (w *Worker) redeliver(ctx context.Context, tenant, id, trigger string) erro
 	if !ok {
 		return fmt.Errorf("%w: %s/%s", ErrUnknownRoute, tenant, route)
 	}
-	if err := w.audit(ctx, audit.Entry{Actor: "admin", Action: audit.ActionRedeliver, Tenant: tenant, Target: id,
+	if err := w.audit(ctx, audit.Entry{Actor: actorFrom(ctx), Action: audit.ActionRedeliver, Tenant: tenant, Target: id,
 		Outcome: audit.OutcomeSuccess, Details: map[string]string{"route": route, "trigger": trigger}}); err != nil {
 		return err
 	}
@@ -125,7 +125,10 @@ func (w *Worker) redeliver(ctx context.Context, tenant, id, trigger string) erro
 		if err != nil {
 			return err
 		}
-		res = w.post(ctx, rt.Endpoint, id, env, cur, prev, secrets)
+		res, err = w.post(ctx, rt.Endpoint, id, env, cur, prev, secrets)
+		if err != nil {
+			return err
+		}
 		w.metrics.attemptSeconds.WithLabelValues(classLabel(res.class)).Observe(res.latency.Seconds())
 	}
 	a.Status, a.Class = res.status, res.class
@@ -239,7 +242,7 @@ func (w *Worker) ReplayDeadLetters(ctx context.Context, f ReplayFilter) (int, er
 	if !f.Since.IsZero() {
 		details["since"] = f.Since.UTC().Format(time.RFC3339)
 	}
-	if err := w.audit(ctx, audit.Entry{Actor: "admin", Action: "dlq.replay", Tenant: f.Tenant, Outcome: audit.OutcomeSuccess, Details: details}); err != nil {
+	if err := w.audit(ctx, audit.Entry{Actor: actorFrom(ctx), Action: "dlq.replay", Tenant: f.Tenant, Outcome: audit.OutcomeSuccess, Details: details}); err != nil {
 		return 0, err
 	}
 	if len(pending) > maxReplay {

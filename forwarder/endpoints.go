@@ -96,7 +96,7 @@ func (w *Worker) EnableEndpoint(ctx context.Context, tenant, route string) error
 		return fmt.Errorf("forwarder: enable %s/%s: %w", tenant, route, err)
 	}
 	w.refreshDisabledGauge(ctx)
-	return w.audit(ctx, audit.Entry{Actor: "admin", Action: "endpoint.enable", Tenant: tenant, Target: route, Outcome: audit.OutcomeSuccess})
+	return w.audit(ctx, audit.Entry{Actor: actorFrom(ctx), Action: "endpoint.enable", Tenant: tenant, Target: route, Outcome: audit.OutcomeSuccess})
 }
 
 // EndpointDisabled reports whether a route's endpoint is disabled.
@@ -171,7 +171,7 @@ func (w *Worker) RotateSecret(ctx context.Context, tenant, route string, overlap
 		if err != nil {
 			return "", fmt.Errorf("forwarder: store secret: %w", err)
 		}
-		if err := w.audit(ctx, audit.Entry{Actor: "admin", Action: "endpoint.secret_rotate", Tenant: tenant, Target: route,
+		if err := w.audit(ctx, audit.Entry{Actor: actorFrom(ctx), Action: "endpoint.secret_rotate", Tenant: tenant, Target: route,
 			Outcome: audit.OutcomeSuccess, Details: map[string]string{"overlap": overlap.String()}}); err != nil {
 			return "", err
 		}
@@ -202,8 +202,9 @@ func (w *Worker) storedSecrets(ctx context.Context, tenant, route string) ([]Sec
 	return ss, rev, nil
 }
 
-// secretsFor returns every secret that signs for rt at now: the configured
-// ones and the stored ones.
+// secretsFor returns every secret that signs for rt at now: the stored ones
+// and the configured ones. A malformed configured secret is skipped and
+// logged (without its value); ValidateSecret catches it at configuration.
 func (w *Worker) secretsFor(ctx context.Context, rt Route, now time.Time) ([]Secret, error) {
 	stored, _, err := w.storedSecrets(ctx, rt.Tenant, rt.Name)
 	if err != nil {
@@ -211,6 +212,10 @@ func (w *Worker) secretsFor(ctx context.Context, rt Route, now time.Time) ([]Sec
 	}
 	all := slices.Concat(stored, rt.Endpoint.Secrets)
 	return slices.DeleteFunc(all, func(s Secret) bool {
+		if err := ValidateSecret(s.Value); err != nil {
+			w.log.Error("forwarder: endpoint secret is malformed; skipped", "tenant", rt.Tenant, "route", rt.Name, "err", err)
+			return true
+		}
 		return !s.NotAfter.IsZero() && !now.Before(s.NotAfter)
 	}), nil
 }

@@ -111,7 +111,11 @@ func (w *Worker) handle(ctx context.Context, s *ingress.Submission, d delivery) 
 			w.retryLater(log, d, err)
 			return
 		}
-		res = w.post(ctx, rt.Endpoint, s.ID, env, cur, prev, secrets)
+		res, err = w.post(ctx, rt.Endpoint, s.ID, env, cur, prev, secrets)
+		if err != nil {
+			w.retryLater(log, d, err)
+			return
+		}
 		o = outcomeFailure
 		if res.ok() {
 			o = outcomeSuccess

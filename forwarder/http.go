@@ -7,7 +7,24 @@ import (
 	"net/http"
 )
 
-type tenantKey struct{}
+type (
+	tenantKey struct{}
+	actorKey  struct{}
+)
+
+// WithActor returns a context naming who asks for a redelivery, replay,
+// endpoint enable or secret rotation ("apikey:<id>", "admin", ...), for the
+// audit entry. Without it the actor is "admin".
+func WithActor(ctx context.Context, actor string) context.Context {
+	return context.WithValue(ctx, actorKey{}, actor)
+}
+
+func actorFrom(ctx context.Context) string {
+	if a, ok := ctx.Value(actorKey{}).(string); ok && a != "" {
+		return a
+	}
+	return "admin"
+}
 
 // WithTenant returns a context carrying the authenticated tenant. The
 // caller's authentication middleware sets it; the handlers below serve only

@@ -24,7 +24,7 @@ func TestHandlers(t *testing.T) {
 	do := func(tenant, method, path string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest(method, path, nil)
 		if tenant != "" {
-			r = r.WithContext(WithTenant(r.Context(), tenant))
+			r = r.WithContext(WithActor(WithTenant(r.Context(), tenant), "apikey:k1"))
 		}
 		rr := httptest.NewRecorder()
 		mux.ServeHTTP(rr, r)
@@ -67,5 +67,10 @@ func TestHandlers(t *testing.T) {
 	}
 	if out.ID != s.ID || len(out.Attempts) != 3 || out.Attempts[2].Result != ResultDelivered {
 		t.Errorf("attempts listing = %+v", out)
+	}
+	for _, a := range e.audit.entries {
+		if a.Action == "message.redeliver" && a.Actor != "apikey:k1" {
+			t.Errorf("redeliver audited with actor %q, want the caller's", a.Actor)
+		}
 	}
 }

@@ -1,7 +1,6 @@
 package forwarder
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,10 +43,6 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{m.deliveries, m.attemptSeconds, m.breakerState, m.endpointDisabled, m.disabled} {
 		if err := r.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				return nil, fmt.Errorf("forwarder: metrics already registered: %w", err)
-			}
 			return nil, fmt.Errorf("forwarder: register metrics: %w", err)
 		}
 	}

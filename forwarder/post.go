@@ -76,23 +76,23 @@ type result struct {
 func (r result) ok() bool { return r.class == "" }
 
 // post sends body to the endpoint once. It never returns the response body
-// or the transport's error text, which may echo parts of the URL.
-func (w *Worker) post(ctx context.Context, ep Endpoint, id string, body []byte, current signer.PrivateKey, previous []signer.PrivateKey, secrets []Secret) result {
+// or the transport's error text, which may echo parts of the URL. An error
+// means sealpost could not make the attempt at all (signing failed).
+func (w *Worker) post(ctx context.Context, ep Endpoint, id string, body []byte, current signer.PrivateKey, previous []signer.PrivateKey, secrets []Secret) (result, error) {
 	if _, err := parseEndpoint(ep.URL, ep.AllowHTTP); err != nil {
-		return result{class: ClassSSRF}
+		return result{class: ClassSSRF}, nil
 	}
 	start := w.cfg.Now()
 	ts := start.Unix()
 	sig, err := signatureHeader(id, ts, body, current, previous, secrets, start)
 	if err != nil {
-		w.log.Error("forwarder: cannot sign webhook", "id", id, "err", err)
-		return result{class: ClassConnect}
+		return result{}, fmt.Errorf("forwarder: sign webhook: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.URL, bytes.NewReader(body))
 	if err != nil {
-		return result{class: ClassSSRF}
+		return result{class: ClassSSRF}, nil
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "sealpost")
@@ -102,7 +102,7 @@ func (w *Worker) post(ctx context.Context, ep Endpoint, id string, body []byte, 
 	t0 := time.Now()
 	resp, err := w.client.Do(req)
 	if err != nil {
-		return result{class: classify(err), latency: time.Since(t0)}
+		return result{class: classify(err), latency: time.Since(t0)}, nil
 	}
 	// The answer counts even if reading its (ignored) body fails.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseBody))
@@ -119,7 +119,7 @@ func (w *Worker) post(ctx context.Context, ep Endpoint, id string, body []byte, 
 		}
 		r.gone = resp.StatusCode == http.StatusGone
 	}
-	return r
+	return r, nil
 }
 
 // classify maps a transport error to an error class.
@@ -189,6 +189,14 @@ func signV1(secret, id string, ts int64, body []byte) (string, error) {
 	m.Write([]byte{'.'})
 	m.Write(body)
 	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil)), nil
+}
+
+// ValidateSecret checks a configured webhook secret: "whsec_" and the
+// standard base64 of 16 to 64 bytes. The error never contains the secret.
+func ValidateSecret(secret string) error {
+	key, err := secretKey(secret)
+	clear(key)
+	return err
 }
 
 // secretKey decodes a whsec_ secret into its key bytes.

@@ -224,3 +224,45 @@ func TestV1aInteropOpenSSL(t *testing.T) {
 		t.Fatal("openssl verified an altered message")
 	}
 }
+
+func TestValidateSecret(t *testing.T) {
+	good, _ := GenerateSecret()
+	for _, tc := range []struct {
+		secret string
+		ok     bool
+	}{
+		{good, true},
+		{"whsec_" + base64.StdEncoding.EncodeToString(make([]byte, 32)), true},
+		{"whsec_" + base64.StdEncoding.EncodeToString(make([]byte, 8)), false},
+		{"whsec_not base64!", false},
+		{strings.TrimPrefix(good, "whsec_"), false},
+		{"", false},
+	} {
+		err := ValidateSecret(tc.secret)
+		if (err == nil) != tc.ok {
+			t.Errorf("ValidateSecret(%q) = %v, want ok=%v", tc.secret, err, tc.ok)
+		}
+		if err != nil && tc.secret != "" && strings.Contains(err.Error(), tc.secret) {
+			t.Errorf("error %q shows the secret", err)
+		}
+	}
+}
+
+// TestMalformedSecretSkipped: a malformed configured secret does not stop
+// delivery; the good secrets still sign.
+func TestMalformedSecretSkipped(t *testing.T) {
+	e := newEnv(t, nil)
+	rc := newReceiver(t, nil)
+	good, _ := GenerateSecret()
+	e.route("invoices", rc, func(r *Route) { r.Endpoint.Secrets = []Secret{{Value: "whsec_broken"}, {Value: good}} })
+	d := &fakeDelivery{}
+	e.w.handle(context.Background(), submission(t, "invoices"), d)
+	if !d.acked {
+		t.Fatalf("decision %s, want ack", d.decision())
+	}
+	wh, _ := standardwebhooks.NewWebhook(good)
+	r := rc.requests()[0]
+	if err := wh.Verify(r.body, r.header); err != nil {
+		t.Error(err)
+	}
+}

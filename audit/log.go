@@ -115,10 +115,12 @@ type Log struct {
 	cps     *queue.Stream
 	m       *metrics
 
-	in     chan *pending
-	stop   chan struct{}
-	done   chan struct{}
-	closed sync.Once
+	in      chan []*pending
+	stop    chan struct{}
+	done    chan struct{}
+	closed  sync.Once
+	closeMu sync.RWMutex
+	closing bool
 
 	// mu guards the tree state below. The writer holds it while publishing
 	// so checkpoints see whole batches.
@@ -222,7 +224,7 @@ func Open(ctx context.Context, c Config) (*Log, error) {
 	if err := l.recover(ctx); err != nil {
 		return nil, err
 	}
-	l.in = make(chan *pending, 4*c.BatchMax)
+	l.in = make(chan []*pending, 4*c.BatchMax)
 	l.stop = make(chan struct{})
 	l.done = make(chan struct{})
 	go l.writer()
@@ -330,39 +332,70 @@ func (l *Log) syncLocked(ctx context.Context) error {
 // is durable in JetStream. Concurrent Appends share publishes. An error
 // wrapping ErrInvalidEntry is permanent; others are temporary.
 func (l *Log) Append(ctx context.Context, e Entry) error {
+	return l.AppendAll(ctx, e)
+}
+
+// AppendAll appends several entries, in order, and returns once all are
+// durable; they usually share one publish. When any entry is invalid none is
+// written. On another error some entries may have been written.
+func (l *Log) AppendAll(ctx context.Context, es ...Entry) error {
 	if l.cfg.ReadOnly {
 		return ErrReadOnly
 	}
-	e = normalize(e, l.cfg.Now())
-	if err := validate(&e); err != nil {
-		l.m.appends.WithLabelValues("invalid").Inc()
-		return err
-	}
-	// Encode once here to report size errors to the caller, not the batch.
-	if _, err := encodeRecord(e, maxIndex, link{hash: make([]byte, sha256.Size), time: e.Time}); err != nil {
-		l.m.appends.WithLabelValues("invalid").Inc()
-		return err
-	}
-	start := time.Now()
-	p := &pending{e: e, done: make(chan error, 1)}
-	select {
-	case l.in <- p:
-	case <-l.stop:
-		return ErrClosed
-	case <-ctx.Done():
-		return fmt.Errorf("audit: append: %w", ctx.Err())
-	}
-	select {
-	case err := <-p.done:
-		l.m.appendSeconds.Observe(time.Since(start).Seconds())
-		if err != nil {
-			l.m.appends.WithLabelValues("error").Inc()
+	now := l.cfg.Now()
+	ps := make([]*pending, len(es))
+	for i, e := range es {
+		e = normalize(e, now)
+		if err := validate(&e); err != nil {
+			l.m.appends.WithLabelValues("invalid").Add(float64(len(es)))
 			return err
 		}
-		l.m.appends.WithLabelValues("ok").Inc()
+		// Encode once here to report size errors to the caller, not the batch.
+		if _, err := encodeRecord(e, maxIndex, link{hash: make([]byte, sha256.Size), time: e.Time}); err != nil {
+			l.m.appends.WithLabelValues("invalid").Add(float64(len(es)))
+			return err
+		}
+		ps[i] = &pending{e: e, done: make(chan error, 1)}
+	}
+	start := time.Now()
+	if err := l.enqueue(ctx, ps); err != nil {
+		return err
+	}
+	var first error
+	for _, p := range ps {
+		select {
+		case err := <-p.done:
+			if err != nil && first == nil {
+				first = err
+			}
+		case <-ctx.Done():
+			// The entries may still be written; the caller treats them as
+			// not durable.
+			return fmt.Errorf("audit: append: %w", ctx.Err())
+		}
+	}
+	l.m.appendSeconds.Observe(time.Since(start).Seconds())
+	if first != nil {
+		l.m.appends.WithLabelValues("error").Add(float64(len(ps)))
+		return first
+	}
+	l.m.appends.WithLabelValues("ok").Add(float64(len(ps)))
+	return nil
+}
+
+// enqueue hands entries to the writer, refusing them once Close began so
+// that every queued entry is answered.
+func (l *Log) enqueue(ctx context.Context, ps []*pending) error {
+	l.closeMu.RLock()
+	defer l.closeMu.RUnlock()
+	if l.closing {
+		return ErrClosed
+	}
+	// The entries travel together so they share a publish.
+	select {
+	case l.in <- ps:
 		return nil
 	case <-ctx.Done():
-		// The entry may still be written; the caller treats it as not durable.
 		return fmt.Errorf("audit: append: %w", ctx.Err())
 	}
 }
@@ -374,8 +407,8 @@ func (l *Log) writer() {
 	for {
 		batch = batch[:0]
 		select {
-		case p := <-l.in:
-			batch = append(batch, p)
+		case g := <-l.in:
+			batch = append(batch, g...)
 		case <-l.stop:
 			l.drain()
 			return
@@ -395,8 +428,8 @@ func (l *Log) fill(batch []*pending) []*pending {
 	}
 	for len(batch) < l.cfg.BatchMax {
 		select {
-		case p := <-l.in:
-			batch = append(batch, p)
+		case g := <-l.in:
+			batch = append(batch, g...)
 			continue
 		default:
 		}
@@ -404,8 +437,8 @@ func (l *Log) fill(batch []*pending) []*pending {
 			return batch
 		}
 		select {
-		case p := <-l.in:
-			batch = append(batch, p)
+		case g := <-l.in:
+			batch = append(batch, g...)
 		case <-timer:
 			return batch
 		case <-l.stop:
@@ -421,8 +454,8 @@ func (l *Log) drain() {
 		var batch []*pending
 		for len(batch) < l.cfg.BatchMax {
 			select {
-			case p := <-l.in:
-				batch = append(batch, p)
+			case g := <-l.in:
+				batch = append(batch, g...)
 				continue
 			default:
 			}
@@ -560,7 +593,12 @@ func (l *Log) Close(ctx context.Context) error {
 	if l.cfg.ReadOnly {
 		return nil
 	}
-	l.closed.Do(func() { close(l.stop) })
+	l.closed.Do(func() {
+		l.closeMu.Lock()
+		l.closing = true
+		l.closeMu.Unlock()
+		close(l.stop)
+	})
 	select {
 	case <-l.done:
 	case <-ctx.Done():

@@ -238,3 +238,44 @@ func TestConcurrentWritersShareStream(t *testing.T) {
 		t.Errorf("%d distinct entries, want %d", len(seen), want)
 	}
 }
+
+func TestAppendAllAndClose(t *testing.T) {
+	ctx := context.Background()
+	c := openConn(t)
+	entries, cps := plainStreams(t, c, "ALL")
+	keys := &testKeys{cur: newTestKey(t, "a")}
+	l := openLog(t, entries, cps, keys, nil)
+	steps := []Entry{testEntry(1, "acme"), testEntry(2, "acme"), testEntry(3, "acme")}
+	if err := l.AppendAll(ctx, steps...); err != nil {
+		t.Fatal(err)
+	}
+	bad := testEntry(4, "acme")
+	bad.Outcome = ""
+	if err := l.AppendAll(ctx, testEntry(5, "acme"), bad); !errors.Is(err, ErrInvalidEntry) {
+		t.Fatalf("AppendAll with an invalid entry = %v", err)
+	}
+	if got := l.Size(); got != 3 {
+		t.Fatalf("size %d, want 3: nothing of a refused call is written", got)
+	}
+	st, err := entries.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Msgs != 1 {
+		t.Errorf("AppendAll of 3 took %d publishes, want 1", st.Msgs)
+	}
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Append(ctx, testEntry(6, "acme")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Append after Close = %v, want ErrClosed", err)
+	}
+	ro := openLog(t, entries, cps, nil, nil)
+	if err := ro.Append(ctx, testEntry(7, "acme")); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("Append on a read-only log = %v, want ErrReadOnly", err)
+	}
+	rep, err := ro.Verify(ctx, keys.keySet())
+	if err != nil || !rep.OK || rep.Verified != 3 {
+		t.Fatalf("Verify = %+v, %v", rep, err)
+	}
+}

@@ -114,6 +114,8 @@ func (l *Log) Export(ctx context.Context, w io.Writer, f Filter) error {
 		delete(want, id)
 	}
 	first := true
+	var skipBelow uint64
+	cutoff := l.cfg.Now().Add(-l.cfg.Retention).Add(pruneSlack)
 	err = l.entries.Read(ctx, queue.ReadOptions{}, func(m *queue.Msg) error {
 		for _, line := range splitBatch(m.Data) {
 			if rng.End() >= size {
@@ -126,12 +128,16 @@ func (l *Log) Export(ctx context.Context, w io.Writer, f Filter) error {
 			if first {
 				first = false
 				if r.Index != 0 {
+					if r.PrevTime.IsZero() || r.PrevTime.After(cutoff) {
+						return fmt.Errorf("%w: entries before %d are missing but cannot have expired; run verify", ErrTampered, r.Index)
+					}
 					if rng, err = l.baseRange(ctx, r.Index); err != nil {
 						return err
 					}
+					skipBelow = rng.End()
 				}
 			}
-			if r.Index < rng.End() {
+			if r.Index < skipBelow && r.Index < rng.End() {
 				continue // before the base checkpoint of a pruned log
 			}
 			if r.Index != rng.End() {

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -132,6 +134,7 @@ func with(msgs [][]byte, i int, m []byte) [][]byte {
 func TestVerifyDetectsTampering(t *testing.T) {
 	ctx := context.Background()
 	f := newTamperFixture(t)
+	var text bytes.Buffer
 	edit := func(i int, old, new string) [][]byte {
 		out := append([][]byte{}, f.msgs...)
 		if !bytes.Contains(out[i], []byte(old)) {
@@ -201,7 +204,35 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			if rep.FirstBadSeq != tt.firstBad {
 				t.Errorf("first bad seq %d, want %d (%+v)", rep.FirstBadSeq, tt.firstBad, rep.Problems)
 			}
+			fmt.Fprintf(&text, "== %s\n", tt.name)
+			if err := rep.WriteText(&text); err != nil {
+				t.Fatal(err)
+			}
+			// A tampered log cannot be exported with proofs.
+			var out bytes.Buffer
+			if err := l.Export(ctx, &out, Filter{}); !errors.Is(err, ErrTampered) {
+				t.Errorf("Export of a tampered log = %v, want ErrTampered", err)
+			}
 		})
+	}
+	golden(t, "verify.golden.txt", text.Bytes())
+}
+
+// golden compares got with testdata/name, rewriting it under -update.
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs (run with -update):\n%s", name, got)
 	}
 }
 

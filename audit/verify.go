@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/transparency-dev/merkle/compact"
@@ -58,7 +60,9 @@ type Report struct {
 
 func (r *Report) add(p Problem) {
 	for _, q := range r.Problems {
-		if q == p {
+		// One finding per entry and kind: a record that does not decode
+		// also breaks the next record's link.
+		if q == p || (p.Kind != KindBadSignature && q.Kind == p.Kind && q.Seq == p.Seq && q.Index == p.Index) {
 			return
 		}
 	}
@@ -413,4 +417,28 @@ func (v *verifier) finish() {
 		v.rep.add(Problem{Seq: end, Index: stored, Kind: KindTruncated,
 			Detail: fmt.Sprintf("a signed checkpoint covers %d entries, %d are stored", v.cps[n-1].Size, stored)})
 	}
+}
+
+// WriteText writes the report for people: a summary line, then one line per
+// problem. It is what `sealpost audit verify` prints.
+func (r *Report) WriteText(w io.Writer) error {
+	var b strings.Builder
+	if r.OK {
+		fmt.Fprintf(&b, "audit log OK: %d entries, %d verified by %d signed checkpoints\n", r.Size, r.Verified, r.Checkpoints)
+	} else {
+		fmt.Fprintf(&b, "audit log FAILED: %d problems; first bad sequence %d\n", len(r.Problems), r.FirstBadSeq)
+		fmt.Fprintf(&b, "  %d entries read, %d verified by %d signed checkpoints\n", r.Entries, r.Verified, r.Checkpoints)
+		for _, p := range r.Problems {
+			if p.Kind == KindBadSignature {
+				fmt.Fprintf(&b, "  %-13s checkpoint seq %d: %s\n", p.Kind, p.Seq, p.Detail)
+				continue
+			}
+			fmt.Fprintf(&b, "  %-13s seq %d index %d: %s\n", p.Kind, p.Seq, p.Index, p.Detail)
+		}
+		if r.Truncated {
+			fmt.Fprintf(&b, "  (only the first %d problems are listed)\n", maxProblems)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sealpost/sealpost/audit"
@@ -191,9 +192,13 @@ func (w *Worker) markResolved(ctx context.Context, tenant, route, id string) err
 	return nil
 }
 
-// ReplayFilter selects dead letters to replay. Tenant is required.
+// ReplayFilter selects dead letters to replay: one tenant's, or with
+// AllTenants every tenant's (an operator action). One of the two is
+// required.
 type ReplayFilter struct {
 	Tenant string
+	// AllTenants replays every tenant's dead letters; Tenant must be empty.
+	AllTenants bool
 	// Route limits the replay to one route; empty replays every route.
 	Route string
 	// Since limits the replay to messages dead-lettered at or after it;
@@ -201,43 +206,60 @@ type ReplayFilter struct {
 	Since time.Time
 }
 
+// deadRef names one dead letter.
+type deadRef struct{ tenant, id string }
+
 // ReplayDeadLetters sends every selected dead letter that was not
 // delivered since, once, inline, with its original webhook-id (see
-// Redeliver). It returns how many were delivered; when some were not, the
-// error wraps ErrDeliveryFailed and they stay dead letters.
+// Redeliver), at most 10,000 per call. It returns how many were delivered;
+// when some were not, the error wraps ErrDeliveryFailed and they stay dead
+// letters.
 func (w *Worker) ReplayDeadLetters(ctx context.Context, f ReplayFilter) (int, error) {
-	if err := checkTokens(f.Tenant); err != nil {
-		return 0, fmt.Errorf("%w (tenant)", err)
+	tenantTok := f.Tenant
+	switch {
+	case f.AllTenants && f.Tenant != "":
+		return 0, fmt.Errorf("%w: a tenant and all tenants", ErrInvalidInput)
+	case f.AllTenants:
+		tenantTok = "*"
+	default:
+		if err := checkTokens(f.Tenant); err != nil {
+			return 0, fmt.Errorf("%w (tenant)", err)
+		}
 	}
-	filter := "dlq." + f.Tenant + ".>"
+	routeTok := "*"
 	if f.Route != "" {
 		if err := checkTokens(f.Route); err != nil {
 			return 0, fmt.Errorf("%w (route)", err)
 		}
-		filter = "dlq." + f.Tenant + "." + f.Route + ".*"
+		routeTok = f.Route
 	}
+	filter := "dlq." + tenantTok + "." + routeTok + ".*"
+	// The newest record of a subject says whether it is still dead.
 	state := map[string]string{}
 	var order []string
 	err := w.cfg.DeadLetters.Read(ctx, queue.ReadOptions{Filter: filter, StartTime: f.Since}, func(m *queue.Msg) error {
-		id := m.Header[hdrID]
-		if _, seen := state[id]; !seen {
-			order = append(order, id)
+		if _, seen := state[m.Subject]; !seen {
+			order = append(order, m.Subject)
 		}
-		state[id] = m.Header[hdrState]
+		state[m.Subject] = m.Header[hdrState]
 		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("forwarder: read dead letters: %w", err)
 	}
-	var pending []string
-	for _, id := range order {
-		if state[id] == stateDead {
-			pending = append(pending, id)
+	var pending []deadRef
+	for _, subj := range order {
+		tok := strings.Split(subj, ".")
+		if state[subj] == stateDead && len(tok) == 4 {
+			pending = append(pending, deadRef{tenant: tok[1], id: tok[3]})
 		}
 	}
 	details := map[string]string{"count": strconv.Itoa(len(pending))}
 	if f.Route != "" {
 		details["route"] = f.Route
+	}
+	if f.AllTenants {
+		details["tenants"] = "all"
 	}
 	if !f.Since.IsZero() {
 		details["since"] = f.Since.UTC().Format(time.RFC3339)
@@ -250,11 +272,11 @@ func (w *Worker) ReplayDeadLetters(ctx context.Context, f ReplayFilter) (int, er
 	}
 	delivered, failed := 0, 0
 	var firstErr error
-	for _, id := range pending {
+	for _, ref := range pending {
 		if err := ctx.Err(); err != nil {
 			return delivered, err
 		}
-		err := w.redeliver(ctx, f.Tenant, id, TriggerReplay)
+		err := w.redeliver(ctx, ref.tenant, ref.id, TriggerReplay)
 		if err == nil {
 			delivered++
 			continue

@@ -86,6 +86,25 @@ func TestRedeliverAndReplay(t *testing.T) {
 	if n, _ := e.w.ReplayDeadLetters(ctx, ReplayFilter{Tenant: "other"}); n != 0 {
 		t.Error("replay crossed tenants")
 	}
+
+	// An operator replays every tenant's dead letters.
+	up.Store(false)
+	rcC := newReceiver(t, answer)
+	e.routes.set(Route{Tenant: "beta", Name: "a", Endpoint: Endpoint{URL: rcC.srv.URL}})
+	c1, a3 := submission(t, "a"), submission(t, "a")
+	c1.Tenant = "beta"
+	deadLetterOne(t, e, c1)
+	deadLetterOne(t, e, a3)
+	up.Store(true)
+	if _, err := e.w.ReplayDeadLetters(ctx, ReplayFilter{Tenant: "acme", AllTenants: true}); !errors.Is(err, ErrInvalidInput) {
+		t.Errorf("tenant with AllTenants = %v, want ErrInvalidInput", err)
+	}
+	if n, err := e.w.ReplayDeadLetters(ctx, ReplayFilter{AllTenants: true, Route: "a"}); err != nil || n != 2 {
+		t.Fatalf("replay all tenants = %d, %v; want 2", n, err)
+	}
+	if got := rcC.requests(); len(got) != 3 || got[2].header.Get("webhook-id") != c1.ID {
+		t.Errorf("tenant beta's receiver got %d requests", len(got))
+	}
 }
 
 func TestLookupErrors(t *testing.T) {

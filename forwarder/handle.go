@@ -116,6 +116,14 @@ func (w *Worker) handle(ctx context.Context, s *ingress.Submission, d delivery) 
 			w.retryLater(log, d, err)
 			return
 		}
+		if ctx.Err() != nil {
+			// Shutting down: the attempt was cut short by us, not by the
+			// endpoint. It is not recorded and another instance (or this
+			// one after a restart) makes it again.
+			log.Info("forwarder: attempt abandoned at shutdown")
+			_ = d.Retry(w.jitter(busyDelay))
+			return
+		}
 		o = outcomeFailure
 		if res.ok() {
 			o = outcomeSuccess

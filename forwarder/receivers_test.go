@@ -206,3 +206,26 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 		t.Error("a new URL is still disabled")
 	}
 }
+
+// TestShutdownDoesNotCountAttempt: an attempt cut short because the worker
+// stops is not recorded as a failure; the message is handed back.
+func TestShutdownDoesNotCountAttempt(t *testing.T) {
+	e := newEnv(t, nil)
+	arrived := make(chan struct{}, 1)
+	rc := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ int) {
+		arrived <- struct{}{}
+		<-r.Context().Done()
+	})
+	e.route("invoices", rc, nil)
+	s := submission(t, "invoices")
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-arrived; cancel() }()
+	d := &fakeDelivery{}
+	e.w.handle(ctx, s, d)
+	if d.decision() != "retry" {
+		t.Errorf("decision %s, want retry", d.decision())
+	}
+	if as, err := e.w.Attempts(context.Background(), "acme", s.ID); err == nil {
+		t.Errorf("abandoned attempt recorded: %+v", as)
+	}
+}

@@ -75,7 +75,12 @@ func (r *Report) add(p Problem) {
 
 type verifiedCP struct {
 	Checkpoint
-	rec *checkpointRecord
+	// seq locates the stored record; its compact range is loaded only for
+	// the one checkpoint a pruned log starts from, so memory stays small
+	// with a year of checkpoints.
+	seq      uint64
+	hasRange bool
+	rec      *checkpointRecord // loaded on demand
 }
 
 // mismatch is a checkpoint root that the entries [p.Index, end) failed.
@@ -112,6 +117,7 @@ type verifier struct {
 
 	cutoff   time.Time   // entries stored before it may have expired
 	base     *verifiedCP // checkpoint the tree starts from, when the log was pruned
+	load     func(seq uint64) (*checkpointRecord, error)
 	started  bool
 	baseFrom uint64
 }
@@ -125,6 +131,13 @@ func (l *Log) Verify(ctx context.Context, keys *signer.KeySet) (*Report, error) 
 	rep := &Report{}
 	v := &verifier{rep: rep, rng: rangeFactory.NewEmptyRange(0), seqOf: map[uint64]uint64{}, buf: map[uint64]bufRec{},
 		cutoff: l.cfg.Now().Add(-l.cfg.Retention).Add(pruneSlack)}
+	v.load = func(seq uint64) (*checkpointRecord, error) {
+		m, err := l.cps.Get(ctx, seq)
+		if err != nil {
+			return nil, err
+		}
+		return decodeCheckpointRecord(m)
+	}
 	var err error
 	if v.cps, err = l.readCheckpoints(ctx, keys, rep); err != nil {
 		return nil, err
@@ -205,7 +218,7 @@ func (l *Log) readCheckpoints(ctx context.Context, keys *signer.KeySet, rep *Rep
 			rep.add(Problem{Seq: m.Seq, Kind: KindBadSignature, Detail: fmt.Sprintf("checkpoint record %d: fields differ from the signed note", m.Seq)})
 			return nil
 		}
-		out = append(out, verifiedCP{Checkpoint: c, rec: rec})
+		out = append(out, verifiedCP{Checkpoint: c, seq: m.Seq, hasRange: rec.Range != nil})
 		return nil
 	})
 	if err != nil {
@@ -214,7 +227,7 @@ func (l *Log) readCheckpoints(ctx context.Context, keys *signer.KeySet, rep *Rep
 	slices.SortStableFunc(out, func(a, b verifiedCP) int { return cmpU(a.Size, b.Size) })
 	for i := 1; i < len(out); i++ {
 		if out[i].Size == out[i-1].Size && !bytes.Equal(out[i].Root, out[i-1].Root) {
-			rep.add(Problem{Seq: out[i].rec.seq, Index: out[i].Size, Kind: KindBadSignature,
+			rep.add(Problem{Seq: out[i].seq, Index: out[i].Size, Kind: KindBadSignature,
 				Detail: fmt.Sprintf("two signed checkpoints of size %d disagree on the root", out[i].Size)})
 		}
 	}
@@ -256,12 +269,17 @@ func (v *verifier) start(line []byte, seq uint64) {
 	}
 	for i := range v.cps {
 		c := &v.cps[i]
-		if c.Size < idx || c.rec.Range == nil {
+		if c.Size < idx || !c.hasRange {
 			continue
 		}
-		if _, err := c.rec.compactRange(); err != nil {
+		rec, err := v.load(c.seq)
+		if err != nil || rec.Size != c.Size || rec.Root != b64.EncodeToString(c.Root) {
 			continue
 		}
+		if _, err := rec.compactRange(); err != nil {
+			continue
+		}
+		c.rec = rec
 		v.base, v.baseFrom, v.next = c, idx, idx
 		if c.Size == idx {
 			v.startFromBase()

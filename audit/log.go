@@ -258,6 +258,11 @@ func (l *Log) recover(ctx context.Context) error {
 	case err != nil:
 		return err
 	default:
+		if err := l.signedByUs(ctx, cp); err != nil {
+			// Not a checkpoint this keyring signed: do not build on it.
+			l.log.Warn("audit: newest checkpoint does not verify; rebuilding the tree from the first entry", "err", err)
+			break
+		}
 		rng, err := cp.compactRange()
 		if err != nil {
 			return fmt.Errorf("audit: %w: checkpoint at size %d: %w", ErrTampered, cp.Size, err)
@@ -269,6 +274,30 @@ func (l *Log) recover(ctx context.Context) error {
 		return err
 	}
 	l.log.Info("audit log opened", "size", l.rng.End(), "last_seq", l.lastSeq)
+	return nil
+}
+
+// signedByUs checks a stored checkpoint against the keyring's current and
+// previous keys, so a record planted in the checkpoints stream cannot steer
+// the tree this process continues.
+func (l *Log) signedByUs(ctx context.Context, cp *checkpointRecord) error {
+	cur, prev, err := l.cfg.Keys.SigningKeys(ctx, l.cfg.Now())
+	if err != nil {
+		return fmt.Errorf("signing keys: %w", err)
+	}
+	ks := &signer.KeySet{}
+	for _, k := range append([]signer.PrivateKey{cur}, prev...) {
+		if pub := k.Public(); pub != nil {
+			ks.Keys = append(ks.Keys, signer.PublicKey{KID: k.KID, Key: pub})
+		}
+	}
+	c, err := OpenCheckpoint([]byte(cp.Note), l.cfg.Origin, ks)
+	if err != nil {
+		return err
+	}
+	if c.Size != cp.Size || b64.EncodeToString(c.Root) != cp.Root {
+		return errors.New("checkpoint record differs from its signed note")
+	}
 	return nil
 }
 

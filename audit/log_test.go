@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -277,5 +278,46 @@ func TestAppendAllAndClose(t *testing.T) {
 	rep, err := ro.Verify(ctx, keys.keySet())
 	if err != nil || !rep.OK || rep.Verified != 3 {
 		t.Fatalf("Verify = %+v, %v", rep, err)
+	}
+}
+
+func TestOpenIgnoresForeignCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	c := openConn(t)
+	entries, cps := plainStreams(t, c, "FOREIGN")
+	keys := &testKeys{cur: newTestKey(t, "a")}
+	l := openLog(t, entries, cps, keys, nil)
+	for i := range 5 {
+		if err := l.Append(ctx, testEntry(i, "acme")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Someone with write access to the checkpoints stream plants a
+	// self-consistent checkpoint of a two-entry tree under another key.
+	attacker := &testKeys{cur: newTestKey(t, "attacker")}
+	fe, fc := plainStreams(t, c, "FAKE")
+	fl := openLog(t, fe, fc, attacker, nil)
+	for i := range 2 {
+		if err := fl.Append(ctx, testEntry(50+i, "acme")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	forged, err := fl.signCheckpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := json.Marshal(forged)
+	if _, err := cps.Append(ctx, subjectOf("FOREIGN")+"_cp", "", nil, data); err != nil {
+		t.Fatal(err)
+	}
+	l2 := openLog(t, entries, cps, keys, nil)
+	if got := l2.Size(); got != 5 {
+		t.Fatalf("size %d after a foreign checkpoint, want 5 rebuilt from the entries", got)
+	}
+	if err := l2.Append(ctx, testEntry(9, "acme")); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -47,9 +47,13 @@ const (
 	ResultFailed       = "failed"
 )
 
-// hdrAttempt carries Attempt.N in the clear, so the next attempt's number
-// is known without opening the record.
-const hdrAttempt = "Sealpost-Attempt"
+// hdrAttempt and hdrNextAt carry Attempt.N and Attempt.NextAt (unix
+// milliseconds) in the clear, so the next attempt's number and due time
+// are known without opening the record.
+const (
+	hdrAttempt = "Sealpost-Attempt"
+	hdrNextAt  = "Sealpost-Next-At"
+)
 
 // maxAttemptsListed bounds what Attempts returns.
 const maxAttemptsListed = 1000
@@ -71,6 +75,9 @@ func (w *Worker) recordAttempt(ctx context.Context, tenant, id string, a Attempt
 		return fmt.Errorf("forwarder: seal attempt: %w", err)
 	}
 	h := map[string]string{hdrAttempt: strconv.Itoa(a.N)}
+	if !a.NextAt.IsZero() {
+		h[hdrNextAt] = strconv.FormatInt(a.NextAt.UnixMilli(), 10)
+	}
 	if _, err := w.cfg.Attempts.Append(ctx, attemptsSubject(tenant, id), "", h, sealed); err != nil {
 		return fmt.Errorf("forwarder: record attempt: %w", err)
 	}
@@ -78,20 +85,29 @@ func (w *Worker) recordAttempt(ctx context.Context, tenant, id string, a Attempt
 }
 
 // lastAttempt returns the number of the last scheduled attempt of a
-// receipt, 0 if none was made.
-func (w *Worker) lastAttempt(ctx context.Context, tenant, id string) (int, error) {
+// receipt (0 if none was made) and, if that attempt scheduled another, when
+// it is due.
+func (w *Worker) lastAttempt(ctx context.Context, tenant, id string) (int, time.Time, error) {
 	m, err := w.cfg.Attempts.Last(ctx, attemptsSubject(tenant, id))
 	if errors.Is(err, queue.ErrNotFound) {
-		return 0, nil
+		return 0, time.Time{}, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("forwarder: last attempt: %w", err)
+		return 0, time.Time{}, fmt.Errorf("forwarder: last attempt: %w", err)
 	}
 	n, err := strconv.Atoi(m.Header[hdrAttempt])
 	if err != nil || n < 0 {
-		return 0, fmt.Errorf("forwarder: attempt record without a number")
+		return 0, time.Time{}, fmt.Errorf("forwarder: attempt record without a number")
 	}
-	return n, nil
+	var next time.Time
+	if v := m.Header[hdrNextAt]; v != "" {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, time.Time{}, fmt.Errorf("forwarder: attempt record with a bad due time")
+		}
+		next = time.UnixMilli(ms)
+	}
+	return n, next, nil
 }
 
 // Attempts lists the recorded attempts of a receipt, oldest first (at most

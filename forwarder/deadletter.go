@@ -108,7 +108,7 @@ func (w *Worker) redeliver(ctx context.Context, tenant, id, trigger string) erro
 	if err != nil {
 		return err
 	}
-	n, err := w.lastAttempt(ctx, tenant, id)
+	n, _, err := w.lastAttempt(ctx, tenant, id)
 	if err != nil {
 		return err
 	}

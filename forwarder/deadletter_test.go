@@ -16,10 +16,14 @@ import (
 
 // deadLetterOne runs s through a 2-attempt schedule against a failing
 // receiver so it ends in the dead-letter stream.
-func deadLetterOne(t *testing.T, e *env, s *ingress.Submission) {
+func deadLetterOne(t *testing.T, e *env, c *clock, s *ingress.Submission) {
 	t.Helper()
 	for range 2 {
-		e.w.handle(context.Background(), s, &fakeDelivery{})
+		d := &fakeDelivery{}
+		e.w.handle(context.Background(), s, d)
+		if len(d.retries) > 0 {
+			c.advance(d.retries[0])
+		}
 	}
 	m, err := e.cfg.DeadLetters.Last(context.Background(), dlqSubject(s.Tenant, s.Route, s.ID))
 	if err != nil || m.Header[hdrState] != stateDead {
@@ -43,11 +47,11 @@ func TestRedeliverAndReplay(t *testing.T) {
 	e.route("b", rcB, nil)
 	ctx := context.Background()
 	a1, a2, b1 := submission(t, "a"), submission(t, "a"), submission(t, "b")
-	deadLetterOne(t, e, a1)
+	deadLetterOne(t, e, c, a1)
 	c.advance(time.Hour)
 	since := c.now()
-	deadLetterOne(t, e, a2)
-	deadLetterOne(t, e, b1)
+	deadLetterOne(t, e, c, a2)
+	deadLetterOne(t, e, c, b1)
 
 	// Redeliver to a failing endpoint: ErrDeliveryFailed, still dead.
 	if err := e.w.Redeliver(ctx, "acme", a1.ID); !errors.Is(err, ErrDeliveryFailed) {
@@ -93,8 +97,8 @@ func TestRedeliverAndReplay(t *testing.T) {
 	e.routes.set(Route{Tenant: "beta", Name: "a", Endpoint: Endpoint{URL: rcC.srv.URL}})
 	c1, a3 := submission(t, "a"), submission(t, "a")
 	c1.Tenant = "beta"
-	deadLetterOne(t, e, c1)
-	deadLetterOne(t, e, a3)
+	deadLetterOne(t, e, c, c1)
+	deadLetterOne(t, e, c, a3)
 	up.Store(true)
 	if _, err := e.w.ReplayDeadLetters(ctx, ReplayFilter{Tenant: "acme", AllTenants: true}); !errors.Is(err, ErrInvalidInput) {
 		t.Errorf("tenant with AllTenants = %v, want ErrInvalidInput", err)

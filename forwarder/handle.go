@@ -23,6 +23,9 @@ const (
 	// count as an attempt either. It is shorter than the streams' duplicate
 	// window, so a repeated dead-letter append is stored once.
 	internalRetryDelay = 30 * time.Second
+	// earlyTolerance is how much earlier than its due time a retry may
+	// arrive and still be made.
+	earlyTolerance = time.Second
 )
 
 // delivery is what handle needs of a queue.Delivery.
@@ -72,9 +75,16 @@ func (w *Worker) handle(ctx context.Context, s *ingress.Submission, d delivery) 
 		w.retryLater(log, d, err)
 		return
 	}
-	n, err := w.lastAttempt(ctx, s.Tenant, s.ID)
+	n, due, err := w.lastAttempt(ctx, s.Tenant, s.ID)
 	if err != nil {
 		w.retryLater(log, d, err)
+		return
+	}
+	if wait := due.Sub(w.cfg.Now()); !due.IsZero() && wait > earlyTolerance {
+		// Redelivered before its time (the queue server restarted, or an
+		// ack wait ran out): keep the schedule, this is not an attempt.
+		w.metrics.deliveries.WithLabelValues("deferred").Inc()
+		_ = d.Retry(wait)
 		return
 	}
 	if n >= len(w.cfg.Schedule) {

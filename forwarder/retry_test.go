@@ -207,3 +207,37 @@ func (nopSealer) Seal(context.Context, kms.Context, []byte) ([]byte, error) {
 func (nopSealer) Open(context.Context, kms.Context, []byte) ([]byte, error) {
 	return nil, errors.New("nop")
 }
+
+// TestEarlyRedeliveryKeepsSchedule: a message handed out again before its
+// due time (a queue server restart, an expired ack wait) is put back for
+// the rest of its delay without an attempt.
+func TestEarlyRedeliveryKeepsSchedule(t *testing.T) {
+	c := newClock()
+	e := newEnv(t, func(cfg *Config) { cfg.Now = c.now })
+	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int) { w.WriteHeader(500) })
+	e.route("invoices", rc, nil)
+	s := submission(t, "invoices")
+	ctx := context.Background()
+	for range 2 {
+		d := &fakeDelivery{}
+		e.w.handle(ctx, s, d)
+		c.advance(d.retries[0])
+	}
+	// Attempt 3 is due 5 minutes after attempt 2; redeliver after 2.
+	c.advance(-3 * time.Minute)
+	d := &fakeDelivery{}
+	e.w.handle(ctx, s, d)
+	if len(d.retries) != 1 || d.retries[0] != 3*time.Minute {
+		t.Errorf("early redelivery: retries %v, want [3m]", d.retries)
+	}
+	if n := len(rc.requests()); n != 2 {
+		t.Errorf("receiver got %d requests, want 2", n)
+	}
+	c.advance(3 * time.Minute)
+	d = &fakeDelivery{}
+	e.w.handle(ctx, s, d)
+	as, _ := e.w.Attempts(ctx, "acme", s.ID)
+	if len(as) != 3 || as[2].N != 3 || d.retries[0] != 30*time.Minute {
+		t.Errorf("on time: %d attempts, next delay %v; want 3 and 30m", len(as), d.retries)
+	}
+}

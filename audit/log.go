@@ -267,6 +267,21 @@ func (l *Log) recover(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("audit: %w: checkpoint at size %d: %w", ErrTampered, cp.Size, err)
 		}
+		if cp.Size > 0 {
+			// The stored message the checkpoint ends with must still be
+			// there and end with the checkpointed leaf.
+			m, err := l.entries.Get(ctx, cp.LastSeq)
+			if err != nil && !errors.Is(err, queue.ErrNotFound) {
+				return fmt.Errorf("audit: %w: %w", ErrUnavailable, err)
+			}
+			if err != nil {
+				return fmt.Errorf("audit: %w: seq %d, the last one checkpointed, is missing", ErrTampered, cp.LastSeq)
+			}
+			lines := splitBatch(m.Data)
+			if !bytes.Equal(leafHash(lines[len(lines)-1]), cp.lastLeaf()) {
+				return fmt.Errorf("audit: %w: seq %d differs from the checkpointed entry", ErrTampered, cp.LastSeq)
+			}
+		}
 		l.rng, l.lastLeaf, l.lastSeq, l.lastAt = rng, cp.lastLeaf(), cp.LastSeq, cp.LastAt
 		l.setLastCheckpoint(cp)
 	}
@@ -309,7 +324,11 @@ func (l *Log) syncLocked(ctx context.Context) error {
 		return fmt.Errorf("audit: %w: %w", ErrUnavailable, err)
 	}
 	l.synced = l.cfg.Now()
-	if st.LastSeq <= l.lastSeq || st.Msgs == 0 {
+	if st.LastSeq < l.lastSeq {
+		l.broken = fmt.Errorf("audit: %w: the stream ends at seq %d, before seq %d already written", ErrTampered, st.LastSeq, l.lastSeq)
+		return l.broken
+	}
+	if st.LastSeq == l.lastSeq || st.Msgs == 0 {
 		return nil
 	}
 	start := l.lastSeq + 1

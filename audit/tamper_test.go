@@ -350,3 +350,26 @@ func TestOpenRefusesTamperedTail(t *testing.T) {
 		t.Fatalf("Open = %v, want ErrTampered", err)
 	}
 }
+
+func TestOpenRefusesTruncatedOrEditedCheckpointedTail(t *testing.T) {
+	ctx := context.Background()
+	f := newTamperFixture(t)
+	edited := append([][]byte{}, f.msgs...)
+	edited[32] = bytes.Replace(edited[32], []byte(`"req-0032"`), []byte(`"req-9999"`), 1)
+	for i, msgs := range [][][]byte{f.msgs[:30], edited} {
+		name := fmt.Sprintf("CPTAIL%d", i)
+		s, err := f.c.Stream(ctx, queue.StreamConfig{Name: name, Subjects: []string{"t." + name}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			if _, err := s.Append(ctx, "t."+name, "", nil, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, err = Open(ctx, Config{Stream: s, Checkpoints: f.cps, Subject: "t." + name, CheckpointSubject: "t.GEN_cp", Keys: f.keys, Origin: testOrigin})
+		if !errors.Is(err, ErrTampered) {
+			t.Fatalf("case %d: Open = %v, want ErrTampered", i, err)
+		}
+	}
+}

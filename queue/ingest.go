@@ -110,8 +110,9 @@ type ConsumerConfig struct {
 	// Workers is the number of deliveries handled at once per instance. Default 16.
 	Workers int
 	// AckWait is how long a delivery may stay unacknowledged before
-	// JetStream hands it to another worker. Default 2 minutes; handlers call
-	// InProgress for longer work.
+	// JetStream hands it to another worker; it is also how long a message
+	// that was in flight when an instance died waits before it is delivered
+	// again. Default 45s; handlers call InProgress for longer work.
 	AckWait time.Duration
 	Logger  *slog.Logger
 }
@@ -161,7 +162,7 @@ func (c *Conn) Consume(ctx context.Context, cfg ConsumerConfig, s Sealer, h Hand
 		cfg.Workers = 16
 	}
 	if cfg.AckWait <= 0 {
-		cfg.AckWait = 2 * time.Minute
+		cfg.AckWait = 45 * time.Second
 	}
 	log := cfg.Logger
 	if log == nil {

@@ -38,13 +38,19 @@ func TestKillBeforeDelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	logs := &syncBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("gateway logs:\n%s", grepLines(logs.String(), `"level":"`))
+		}
+	})
 	start := func() (*exec.Cmd, string) {
 		cmd := exec.Command(bin, "serve", "--dev", "--config", g.cfgFile)
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd.Stderr = nil
+		cmd.Stderr = logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}

@@ -37,8 +37,8 @@ type Routes interface {
 	Route(tenant, name string) (Route, bool)
 }
 
-// Auditor records authentication outcomes and message steps. Append returns
-// once the entry is durable.
+// Auditor records authentication outcomes. Append returns once the entry
+// is durable. (Message steps are recorded by the Enqueuer the caller wires.)
 type Auditor interface {
 	Append(ctx context.Context, e audit.Entry) error
 }
@@ -249,11 +249,6 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 		}
 		return "", err
 	}
-	h.audit(r, audit.Entry{
-		Actor: "apikey:" + key.ID, Action: audit.ActionQueued, Tenant: sub.Tenant,
-		Target: sub.ID, Outcome: audit.OutcomeSuccess,
-		Details: map[string]string{"route": sub.Route, "channel": sub.Channel},
-	})
 	return sub.ID, nil
 }
 

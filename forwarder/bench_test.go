@@ -16,11 +16,12 @@ import (
 
 // benchDeliver queues messages spread over endpoints healthy local
 // receivers (plus, with hang, messages to one receiver that never answers),
-// then measures how fast a 16-worker consumer delivers the healthy ones:
+// then measures how fast a consumer with workers workers delivers the
+// healthy ones:
 // the whole path of sign, seal, store, POST, record, audit (in memory) and
 // ack on an embedded JetStream.
-func benchDeliver(b *testing.B, endpoints, limit int, hang bool) {
-	const healthy = 1000
+func benchDeliver(b *testing.B, endpoints, limit, workers int, hang bool) {
+	const healthy = 3000
 	for range b.N {
 		b.StopTimer()
 		reg := prometheus.NewRegistry()
@@ -60,7 +61,7 @@ func benchDeliver(b *testing.B, endpoints, limit int, hang bool) {
 		}
 		b.StartTimer()
 		start := time.Now()
-		cons, err := e.conn.Consume(ctx, queue.ConsumerConfig{Workers: 16}, e.sealer, e.w.Handle)
+		cons, err := e.conn.Consume(ctx, queue.ConsumerConfig{Workers: workers}, e.sealer, e.w.Handle)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -78,11 +79,13 @@ func benchDeliver(b *testing.B, endpoints, limit int, hang bool) {
 }
 
 func BenchmarkDeliver(b *testing.B) {
-	b.Run("endpoints=1", func(b *testing.B) { benchDeliver(b, 1, 16, false) })
-	b.Run("endpoints=1/limit=4", func(b *testing.B) { benchDeliver(b, 1, 4, false) })
-	b.Run("endpoints=100", func(b *testing.B) { benchDeliver(b, 100, 4, false) })
-	b.Run("endpoints=10/one-hangs", func(b *testing.B) { benchDeliver(b, 10, 4, true) })
-	b.Run("endpoints=10/none-hang", func(b *testing.B) { benchDeliver(b, 10, 4, false) })
+	b.Run("endpoints=1", func(b *testing.B) { benchDeliver(b, 1, 16, 16, false) })
+	b.Run("endpoints=1/limit=4", func(b *testing.B) { benchDeliver(b, 1, 4, 16, false) })
+	b.Run("endpoints=100", func(b *testing.B) { benchDeliver(b, 100, 4, 16, false) })
+	b.Run("endpoints=10/none-hang", func(b *testing.B) { benchDeliver(b, 10, 4, 16, false) })
+	b.Run("endpoints=10/one-hangs", func(b *testing.B) { benchDeliver(b, 10, 4, 16, true) })
+	b.Run("endpoints=10/none-hang/workers=64", func(b *testing.B) { benchDeliver(b, 10, 4, 64, false) })
+	b.Run("endpoints=10/one-hangs/workers=64", func(b *testing.B) { benchDeliver(b, 10, 4, 64, true) })
 }
 
 // counter reads the value of a counter with the given label value.

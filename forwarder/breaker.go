@@ -33,11 +33,16 @@ type breaker struct {
 	state    int
 	failures int
 	openedAt time.Time
-	// stalled is set when a wait for a slot ran out and cleared when a
-	// request finishes: while no slot came free for a whole wait, the
-	// endpoint is slow, and its requests are handed back at once instead
-	// of holding workers.
+	// stalled is set when a wait for a slot ran out without any request
+	// finishing meanwhile, and cleared when one finishes: the endpoint is
+	// slow, and its requests are handed back at once instead of holding
+	// workers.
 	stalled bool
+	// releases counts finished requests.
+	releases uint64
+	// latency is a moving average of the endpoint's answer time; zero
+	// until the first answer.
+	latency time.Duration
 }
 
 func newBreaker(threshold int, cooldown time.Duration, limit int, onState func(int)) *breaker {
@@ -54,21 +59,24 @@ const (
 )
 
 // acquire asks to send one request. When the endpoint is at its
-// concurrency limit it waits up to wait for a slot, so a busy but fast
+// concurrency limit it waits a while for a slot, so a busy but fast
 // endpoint keeps its workers (handing a backlog back to the queue would
-// only bring it back all at once). Once a wait ran out without a slot
-// coming free, the endpoint counts as stalled and its requests are handed
-// back at once, without holding a worker, until one of its requests
-// finishes. When acquire returns admitted, the caller must call release
-// exactly once; probe says the request is a half-open probe.
-func (b *breaker) acquire(ctx context.Context, now func() time.Time, wait time.Duration) (admission, bool) {
+// only bring it back all at once). The wait is a few times the endpoint's
+// average answer time, at most maxWait, and short while that is not known
+// yet. Once a wait ran out without a slot coming free, the endpoint counts
+// as stalled and its requests are handed back at once, without holding a
+// worker, until one of its requests finishes. When acquire returns
+// admitted, the caller must call release exactly once; probe says the
+// request is a half-open probe.
+func (b *breaker) acquire(ctx context.Context, now func() time.Time, maxWait time.Duration) (admission, bool) {
 	if !b.mayAdmit(now()) {
 		return circuitOpen, false
 	}
 	select {
 	case b.slots <- struct{}{}:
 	default:
-		if wait <= 0 || !b.startWait() {
+		wait, seen := b.startWait(maxWait)
+		if wait <= 0 {
 			return busy, false
 		}
 		t := time.NewTimer(wait)
@@ -80,7 +88,7 @@ func (b *breaker) acquire(ctx context.Context, now func() time.Time, wait time.D
 		case <-ctx.Done():
 		}
 		t.Stop()
-		b.endWait(got)
+		b.endWait(got, seen)
 		if !got {
 			return busy, false
 		}
@@ -103,16 +111,45 @@ func (b *breaker) acquire(ctx context.Context, now func() time.Time, wait time.D
 	return admitted, false
 }
 
-func (b *breaker) startWait() bool {
+// Bounds of the wait for a slot.
+const (
+	unknownLatencyWait = 100 * time.Millisecond
+	minSlotWait        = 10 * time.Millisecond
+	waitPerLatency     = 8
+)
+
+// startWait returns how long to wait for a slot (zero: do not wait) and
+// the count of finished requests, for endWait.
+func (b *breaker) startWait(maxWait time.Duration) (time.Duration, uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return !b.stalled
+	switch {
+	case b.stalled || maxWait <= 0:
+		return 0, b.releases
+	case b.latency == 0:
+		return min(maxWait, unknownLatencyWait), b.releases
+	}
+	return min(maxWait, max(minSlotWait, waitPerLatency*b.latency)), b.releases
 }
 
-func (b *breaker) endWait(got bool) {
+// observe feeds the answer time of one request into the average.
+func (b *breaker) observe(d time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !got {
+	if b.latency == 0 {
+		b.latency = d
+		return
+	}
+	b.latency += (d - b.latency) / 8
+}
+
+// endWait ends a wait that started when seen requests had finished. A
+// wait that ran out while others finished (and took the slots) does not
+// make the endpoint stalled.
+func (b *breaker) endWait(got bool, seen uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !got && b.releases == seen {
 		b.stalled = true
 	}
 }
@@ -145,6 +182,7 @@ func (b *breaker) release(probe bool, o outcome, now time.Time) {
 	defer b.mu.Unlock()
 	<-b.slots
 	b.stalled = false
+	b.releases++
 	switch {
 	case o == outcomeSuccess:
 		b.failures = 0

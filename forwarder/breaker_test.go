@@ -82,12 +82,36 @@ func TestBreakerConcurrencyLimit(t *testing.T) {
 	if adm, _ := b.acquire(ctx, time.Now, time.Millisecond); adm != busy || !b.stalled {
 		t.Fatalf("timed-out wait: %v stalled=%v, want busy and stalled", adm, b.stalled)
 	}
-	if b.startWait() {
+	if wait, _ := b.startWait(time.Minute); wait != 0 {
 		t.Fatal("a stalled endpoint lets requests wait")
 	}
 	b.release(false, outcomeSuccess, time.Now())
-	if b.stalled || !b.startWait() {
+	if wait, _ := b.startWait(time.Minute); b.stalled || wait == 0 {
 		t.Fatal("a finished request did not clear the stall")
+	}
+}
+
+func TestSlotWait(t *testing.T) {
+	b := newBreaker(3, time.Minute, 1, nil)
+	for _, tc := range []struct {
+		name    string
+		observe []time.Duration
+		want    time.Duration
+	}{
+		{"unknown", nil, unknownLatencyWait},
+		{"fast", []time.Duration{time.Millisecond}, minSlotWait},
+		{"average", []time.Duration{20 * time.Millisecond, 20 * time.Millisecond}, 160 * time.Millisecond},
+		{"slow", []time.Duration{10 * time.Second}, 250 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b.latency = 0
+			for _, d := range tc.observe {
+				b.observe(d)
+			}
+			if got, _ := b.startWait(250 * time.Millisecond); got != tc.want {
+				t.Errorf("startWait = %s, want %s", got, tc.want)
+			}
+		})
 	}
 }
 

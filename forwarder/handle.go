@@ -12,8 +12,8 @@ import (
 )
 
 const (
-	// slotWait is how long a worker waits for a free slot of an endpoint at
-	// its concurrency limit before handing the message back.
+	// slotWait is the longest a worker waits for a free slot of an
+	// endpoint at its concurrency limit before handing the message back.
 	slotWait = 250 * time.Millisecond
 	// busyDelay is how long a handed-back message waits before it is tried
 	// again. Waiting does not count as an attempt.
@@ -54,22 +54,6 @@ func (w *Worker) handle(ctx context.Context, s *ingress.Submission, d delivery) 
 		_ = d.Drop()
 		return
 	}
-	rt, known := w.cfg.Routes.Route(s.Tenant, s.Route)
-	adm, probe := admitted, false
-	var b *breaker
-	o := outcomeNone
-	if known {
-		b = w.breakerFor(rt)
-		adm, probe = b.acquire(ctx, w.cfg.Now, slotWait)
-		if adm == busy {
-			w.metrics.deliveries.WithLabelValues("deferred").Inc()
-			_ = d.Retry(w.jitter(busyDelay))
-			return
-		}
-		if adm == admitted {
-			defer func() { b.release(probe, o, w.cfg.Now()) }()
-		}
-	}
 	env, err := w.ensureReceipt(ctx, s)
 	if err != nil {
 		w.retryLater(log, d, err)
@@ -92,55 +76,67 @@ func (w *Worker) handle(ctx context.Context, s *ingress.Submission, d delivery) 
 		w.deadLetterDelivery(ctx, log, d, s.Tenant, s.Route, s.ID, env, "exhausted", n)
 		return
 	}
-	n++
-	start := w.cfg.Now()
-	var res result
-	switch {
-	case !known:
+	rt, known := w.cfg.Routes.Route(s.Tenant, s.Route)
+	if !known {
 		log.Warn("forwarder: route not configured")
-		res = result{class: ClassDisabled}
-	case adm == circuitOpen:
-		res = result{class: ClassBreakerOpen}
-	default:
-		disabled, err := w.endpointDisabled(ctx, rt)
-		if err != nil {
-			w.retryLater(log, d, err)
-			return
-		}
-		if disabled {
-			res = result{class: ClassDisabled, final: true}
-			break
-		}
-		cur, prev, err := w.cfg.Keys.SigningKeys(ctx, start)
-		if err != nil {
-			w.retryLater(log, d, err)
-			return
-		}
-		secrets, err := w.secretsFor(ctx, rt, start)
-		if err != nil {
-			w.retryLater(log, d, err)
-			return
-		}
-		res, err = w.post(ctx, rt.Endpoint, s.ID, env, cur, prev, secrets)
-		if err != nil {
-			w.retryLater(log, d, err)
-			return
-		}
-		if ctx.Err() != nil {
-			// Shutting down: the attempt was cut short by us, not by the
-			// endpoint. It is not recorded and another instance (or this
-			// one after a restart) makes it again.
-			log.Info("forwarder: attempt abandoned at shutdown")
-			_ = d.Retry(w.jitter(busyDelay))
-			return
-		}
-		o = outcomeFailure
-		if res.ok() {
-			o = outcomeSuccess
-		}
-		w.metrics.attemptSeconds.WithLabelValues(classLabel(res.class)).Observe(res.latency.Seconds())
+		w.conclude(ctx, log, d, s, rt, env, n+1, w.cfg.Now(), result{class: ClassDisabled})
+		return
 	}
-	w.conclude(ctx, log, d, s, rt, env, n, start, res)
+	disabled, err := w.endpointDisabled(ctx, rt)
+	if err != nil {
+		w.retryLater(log, d, err)
+		return
+	}
+	if disabled {
+		w.conclude(ctx, log, d, s, rt, env, n+1, w.cfg.Now(), result{class: ClassDisabled, final: true})
+		return
+	}
+	cur, prev, err := w.cfg.Keys.SigningKeys(ctx, w.cfg.Now())
+	if err != nil {
+		w.retryLater(log, d, err)
+		return
+	}
+	secrets, err := w.secretsFor(ctx, rt, w.cfg.Now())
+	if err != nil {
+		w.retryLater(log, d, err)
+		return
+	}
+	// The endpoint's slot is held only around the request.
+	b := w.breakerFor(rt)
+	adm, probe := b.acquire(ctx, w.cfg.Now, slotWait)
+	switch adm {
+	case busy:
+		w.metrics.deliveries.WithLabelValues("deferred").Inc()
+		_ = d.Retry(w.jitter(busyDelay))
+		return
+	case circuitOpen:
+		w.conclude(ctx, log, d, s, rt, env, n+1, w.cfg.Now(), result{class: ClassBreakerOpen})
+		return
+	}
+	start := w.cfg.Now()
+	res, err := w.post(ctx, rt.Endpoint, s.ID, env, cur, prev, secrets)
+	switch {
+	case err != nil:
+		b.release(probe, outcomeNone, w.cfg.Now())
+		w.retryLater(log, d, err)
+		return
+	case ctx.Err() != nil:
+		// Shutting down: the attempt was cut short by us, not by the
+		// endpoint. It is not recorded and another instance (or this one
+		// after a restart) makes it again.
+		b.release(probe, outcomeNone, w.cfg.Now())
+		log.Info("forwarder: attempt abandoned at shutdown")
+		_ = d.Retry(w.jitter(busyDelay))
+		return
+	}
+	b.observe(res.latency)
+	o := outcomeFailure
+	if res.ok() {
+		o = outcomeSuccess
+	}
+	b.release(probe, o, w.cfg.Now())
+	w.metrics.attemptSeconds.WithLabelValues(classLabel(res.class)).Observe(res.latency.Seconds())
+	w.conclude(ctx, log, d, s, rt, env, n+1, start, res)
 }
 
 // conclude records the attempt, audits it and acks, retries or

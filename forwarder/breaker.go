@@ -63,9 +63,9 @@ const (
 // endpoint keeps its workers (handing a backlog back to the queue would
 // only bring it back all at once). The wait is a few times the endpoint's
 // average answer time, at most maxWait, and short while that is not known
-// yet. Once a wait ran out without a slot coming free, the endpoint counts
-// as stalled and its requests are handed back at once, without holding a
-// worker, until one of its requests finishes. When acquire returns
+// yet. Once a wait ran out without any of the endpoint's requests finishing
+// meanwhile, the endpoint counts as stalled and its requests are handed
+// back at once, without holding a worker, until one of them finishes. When acquire returns
 // admitted, the caller must call release exactly once; probe says the
 // request is a half-open probe.
 func (b *breaker) acquire(ctx context.Context, now func() time.Time, maxWait time.Duration) (admission, bool) {

@@ -82,7 +82,8 @@ func (w *Worker) deadLetterDelivery(ctx context.Context, log *slog.Logger, d del
 // is one attempt, made inline: it returns nil on a 2xx answer (and marks a
 // dead letter of the receipt as resolved), ErrDeliveryFailed otherwise,
 // ErrEndpointDisabled while the endpoint is disabled, ErrNotFound for an
-// unknown receipt. The attempt is recorded and audited.
+// unknown receipt. The attempt is recorded and audited. As an explicit
+// request it is sent even while the endpoint's circuit breaker is open.
 func (w *Worker) Redeliver(ctx context.Context, tenant, id string) error {
 	return w.redeliver(ctx, tenant, id, TriggerRedeliver)
 }

@@ -137,8 +137,11 @@ func TestBreakerOpensAndProbes(t *testing.T) {
 	d := &fakeDelivery{}
 	e.w.handle(ctx, s, d)
 	as, _ := e.w.Attempts(ctx, "acme", s.ID)
-	if d.decision() != "retry" || len(as) != 1 || as[0].Class != ClassBreakerOpen {
-		t.Fatalf("with the circuit open: %s %+v, want retry breaker_open", d.decision(), as)
+	if d.decision() != "retry" || len(as) != 0 {
+		t.Fatalf("with the circuit open: %s %+v, want a retry that is not counted as an attempt", d.decision(), as)
+	}
+	if got := d.retries[0]; got < 48*time.Second || got > 72*time.Second {
+		t.Fatalf("deferred for %s, want the cooldown ±20%%", got)
 	}
 	if n := len(rc.requests()); n != 2 {
 		t.Fatalf("receiver got %d requests, want 2", n)

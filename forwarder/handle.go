@@ -110,7 +110,13 @@ func (w *Worker) handle(ctx context.Context, s *ingress.Submission, d delivery) 
 		_ = d.Retry(w.jitter(busyDelay))
 		return
 	case circuitOpen:
-		w.conclude(ctx, log, d, s, rt, env, n+1, w.cfg.Now(), result{class: ClassBreakerOpen})
+		// The endpoint is resting after repeated failures: this message was
+		// not tried, so it keeps its place in its own schedule and comes back
+		// when the breaker lets a probe through. Only real requests count
+		// as attempts, so a dead endpoint cannot burn through every
+		// message's attempts while nobody calls it.
+		w.metrics.deliveries.WithLabelValues("deferred").Inc()
+		_ = d.Retry(w.jitter(w.cfg.BreakerCooldown))
 		return
 	}
 	start := w.cfg.Now()

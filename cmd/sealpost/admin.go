@@ -13,6 +13,7 @@ import (
 	"github.com/sealpost/sealpost/audit"
 	"github.com/sealpost/sealpost/forwarder"
 	"github.com/sealpost/sealpost/ingress/httpin"
+	"github.com/sealpost/sealpost/keyring"
 )
 
 // The admin API lives on the admin listener and needs the admin bearer
@@ -27,6 +28,8 @@ func (g *gateway) adminRoutes(mux *http.ServeMux) {
 	h("GET /admin/audit/verify", g.adminAuditVerify)
 	h("GET /admin/audit/export", g.adminAuditExport)
 	h("POST /admin/receipts/{tenant}/{id}/redeliver", g.adminRedeliver)
+	h("POST /admin/endpoints/{tenant}/{route}/enable", g.adminEnableEndpoint)
+	h("POST /admin/endpoints/{tenant}/{route}/rotate-secret", g.adminRotateSecret)
 }
 
 func (g *gateway) adminAuth(next http.Handler) http.Handler {
@@ -91,7 +94,11 @@ func (g *gateway) adminListKeys(w http.ResponseWriter, r *http.Request) {
 
 func (g *gateway) adminRotateKey(w http.ResponseWriter, r *http.Request) {
 	k, err := g.keys.Rotate(r.Context(), "admin")
-	if err != nil {
+	switch {
+	case errors.Is(err, keyring.ErrRotationPending):
+		g.adminFail(w, http.StatusConflict, err)
+		return
+	case err != nil:
 		g.adminFail(w, http.StatusServiceUnavailable, err)
 		return
 	}
@@ -100,8 +107,15 @@ func (g *gateway) adminRotateKey(w http.ResponseWriter, r *http.Request) {
 
 func (g *gateway) adminRevokeKey(w http.ResponseWriter, r *http.Request) {
 	k, err := g.keys.Revoke(r.Context(), r.PathValue("kid"), "admin")
-	if err != nil {
-		g.adminFail(w, http.StatusBadRequest, err)
+	switch {
+	case errors.Is(err, keyring.ErrUnknownKey):
+		g.adminFail(w, http.StatusNotFound, err)
+		return
+	case errors.Is(err, keyring.ErrRotationPending):
+		g.adminFail(w, http.StatusConflict, err)
+		return
+	case err != nil:
+		g.adminFail(w, http.StatusServiceUnavailable, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, k.JWK())
@@ -110,6 +124,7 @@ func (g *gateway) adminRevokeKey(w http.ResponseWriter, r *http.Request) {
 func (g *gateway) adminReplay(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := forwarder.ReplayFilter{Tenant: q.Get("tenant"), Route: q.Get("route")}
+	f.AllTenants = f.Tenant == ""
 	if s := q.Get("since"); s != "" {
 		t, err := time.Parse(time.RFC3339, s)
 		if err != nil {
@@ -130,18 +145,11 @@ func (g *gateway) adminReplay(w http.ResponseWriter, r *http.Request) {
 
 func (g *gateway) adminRedeliver(w http.ResponseWriter, r *http.Request) {
 	tenant, id := r.PathValue("tenant"), r.PathValue("id")
-	err := g.fwd.Redeliver(r.Context(), tenant, id)
-	g.appendAudit(r.Context(), audit.Entry{Actor: "admin", Action: audit.ActionRedeliver, Tenant: tenant, Target: id,
-		Outcome: outcomeOf(err), RequestID: r.Header.Get("X-Request-Id")})
-	if err != nil {
-		if errors.Is(err, forwarder.ErrNotFound) {
-			g.adminFail(w, http.StatusNotFound, err)
-			return
-		}
-		g.adminFail(w, http.StatusServiceUnavailable, err)
+	if err := g.fwd.Redeliver(forwarder.WithActor(r.Context(), "admin"), tenant, id); err != nil {
+		g.adminError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "status": "redelivery queued"})
+	writeJSON(w, http.StatusOK, map[string]string{"id": id, "result": "delivered"})
 }
 
 func (g *gateway) adminAuditVerify(w http.ResponseWriter, r *http.Request) {
@@ -172,4 +180,55 @@ func (g *gateway) adminAuditExport(w http.ResponseWriter, r *http.Request) {
 	if err := g.auditLog.Export(r.Context(), w, f); err != nil {
 		g.log.Error("audit export failed", "err", err)
 	}
+}
+
+// adminError maps forwarder errors of admin requests to answers.
+func (g *gateway) adminError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, forwarder.ErrNotFound), errors.Is(err, forwarder.ErrUnknownRoute):
+		g.adminFail(w, http.StatusNotFound, err)
+	case errors.Is(err, forwarder.ErrInvalidInput):
+		g.adminFail(w, http.StatusBadRequest, err)
+	case errors.Is(err, forwarder.ErrEndpointDisabled):
+		g.adminFail(w, http.StatusConflict, err)
+	case errors.Is(err, forwarder.ErrDeliveryFailed):
+		g.adminFail(w, http.StatusBadGateway, err)
+	default:
+		g.adminFail(w, http.StatusServiceUnavailable, err)
+	}
+}
+
+func (g *gateway) adminEnableEndpoint(w http.ResponseWriter, r *http.Request) {
+	tenant, route := r.PathValue("tenant"), r.PathValue("route")
+	if _, ok := g.tables.Route(tenant, route); !ok {
+		g.adminFail(w, http.StatusNotFound, fmt.Errorf("unknown route %s/%s", tenant, route))
+		return
+	}
+	if err := g.fwd.EnableEndpoint(forwarder.WithActor(r.Context(), "admin"), tenant, route); err != nil {
+		g.adminError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"tenant": tenant, "route": route, "status": "enabled"})
+}
+
+// adminRotateSecret makes a new whsec_ secret for a route's endpoint and
+// shows it once; the previous secrets keep signing for ?overlap= (default 24h).
+func (g *gateway) adminRotateSecret(w http.ResponseWriter, r *http.Request) {
+	tenant, route := r.PathValue("tenant"), r.PathValue("route")
+	overlap := 24 * time.Hour
+	if s := r.URL.Query().Get("overlap"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			g.adminFail(w, http.StatusBadRequest, fmt.Errorf("overlap: %w", err))
+			return
+		}
+		overlap = d
+	}
+	secret, err := g.fwd.RotateSecret(forwarder.WithActor(r.Context(), "admin"), tenant, route, overlap)
+	if err != nil {
+		g.adminError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"tenant": tenant, "route": route, "secret": secret,
+		"note": "shown once: give it to the endpoint owner now"})
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/forwarder"
 	"github.com/sealpost/sealpost/ingress/httpin"
 	"github.com/sealpost/sealpost/queue"
 )
@@ -52,8 +53,8 @@ func (g *gateway) buildServers() error {
 	pub.Handle("GET /v1/audit/checkpoint", g.auditLog.CheckpointHandler())
 	pub.Handle("GET /v1/audit", g.tenantAuth(g.auditLog.Handler()))
 	pub.Handle("GET /v1/receipts/{id}", g.tenantAuth(http.HandlerFunc(g.getReceipt)))
-	pub.Handle("GET /v1/receipts/{id}/attempts", g.tenantAuth(http.HandlerFunc(g.getAttempts)))
-	pub.Handle("POST /v1/receipts/{id}/redeliver", g.tenantAuth(http.HandlerFunc(g.redeliver)))
+	pub.Handle("GET /v1/receipts/{id}/attempts", g.tenantAuth(g.fwd.AttemptsHandler()))
+	pub.Handle("POST /v1/receipts/{id}/redeliver", g.tenantAuth(g.fwd.RedeliverHandler()))
 	pub.Handle("/", http.HandlerFunc(notFound))
 	g.httpsSrv = &http.Server{
 		Handler:           g.apiCalls("https", calls, pub),
@@ -224,6 +225,8 @@ func (g *gateway) tenantAuth(next http.Handler) http.Handler {
 		}
 		ctx := context.WithValue(r.Context(), tenantKey{}, key.Tenant)
 		ctx = audit.WithTenant(ctx, key.Tenant)
+		ctx = forwarder.WithTenant(ctx, key.Tenant)
+		ctx = forwarder.WithActor(ctx, "apikey:"+key.ID)
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }

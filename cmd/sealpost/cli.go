@@ -458,3 +458,32 @@ func printAuditReport(doc []byte, w io.Writer) error {
 	}
 	return exitError{code: 1}
 }
+
+func runEndpoint(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("endpoint", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	client := adminFlags(fs, getenv)
+	overlap := fs.Duration("overlap", 24*time.Hour, "rotate-secret: how long the previous secrets keep signing")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: sealpost endpoint enable TENANT ROUTE | rotate-secret TENANT ROUTE [--overlap 24h]")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 3 || (pos[0] != "enable" && pos[0] != "rotate-secret") {
+		fs.Usage()
+		return exitError{code: 2}
+	}
+	c, err := client()
+	if err != nil {
+		return err
+	}
+	path := "/admin/endpoints/" + url.PathEscape(pos[1]) + "/" + url.PathEscape(pos[2]) + "/" + pos[0]
+	q := url.Values{}
+	if pos[0] == "rotate-secret" {
+		q.Set("overlap", overlap.String())
+	}
+	return c.do(ctx, http.MethodPost, path, q, stdout)
+}

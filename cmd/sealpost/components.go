@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,6 +73,7 @@ func (g *gateway) openForwarder(ctx context.Context) error {
 		Routes: &forwarder2httpRoutes{g.tables}, Keys: g.keys, Sealer: g.sealer, Auditor: g.auditLog,
 		Receipts: receipts, DeadLetters: dlq, Attempts: attempts, EndpointState: state,
 		Schedule: schedule, Timeout: time.Duration(g.cfg.Forward.Timeout), AllowNets: allow,
+		BreakerFailures: g.cfg.Forward.BreakerFailures, BreakerCooldown: time.Duration(g.cfg.Forward.BreakerCooldown),
 		Logger: g.log, Registerer: g.reg,
 	})
 	if err != nil {
@@ -210,32 +210,6 @@ func (g *gateway) getReceipt(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(env)
 }
 
-func (g *gateway) getAttempts(w http.ResponseWriter, r *http.Request) {
-	tenant, id := tenantFrom(r.Context()), r.PathValue("id")
-	if _, err := g.fwd.Receipt(r.Context(), tenant, id); err != nil {
-		g.writeAPIError(w, notFoundAs(err))
-		return
-	}
-	attempts, err := g.fwd.Attempts(r.Context(), tenant, id)
-	if err != nil {
-		g.writeAPIError(w, notFoundAs(err))
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"id": id, "attempts": attempts})
-}
-
-func (g *gateway) redeliver(w http.ResponseWriter, r *http.Request) {
-	tenant, id := tenantFrom(r.Context()), r.PathValue("id")
-	err := g.fwd.Redeliver(r.Context(), tenant, id)
-	g.appendAudit(r.Context(), audit.Entry{Actor: actorOf(r), Action: audit.ActionRedeliver, Tenant: tenant, Target: id,
-		Outcome: outcomeOf(err), RequestID: r.Header.Get("X-Request-Id")})
-	if err != nil {
-		g.writeAPIError(w, notFoundAs(err))
-		return
-	}
-	writeJSON(w, http.StatusAccepted, map[string]string{"id": id, "status": "redelivery queued"})
-}
-
 func notFoundAs(err error) error {
 	if errors.Is(err, forwarder.ErrNotFound) {
 		return fmt.Errorf("%w: %w", queue.ErrNotFound, err)
@@ -243,25 +217,9 @@ func notFoundAs(err error) error {
 	return err
 }
 
-func actorOf(r *http.Request) string {
-	if ci := callInfoFrom(r.Context()); ci != nil && ci.keyID != "" {
-		return "apikey:" + ci.keyID
-	}
-	return "anonymous"
-}
-
 func outcomeOf(err error) string {
 	if err != nil {
 		return audit.OutcomeFailure
 	}
 	return audit.OutcomeSuccess
-}
-
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	ip, err := netip.ParseAddr(strings.Trim(host, "[]"))
-	return err == nil && ip.IsLoopback()
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/sealpost/sealpost/forwarder"
 )
 
 // Config is the YAML configuration file. Every field documents its unit,
@@ -142,6 +144,12 @@ type ForwardConfig struct {
 	Schedule []Duration `yaml:"schedule"`
 	// Timeout for one attempt in total. Default 15s.
 	Timeout Duration `yaml:"timeout"`
+	// BreakerFailures: consecutive failures that open an endpoint's
+	// circuit breaker. Default 5.
+	BreakerFailures int `yaml:"breaker_failures"`
+	// BreakerCooldown: how long an open breaker waits before one probe.
+	// Messages waiting meanwhile do not use up attempts. Default 30s.
+	BreakerCooldown Duration `yaml:"breaker_cooldown"`
 	// AllowNetworks exempts these CIDR ranges from the SSRF guard (e.g.
 	// "127.0.0.0/8" in development). Default none.
 	AllowNetworks []string `yaml:"allow_networks"`
@@ -371,13 +379,20 @@ func (c *Config) Validate() error {
 	if c.Forward.Workers < 0 || c.Forward.Workers > 1024 {
 		bad("forward.workers", "must be between 0 (default) and 1024")
 	}
+	if c.Forward.BreakerFailures < 0 || c.Forward.BreakerFailures > 1000 {
+		bad("forward.breaker_failures", "must be between 0 (default) and 1000")
+	}
 	if len(c.Forward.Schedule) > 32 {
 		bad("forward.schedule", "at most 32 attempts")
 	}
+	var allowNets []netip.Prefix
 	for i, n := range c.Forward.AllowNetworks {
-		if _, err := netip.ParsePrefix(n); err != nil {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
 			bad(fmt.Sprintf("forward.allow_networks[%d]", i), "not a CIDR prefix: %q", n)
+			continue
 		}
+		allowNets = append(allowNets, p)
 	}
 	if c.Audit.Retention < Duration(24*time.Hour) {
 		bad("audit.retention", "must be at least 24h")
@@ -408,7 +423,7 @@ func (c *Config) Validate() error {
 				bad(rk+".name", "duplicate route %q", r.Name)
 			}
 			routes[r.Name] = true
-			if err := validateEndpoint(r.Endpoint, r.AllowHTTP); err != nil {
+			if err := validateEndpoint(r.Endpoint, r.AllowHTTP, allowNets); err != nil {
 				bad(rk+".endpoint", "%v", err)
 			}
 			if r.MaxConcurrency < 0 {
@@ -467,30 +482,28 @@ func yamlError(err error) error {
 	return errors.New(strings.Join(lines, "\n"))
 }
 
-// maxEndpointLen bounds webhook URLs.
-const maxEndpointLen = 2048
-
-func validateEndpoint(raw string, allowHTTP bool) error {
+// validateEndpoint checks a webhook URL with the forwarder's rules. An
+// address literal in a blocked range (loopback, private, metadata, ...)
+// passes only when forward.allow_networks lists it; names are checked again
+// at every connection.
+func validateEndpoint(raw string, allowHTTP bool, allow []netip.Prefix) error {
 	if raw == "" {
 		return errors.New("required")
 	}
-	if len(raw) > maxEndpointLen {
-		return fmt.Errorf("longer than %d bytes", maxEndpointLen)
+	err := forwarder.ValidateEndpoint(raw, allowHTTP)
+	if errors.Is(err, forwarder.ErrBlockedAddress) {
+		u, _ := url.Parse(raw)
+		host := u.Hostname()
+		if strings.EqualFold(host, "localhost") {
+			host = "127.0.0.1"
+		}
+		if a, perr := netip.ParseAddr(host); perr == nil && !forwarder.Blocked(a, allow) {
+			return nil
+		}
+		return fmt.Errorf("%s is in a range the SSRF guard refuses (add it to forward.allow_networks for development only)", host)
 	}
-	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("not a URL: %w", err)
-	}
-	switch {
-	case u.Scheme == "https":
-	case u.Scheme == "http" && allowHTTP:
-	case u.Scheme == "http":
-		return errors.New("must be https (set allow_http: true for development only)")
-	default:
-		return fmt.Errorf("scheme must be https, got %q", u.Scheme)
-	}
-	if u.Host == "" || u.User != nil || u.Fragment != "" {
-		return errors.New("must have a host and no user info or fragment")
+		return errors.New(strings.TrimPrefix(err.Error(), "forwarder: "))
 	}
 	return nil
 }

@@ -119,6 +119,7 @@ listen:
   admin: 127.0.0.1:0
 %sforward:
   allow_networks: ["127.0.0.0/8"]
+  breaker_cooldown: 1s
   schedule: ["0s", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms"]
 admin:
   token_sha256: %s

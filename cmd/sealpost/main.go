@@ -4,7 +4,8 @@
 //	sealpost verify RECEIPT.json --jwks FILE|URL
 //	sealpost check-config FILE
 //	sealpost keys list|rotate|revoke KID     (through the admin API)
-//	sealpost dlq replay [--route R] [--since T]
+//	sealpost dlq replay [--tenant T] [--route R] [--since T]
+//	sealpost endpoint enable|rotate-secret TENANT ROUTE
 //	sealpost audit verify|export
 //	sealpost apikey new ID [--admin]
 //	sealpost kms rotate-master [--data DIR]
@@ -69,6 +70,7 @@ commands:
   check-config   validate a configuration file
   keys           list, rotate or revoke signing keys (admin API)
   dlq            replay dead letters (admin API)
+  endpoint       re-enable an endpoint or rotate its whsec_ secret (admin API)
   audit          verify or export the audit log (admin API)
   apikey         make a new API key or admin token and its hash
   kms            rotate the local master key
@@ -95,6 +97,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runKeys(ctx, rest, getenv, stdout, stderr)
 	case "dlq":
 		return runDLQ(ctx, rest, getenv, stdout, stderr)
+	case "endpoint":
+		return runEndpoint(ctx, rest, getenv, stdout, stderr)
 	case "audit":
 		return runAudit(ctx, rest, getenv, stdout, stderr)
 	case "apikey":

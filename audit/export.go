@@ -116,7 +116,7 @@ func (l *Log) Export(ctx context.Context, w io.Writer, f Filter) error {
 	first := true
 	var skipBelow uint64
 	cutoff := l.cfg.Now().Add(-l.cfg.Retention).Add(pruneSlack)
-	err = l.entries.Read(ctx, queue.ReadOptions{}, func(m *queue.Msg) error {
+	err = scan(ctx, l.entries, 0, func(m *queue.Msg) error {
 		for _, line := range splitBatch(m.Data) {
 			if rng.End() >= size {
 				return errStopRead
@@ -250,7 +250,7 @@ func newExportItem(seq, index, size uint64, record []byte, rng *compact.Range) (
 // it cannot be proven and are left out of exports.
 func (l *Log) baseRange(ctx context.Context, index uint64) (*compact.Range, error) {
 	var found *compact.Range
-	err := l.cps.Read(ctx, queue.ReadOptions{}, func(m *queue.Msg) error {
+	err := scan(ctx, l.cps, 0, func(m *queue.Msg) error {
 		rec, err := decodeCheckpointRecord(m)
 		if err != nil || rec.Size < index || (found != nil && rec.Size >= found.End()) {
 			return nil

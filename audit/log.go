@@ -338,7 +338,7 @@ func (l *Log) syncLocked(ctx context.Context) error {
 		}
 		start = st.FirstSeq
 	}
-	err = l.entries.Read(ctx, queue.ReadOptions{StartSeq: start}, func(m *queue.Msg) error {
+	err = scan(ctx, l.entries, start, func(m *queue.Msg) error {
 		for _, line := range splitBatch(m.Data) {
 			r, err := DecodeRecord(line)
 			if err != nil {

@@ -144,7 +144,7 @@ func (l *Log) Verify(ctx context.Context, keys *signer.KeySet) (*Report, error) 
 	}
 	rep.Checkpoints = len(v.cps)
 	first := true
-	err = l.entries.Read(ctx, queue.ReadOptions{}, func(m *queue.Msg) error {
+	err = scan(ctx, l.entries, 0, func(m *queue.Msg) error {
 		for _, line := range splitBatch(m.Data) {
 			rep.Entries++
 			if first {
@@ -203,7 +203,7 @@ func boolCmp(a, b bool) int {
 // size, and reports the others.
 func (l *Log) readCheckpoints(ctx context.Context, keys *signer.KeySet, rep *Report) ([]verifiedCP, error) {
 	var out []verifiedCP
-	err := l.cps.Read(ctx, queue.ReadOptions{}, func(m *queue.Msg) error {
+	err := scan(ctx, l.cps, 0, func(m *queue.Msg) error {
 		rec, err := decodeCheckpointRecord(m)
 		if err != nil {
 			rep.add(Problem{Seq: m.Seq, Kind: KindBadSignature, Detail: err.Error()})

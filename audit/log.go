@@ -100,8 +100,9 @@ type Config struct {
 	Now func() time.Time
 }
 
-// maxBatchBytes bounds one published message.
-const maxBatchBytes = 1 << 20
+// maxBatchBytes bounds one published message, well below the 1 MiB
+// max_payload a NATS server has by default.
+const maxBatchBytes = 256 << 10
 
 var hasher = rfc6962.DefaultHasher
 

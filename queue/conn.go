@@ -12,6 +12,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -55,6 +56,8 @@ type Conn struct {
 	srv *server.Server
 	nc  *nats.Conn
 	js  jetstream.JetStream
+	// quarantined counts messages moved to QUARANTINE by this process.
+	quarantined atomic.Int64
 }
 
 // Open connects to NATS, starting the embedded server when cfg.URL is empty,
@@ -134,7 +137,6 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		JetStreamMaxMemory: 256 << 20,
 		MaxPayload:         cfg.MaxPayload,
 		NoSigs:             true,
-		NoLog:              true,
 		DontListen:         cfg.ListenAddr == "",
 	}
 	if cfg.ListenAddr != "" {
@@ -152,6 +154,7 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue: embedded server: %w", err)
 	}
+	srv.SetLoggerV2(serverLog{cfg.Logger}, false, false, false)
 	srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()
@@ -207,3 +210,21 @@ func (c *Conn) shutdownServer() {
 }
 
 func (c *Conn) replicas() int { return c.cfg.Replicas }
+
+// serverLog passes the embedded server's warnings and errors (disk full,
+// store corruption, resource limits) to the structured log; notices and
+// debug output are dropped.
+type serverLog struct{ l *slog.Logger }
+
+func (s serverLog) Noticef(string, ...any) {}
+func (s serverLog) Debugf(string, ...any)  {}
+func (s serverLog) Tracef(string, ...any)  {}
+func (s serverLog) Warnf(format string, v ...any) {
+	s.l.Warn("nats-server: " + fmt.Sprintf(format, v...))
+}
+func (s serverLog) Errorf(format string, v ...any) {
+	s.l.Error("nats-server: " + fmt.Sprintf(format, v...))
+}
+func (s serverLog) Fatalf(format string, v ...any) {
+	s.l.Error("nats-server: fatal: " + fmt.Sprintf(format, v...))
+}

@@ -1,12 +1,15 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -48,6 +51,18 @@ func (c *Conn) ensureIngest(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("queue: stream %s: %w", IngestStream, err)
 	}
+	_, err = c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:       QuarantineStream,
+		Subjects:   []string{"quarantine.>"},
+		Storage:    jetstream.FileStorage,
+		Replicas:   c.replicas(),
+		Duplicates: 2 * time.Minute,
+		MaxBytes:   -1,
+		DenyDelete: true,
+	})
+	if err != nil {
+		return fmt.Errorf("queue: stream %s: %w", QuarantineStream, err)
+	}
 	return nil
 }
 
@@ -78,13 +93,19 @@ func (p *Publisher) Enqueue(ctx context.Context, s *ingress.Submission) error {
 		// Fail fast rather than buffer: the sender retries later.
 		return ingress.Temporary(errors.New("queue: not connected"))
 	}
-	body, err := json.Marshal(s)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // '<' stays 1 byte, not 6: the size limit is what was sent
+	if err := enc.Encode(s); err != nil {
 		return fmt.Errorf("queue: encode submission: %w", err)
 	}
+	body := buf.Bytes()
 	sealed, err := p.sealer.Seal(ctx, kms.Context{Tenant: s.Tenant, Purpose: kms.PurposeIngest, ObjectID: s.ID}, body)
 	clear(body)
-	if err != nil {
+	switch {
+	case errors.Is(err, kms.ErrTooLarge):
+		return fmt.Errorf("queue: seal submission: %w: %w", ingress.ErrTooLarge, err)
+	case err != nil:
 		return ingress.Temporary(fmt.Errorf("queue: seal submission: %w", err))
 	}
 	if max := p.c.MaxPayload(); int64(len(sealed))+1024 > max {
@@ -144,16 +165,31 @@ type Handler func(ctx context.Context, d *Delivery)
 
 // Consumer feeds INGEST messages to a Handler on a pool of workers.
 type Consumer struct {
-	it     jetstream.MessagesContext
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	c        *Conn
+	cfg      ConsumerConfig
+	log      *slog.Logger
+	mu       sync.Mutex
+	it       jetstream.MessagesContext
+	alive    atomic.Bool
+	stopping chan struct{}
+	stopOnce sync.Once
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 }
 
 // openRetryDelay is how long a message waits when the KMS could not open it.
 const openRetryDelay = 30 * time.Second
 
+// QuarantineStream keeps INGEST messages that cannot be opened or parsed
+// (sealed under another key, altered in the store, missing headers), still
+// sealed, instead of deleting them: an operator can fix the key
+// configuration and move them back.
+const QuarantineStream = "QUARANTINE"
+
 // Consume starts workers that open each INGEST message with s and pass it to
-// h. Stop ends them.
+// h. Stop ends them. If the server ends the pull (the consumer was deleted,
+// a cluster leader changed) the consumer is declared again and fetching
+// resumes; Alive reports whether it is fetching.
 func (c *Conn) Consume(ctx context.Context, cfg ConsumerConfig, s Sealer, h Handler) (*Consumer, error) {
 	if cfg.Name == "" {
 		cfg.Name = "forwarder"
@@ -168,39 +204,18 @@ func (c *Conn) Consume(ctx context.Context, cfg ConsumerConfig, s Sealer, h Hand
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, IngestStream, jetstream.ConsumerConfig{
-		Durable:       cfg.Name,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cfg.AckWait,
-		MaxDeliver:    -1,
-		MaxAckPending: 10000,
-		FilterSubject: "ingest.>",
-	})
-	if err != nil {
-		return nil, fmt.Errorf("queue: consumer %s: %w", cfg.Name, err)
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(cfg.Workers))
-	if err != nil {
-		return nil, fmt.Errorf("queue: consume %s: %w", cfg.Name, err)
-	}
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	k := &Consumer{it: it, cancel: cancel}
+	k := &Consumer{c: c, cfg: cfg, log: log, cancel: cancel, stopping: make(chan struct{})}
+	if err := k.subscribe(ctx); err != nil {
+		cancel()
+		return nil, err
+	}
 	msgs := make(chan jetstream.Msg)
 	k.wg.Add(1)
 	go func() {
 		defer k.wg.Done()
 		defer close(msgs)
-		for {
-			m, err := it.Next()
-			if err != nil {
-				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					return
-				}
-				log.Warn("queue: fetch", "err", err)
-				continue
-			}
-			msgs <- m
-		}
+		k.fetch(msgs)
 	}()
 	for range cfg.Workers {
 		k.wg.Add(1)
@@ -214,25 +229,99 @@ func (c *Conn) Consume(ctx context.Context, cfg ConsumerConfig, s Sealer, h Hand
 	return k, nil
 }
 
+// subscribe declares the durable consumer and starts a pull iterator.
+func (k *Consumer) subscribe(ctx context.Context) error {
+	cons, err := k.c.js.CreateOrUpdateConsumer(ctx, IngestStream, jetstream.ConsumerConfig{
+		Durable:       k.cfg.Name,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       k.cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 10000,
+		FilterSubject: "ingest.>",
+	})
+	if err != nil {
+		return fmt.Errorf("queue: consumer %s: %w", k.cfg.Name, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(k.cfg.Workers))
+	if err != nil {
+		return fmt.Errorf("queue: consume %s: %w", k.cfg.Name, err)
+	}
+	k.mu.Lock()
+	k.it = it
+	k.mu.Unlock()
+	k.alive.Store(true)
+	return nil
+}
+
+// fetch feeds msgs until Stop; a pull the server ended is re-established
+// with backoff.
+func (k *Consumer) fetch(msgs chan<- jetstream.Msg) {
+	backoff := 100 * time.Millisecond
+	for {
+		k.mu.Lock()
+		it := k.it
+		k.mu.Unlock()
+		m, err := it.Next()
+		if err == nil {
+			backoff = 100 * time.Millisecond
+			msgs <- m
+			continue
+		}
+		if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			k.log.Warn("queue: fetch", "err", err)
+			continue
+		}
+		select {
+		case <-k.stopping:
+			return
+		default:
+		}
+		// The server ended the pull: declare the consumer again.
+		k.alive.Store(false)
+		k.log.Error("queue: consumer stopped by the server; re-subscribing", "consumer", k.cfg.Name)
+		for {
+			select {
+			case <-k.stopping:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 10*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := k.subscribe(ctx)
+			cancel()
+			if err == nil {
+				break
+			}
+			k.log.Warn("queue: re-subscribe failed", "err", err)
+		}
+	}
+}
+
+// Alive reports whether the consumer is fetching (for /readyz).
+func (k *Consumer) Alive() bool { return k.alive.Load() }
+
 func (c *Conn) deliver(ctx context.Context, log *slog.Logger, s Sealer, h Handler, m jetstream.Msg) {
 	meta, err := m.Metadata()
 	if err != nil {
 		log.Error("queue: message without metadata", "err", err)
-		_ = m.Term()
+		_ = m.NakWithDelay(openRetryDelay)
 		return
 	}
 	tenant, id := m.Headers().Get(hdrTenant), m.Headers().Get(hdrID)
+	if tenant == "" || id == "" {
+		c.quarantine(ctx, log, m, meta, "missing headers")
+		return
+	}
 	body, err := s.Open(ctx, kms.Context{Tenant: tenant, Purpose: kms.PurposeIngest, ObjectID: id}, m.Data())
 	if err != nil {
-		if errors.Is(err, kms.ErrOpen) {
-			// The sealed body does not open under its own context: it was
-			// altered in the store. Keep it out of the workers' way, loudly.
-			log.Error("queue: sealed message does not open; terminated", "id", id, "tenant", tenant, "seq", meta.Sequence.Stream, "err", err)
-			_ = m.Term()
+		if errors.Is(err, kms.ErrUnavailable) {
+			log.Warn("queue: cannot open message now; retrying", "id", id, "err", err)
+			_ = m.NakWithDelay(openRetryDelay)
 			return
 		}
-		log.Warn("queue: cannot open message now; retrying", "id", id, "err", err)
-		_ = m.NakWithDelay(openRetryDelay)
+		// Sealed under another key (provider or key changed, another
+		// instance's local master key) or altered in the store.
+		c.quarantine(ctx, log, m, meta, err.Error())
 		return
 	}
 	var sub ingress.Submission
@@ -245,17 +334,58 @@ func (c *Conn) deliver(ctx context.Context, log *slog.Logger, s Sealer, h Handle
 		err = errors.New("headers do not match the sealed submission")
 	}
 	if err != nil {
-		log.Error("queue: invalid submission; terminated", "id", id, "err", err)
-		_ = m.Term()
+		c.quarantine(ctx, log, m, meta, err.Error())
 		return
 	}
 	h(ctx, &Delivery{Submission: &sub, Attempt: int(meta.NumDelivered), Queued: meta.Timestamp, msg: m})
 }
 
+// quarantine moves a message that cannot be processed, still sealed, to
+// QUARANTINE and only then removes it from INGEST. If the move fails the
+// message stays in INGEST and is tried again later.
+func (c *Conn) quarantine(ctx context.Context, log *slog.Logger, m jetstream.Msg, meta *jetstream.MsgMetadata, reason string) {
+	q := nats.NewMsg("quarantine." + m.Subject())
+	q.Data = m.Data()
+	for k, v := range m.Headers() {
+		q.Header[k] = v
+	}
+	q.Header.Set("Sealpost-Quarantine-Reason", truncateHeader(reason))
+	q.Header.Del("Nats-Msg-Id")
+	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	if _, err := c.js.PublishMsg(pctx, q, jetstream.WithExpectStream(QuarantineStream),
+		jetstream.WithMsgID(fmt.Sprintf("q-%d", meta.Sequence.Stream))); err != nil {
+		log.Error("queue: quarantine failed; the message stays queued", "seq", meta.Sequence.Stream, "err", err)
+		_ = m.NakWithDelay(openRetryDelay)
+		return
+	}
+	c.quarantined.Add(1)
+	log.Error("queue: message cannot be opened or parsed; moved to quarantine",
+		"seq", meta.Sequence.Stream, "tenant", m.Headers().Get(hdrTenant), "id", m.Headers().Get(hdrID), "reason", reason)
+	_ = m.Term()
+}
+
+func truncateHeader(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
 // Stop stops fetching and waits for in-flight deliveries to finish, or for
 // ctx to end, whichever is first. Unfinished deliveries are redelivered later.
 func (k *Consumer) Stop(ctx context.Context) {
+	k.stopOnce.Do(func() { close(k.stopping) })
+	k.alive.Store(false)
+	k.mu.Lock()
 	k.it.Drain()
+	k.mu.Unlock()
 	done := make(chan struct{})
 	go func() { k.wg.Wait(); close(done) }()
 	select {

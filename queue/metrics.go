@@ -28,6 +28,8 @@ var (
 		"INGEST messages handed to a worker and not yet acknowledged (in flight or waiting for a retry).", nil, nil)
 	descRedelivered = prometheus.NewDesc("sealpost_queue_ingest_redelivered",
 		"INGEST messages delivered more than once and still pending.", nil, nil)
+	descQuarantined = prometheus.NewDesc("sealpost_queue_quarantined_total",
+		"INGEST messages this process moved to QUARANTINE because they could not be opened or parsed.", nil, nil)
 	descUp = prometheus.NewDesc("sealpost_queue_up",
 		"1 when JetStream answered the last scrape, 0 otherwise.", nil, nil)
 )
@@ -38,7 +40,7 @@ type collector struct {
 }
 
 func (k *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descStreamMsgs, descStreamBytes, descPending, descAckPending, descRedelivered, descUp} {
+	for _, d := range []*prometheus.Desc{descStreamMsgs, descStreamBytes, descPending, descAckPending, descRedelivered, descQuarantined, descUp} {
 		ch <- d
 	}
 }
@@ -69,5 +71,6 @@ func (k *collector) Collect(ch chan<- prometheus.Metric) {
 	} else {
 		up = 0
 	}
+	ch <- prometheus.MustNewConstMetric(descQuarantined, prometheus.CounterValue, float64(k.c.quarantined.Load()))
 	ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, up)
 }

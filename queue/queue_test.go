@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sealpost/sealpost/ingress"
@@ -254,6 +257,78 @@ func TestCollector(t *testing.T) {
 		t.Fatal(err)
 	}
 	cons.Stop(ctx)
+	got := gather(t, c)
+	if got["sealpost_queue_up"] != 1 || got["sealpost_queue_stream_messages/INGEST"] != 3 {
+		t.Fatalf("metrics %v", got)
+	}
+	if got["sealpost_queue_ingest_pending"]+got["sealpost_queue_ingest_ack_pending"] != 3 {
+		t.Fatalf("backlog not reported: %v", got)
+	}
+}
+
+// TestUnopenableIsQuarantined: a message sealed under another master key
+// is not deleted: it moves, still sealed, to QUARANTINE, and the handler
+// never sees it.
+func TestUnopenableIsQuarantined(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	c := openConn(t, dir)
+	other := sealer(t, t.TempDir()) // another instance's local master key
+	if err := c.Publisher(other).Enqueue(ctx, submission(ingress.NewID(time.Now()), "q")); err != nil {
+		t.Fatal(err)
+	}
+	called := make(chan struct{}, 1)
+	cons, err := c.Consume(ctx, queue.ConsumerConfig{}, sealer(t, dir), func(ctx context.Context, d *queue.Delivery) {
+		called <- struct{}{}
+		_ = d.Ack(ctx)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Stop(ctx)
+	q, err := c.Stream(ctx, queue.StreamConfig{Name: queue.QuarantineStream, Subjects: []string{"quarantine.>"}, DenyDelete: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := q.State(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Msgs == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("message not quarantined")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	m, err := q.Get(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Header["Sealpost-Tenant"] != "acme" || m.Header["Sealpost-Quarantine-Reason"] == "" || strings.Contains(string(m.Data), `"marker"`) {
+		t.Errorf("quarantined message %+v", m.Header)
+	}
+	// The quarantined copy still opens with the key that sealed it.
+	if _, err := other.Open(ctx, kms.Context{Tenant: "acme", Purpose: kms.PurposeIngest, ObjectID: m.Header["Sealpost-Id"]}, m.Data); err != nil {
+		t.Errorf("quarantined copy does not open with its key: %v", err)
+	}
+	got := gather(t, c)
+	if got["sealpost_queue_stream_messages/INGEST"] != 0 || got["sealpost_queue_quarantined_total"] != 1 {
+		t.Errorf("after quarantine: %v", got)
+	}
+	select {
+	case <-called:
+		t.Fatal("the handler got an unopenable message")
+	default:
+	}
+}
+
+// gather scrapes c's collector into name/label -> value.
+func gather(t *testing.T, c *queue.Conn) map[string]float64 {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c.Collector(""))
 	mfs, err := reg.Gather()
@@ -267,13 +342,61 @@ func TestCollector(t *testing.T) {
 			for _, l := range m.GetLabel() {
 				key += "/" + l.GetValue()
 			}
-			got[key] = m.GetGauge().GetValue()
+			got[key] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
 		}
 	}
-	if got["sealpost_queue_up"] != 1 || got["sealpost_queue_stream_messages/INGEST"] != 3 {
-		t.Fatalf("metrics %v", got)
+	return got
+}
+
+// TestConsumerSurvivesDeletion: when the durable consumer disappears on the
+// server (an operator deleted it, a cluster lost it), the workers declare it
+// again and keep delivering instead of going quiet.
+func TestConsumerSurvivesDeletion(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got["sealpost_queue_ingest_pending"]+got["sealpost_queue_ingest_ack_pending"] != 3 {
-		t.Fatalf("backlog not reported: %v", got)
+	addr := ln.Addr().String()
+	ln.Close()
+	c, err := queue.Open(ctx, queue.Config{DataDir: dir, ListenAddr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	env := sealer(t, dir)
+	got := make(chan string, 10)
+	cons, err := c.Consume(ctx, queue.ConsumerConfig{}, env, func(ctx context.Context, d *queue.Delivery) {
+		_ = d.Ack(ctx)
+		got <- d.Submission.ID
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Stop(ctx)
+	nc, err := nats.Connect(c.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if err := js.DeleteConsumer(ctx, queue.IngestStream, "forwarder"); err != nil {
+		t.Fatal(err)
+	}
+	id := ingress.NewID(time.Now())
+	if err := c.Publisher(env).Enqueue(ctx, submission(id, "after")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case g := <-got:
+		if g != id {
+			t.Fatalf("got %s", g)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("nothing delivered after the consumer was deleted")
+	}
+	if !cons.Alive() {
+		t.Error("consumer not alive after re-subscribing")
 	}
 }

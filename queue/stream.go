@@ -175,6 +175,13 @@ func (s *Stream) Read(ctx context.Context, o ReadOptions, fn func(*Msg) error) e
 		t := o.StartTime
 		cfg.OptStartTime = &t
 	}
+	// Stop at the last message that exists now, so a stream that keeps
+	// growing (the audit log grows with every call) does not keep Read going.
+	sinfo, err := s.s.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("queue: read %s: %w", s.name, err)
+	}
+	last := sinfo.State.LastSeq
 	cons, err := s.s.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("queue: read %s: %w", s.name, err)
@@ -183,7 +190,7 @@ func (s *Stream) Read(ctx context.Context, o ReadOptions, fn func(*Msg) error) e
 	if err != nil {
 		return fmt.Errorf("queue: read %s: %w", s.name, err)
 	}
-	if info.NumPending == 0 {
+	if info.NumPending == 0 || last == 0 {
 		return nil
 	}
 	it, err := cons.Messages()
@@ -212,6 +219,9 @@ func (s *Stream) Read(ctx context.Context, o ReadOptions, fn func(*Msg) error) e
 		if err != nil {
 			return fmt.Errorf("queue: read %s: %w", s.name, err)
 		}
+		if meta.Sequence.Stream > last {
+			return nil
+		}
 		msg := &Msg{Seq: meta.Sequence.Stream, Subject: m.Subject(), Time: meta.Timestamp, Data: m.Data()}
 		if h := m.Headers(); len(h) > 0 {
 			msg.Header = make(map[string]string, len(h))
@@ -222,7 +232,7 @@ func (s *Stream) Read(ctx context.Context, o ReadOptions, fn func(*Msg) error) e
 		if err := fn(msg); err != nil {
 			return err
 		}
-		if meta.NumPending == 0 {
+		if meta.NumPending == 0 || meta.Sequence.Stream >= last {
 			return nil
 		}
 	}

@@ -321,3 +321,34 @@ func TestOpenIgnoresForeignCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestLargeBatchesAreSplit(t *testing.T) {
+	ctx := context.Background()
+	c := openConn(t)
+	entries, cps := plainStreams(t, c, "SPLIT")
+	keys := &testKeys{cur: newTestKey(t, "a")}
+	l := openLog(t, entries, cps, keys, func(c *Config) { c.BatchMax = 10000 })
+	es := make([]Entry, 200)
+	for i := range es {
+		es[i] = testEntry(i, "acme")
+		es[i].Details = map[string]string{"a": strings.Repeat("x", MaxFieldLen), "b": strings.Repeat("y", MaxFieldLen),
+			"c": strings.Repeat("z", MaxFieldLen), "d": strings.Repeat("w", MaxFieldLen)}
+	}
+	if err := l.AppendAll(ctx, es...); err != nil {
+		t.Fatal(err)
+	}
+	st, err := entries.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := uint64(200*4*MaxFieldLen/maxBatchBytes) + 1; st.Msgs < want {
+		t.Errorf("%d messages for 200 entries of 4 KiB, want at least %d", st.Msgs, want)
+	}
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := l.Verify(ctx, keys.keySet())
+	if err != nil || !rep.OK || rep.Verified != 200 {
+		t.Fatalf("Verify = %+v, %v", rep, err)
+	}
+}

@@ -373,3 +373,21 @@ func TestOpenRefusesTruncatedOrEditedCheckpointedTail(t *testing.T) {
 		}
 	}
 }
+
+func TestVerifyGivesUpWaitingForMissingEntries(t *testing.T) {
+	ctx := context.Background()
+	f := newTamperFixture(t)
+	defer func(n int) { maxReorder = n }(maxReorder)
+	maxReorder = 3
+	l, _ := f.copyLog(t, "GIVEUP", without(without(f.msgs, 12), 12))
+	rep, err := l.Verify(ctx, f.keys.keySet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK || rep.FirstBadSeq != 13 || len(rep.Problems) != 1 || rep.Problems[0].Kind != KindDeleted || rep.Size != 33 {
+		t.Fatalf("report %+v, want entries 12..13 deleted at seq 13 and the rest read", rep)
+	}
+	if !strings.Contains(rep.Problems[0].Detail, "12..13") {
+		t.Errorf("detail %q does not name entries 12..13", rep.Problems[0].Detail)
+	}
+}

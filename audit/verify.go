@@ -114,6 +114,7 @@ type verifier struct {
 	gapSeq  uint64 // seq of the first record that came ahead of a missing one
 	gapFrom uint64 // the sequence right after the last record before the gap
 	maxIdx  uint64 // highest index seen plus one
+	noTree  bool   // records went missing for good; roots cannot be compared
 
 	cutoff   time.Time   // entries stored before it may have expired
 	base     *verifiedCP // checkpoint the tree starts from, when the log was pruned
@@ -301,6 +302,7 @@ func (v *verifier) startFromBase() {
 	}
 	v.lastLeaf = v.base.rec.lastLeaf()
 	v.started = true
+	v.goodSize = v.base.Size
 	for v.ci < len(v.cps) && v.cps[v.ci].Size < v.next {
 		v.ci++
 	}
@@ -344,9 +346,46 @@ func (v *verifier) record(line []byte, seq uint64) {
 			v.gapSeq, v.gapFrom = seq, v.lastSeq+1
 		}
 		v.buf[r.Index] = bufRec{hash: h, prev: r.prevHash(), seq: seq}
+		if len(v.buf) > maxReorder {
+			v.skipGap()
+		}
 	default:
 		v.rep.add(Problem{Seq: seq, Index: r.Index, Kind: KindInserted, Detail: fmt.Sprintf("a second entry claims index %d", r.Index)})
 	}
+}
+
+// maxReorder bounds how many records verify holds while waiting for a
+// missing one to turn up later in the stream.
+var maxReorder = 1 << 16 // a variable so tests can lower it
+
+// skipGap gives up waiting for the missing records: they are reported as
+// deleted, the tree can no longer be compared with checkpoints, and reading
+// goes on from the lowest held record.
+func (v *verifier) skipGap() {
+	lowest := v.lowestHeld()
+	v.rep.add(Problem{Seq: v.gapFrom, Index: v.next, Kind: KindDeleted,
+		Detail: fmt.Sprintf("entries %d..%d are missing", v.next, lowest-1)})
+	v.noTree, v.gapSeq = true, 0
+	v.next = lowest
+	for {
+		b, ok := v.buf[v.next]
+		if !ok {
+			break
+		}
+		delete(v.buf, v.next)
+		v.accept(v.next, b.hash, b.prev, b.seq, false)
+	}
+}
+
+func (v *verifier) lowestHeld() uint64 {
+	lowest := uint64(0)
+	first := true
+	for i := range v.buf {
+		if first || i < lowest {
+			lowest, first = i, false
+		}
+	}
+	return lowest
 }
 
 // accept adds the record at index idx (== v.next) to the tree.
@@ -375,7 +414,7 @@ func (v *verifier) accept(idx uint64, h, prev []byte, seq uint64, checkLink bool
 
 // compare checks the tree against every checkpoint of the current size.
 func (v *verifier) compare(seq uint64) {
-	if !v.started {
+	if !v.started || v.noTree {
 		return
 	}
 	for v.ci < len(v.cps) && v.cps[v.ci].Size < v.next {
@@ -417,12 +456,7 @@ func (v *verifier) finish() {
 		}
 	}
 	if len(v.buf) > 0 {
-		lowest := uint64(0)
-		for i := range v.buf {
-			if lowest == 0 || i < lowest {
-				lowest = i
-			}
-		}
+		lowest := v.lowestHeld()
 		v.rep.add(Problem{Seq: v.gapFrom, Index: v.next, Kind: KindDeleted,
 			Detail: fmt.Sprintf("entries %d..%d are missing", v.next, lowest-1)})
 	}

@@ -45,11 +45,20 @@ type Auditor interface {
 
 // Idempotency remembers Idempotency-Key uses. Reserve stores rec under key
 // unless the key exists, in which case it returns the stored record.
-// Release forgets a key whose request failed.
+// Complete replaces the record once the submission is durable. Release
+// forgets a key whose request failed.
 type Idempotency interface {
 	Reserve(ctx context.Context, key string, rec []byte) (existing []byte, err error)
+	Complete(ctx context.Context, key string, rec []byte) error
 	Release(ctx context.Context, key string) error
 }
+
+// staleReservation is how long a reservation may stay pending before a
+// retry takes it over (the first request's process died between reserving
+// and queueing). It is shorter than JetStream's duplicate window, so if the
+// first request did publish, the takeover's publish of the same id is
+// dropped as a duplicate.
+const staleReservation = 60 * time.Second
 
 // Config configures the handler.
 type Config struct {
@@ -125,14 +134,15 @@ func New(cfg Config) (*Handler, error) {
 
 // Errors of the ingest API, mapped to problem types by writeError.
 var (
-	errBadJSON     = errors.New("request body is not valid JSON")
-	errForbidden   = errors.New("api key is not allowed to post to this route")
-	errNoRoute     = errors.New("unknown route")
-	errTooLarge    = errors.New("request body too large")
-	errRateLimited = errors.New("too many requests")
-	errIdemReuse   = errors.New("idempotency key reused with a different body")
-	errBadIdemKey  = errors.New("idempotency key must be 1-255 printable ASCII characters")
-	errMethod      = errors.New("method not allowed")
+	errBadJSON      = errors.New("request body is not valid JSON")
+	errForbidden    = errors.New("api key is not allowed to post to this route")
+	errNoRoute      = errors.New("unknown route")
+	errTooLarge     = errors.New("request body too large")
+	errRateLimited  = errors.New("too many requests")
+	errIdemReuse    = errors.New("idempotency key reused with a different body")
+	errIdemInFlight = errors.New("a request with this idempotency key is still in progress")
+	errBadIdemKey   = errors.New("idempotency key must be 1-255 printable ASCII characters")
+	errMethod       = errors.New("method not allowed")
 )
 
 var routeNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
@@ -142,8 +152,10 @@ type accepted struct {
 }
 
 type idemRecord struct {
-	BodySHA256 string `json:"body_sha256"`
-	ID         string `json:"id"`
+	BodySHA256 string    `json:"body_sha256"`
+	ID         string    `json:"id"`
+	Done       bool      `json:"done"`
+	At         time.Time `json:"at"`
 }
 
 // ServeHTTP handles one ingest request.
@@ -225,8 +237,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 	}
 	var storeKey string
 	if idemKey != "" && h.cfg.Idempotency != nil {
-		storeKey = idempotencyStoreKey(key, idemKey)
-		rec, _ := json.Marshal(idemRecord{BodySHA256: sub.RawSHA256, ID: sub.ID})
+		storeKey = idempotencyStoreKey(key, route.Name, idemKey)
+		rec, _ := json.Marshal(idemRecord{BodySHA256: sub.RawSHA256, ID: sub.ID, At: now})
 		existing, err := h.cfg.Idempotency.Reserve(r.Context(), storeKey, rec)
 		if err != nil {
 			return "", ingress.Temporary(fmt.Errorf("idempotency: %w", err))
@@ -236,18 +248,37 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 			if err := json.Unmarshal(existing, &prev); err != nil {
 				return "", fmt.Errorf("idempotency record: %w", err)
 			}
-			if prev.BodySHA256 != sub.RawSHA256 {
+			switch {
+			case prev.BodySHA256 != sub.RawSHA256:
 				return "", errIdemReuse
+			case prev.Done:
+				return prev.ID, nil
+			case now.Sub(prev.At) < staleReservation:
+				// The first request with this key is still being queued:
+				// answering 202 now could promise what it may yet fail to do.
+				return "", errIdemInFlight
 			}
-			return prev.ID, nil
+			// A stale reservation: queue again under the same id.
+			sub.ID = prev.ID
 		}
 	}
 	if err := h.cfg.Enqueuer.Enqueue(r.Context(), sub); err != nil {
 		if storeKey != "" {
 			// Let the client's retry with the same key go through.
-			_ = h.cfg.Idempotency.Release(context.WithoutCancel(r.Context()), storeKey)
+			if rerr := h.cfg.Idempotency.Release(context.WithoutCancel(r.Context()), storeKey); rerr != nil {
+				h.log.Warn("idempotency release failed; a retry takes the reservation over once it is stale", "err", rerr)
+			}
 		}
 		return "", err
+	}
+	if storeKey != "" {
+		rec, _ := json.Marshal(idemRecord{BodySHA256: sub.RawSHA256, ID: sub.ID, Done: true, At: now})
+		if err := h.cfg.Idempotency.Complete(context.WithoutCancel(r.Context()), storeKey, rec); err != nil {
+			// The submission is durable; a retry finds the pending record
+			// and, once it is stale, queues the same id again, which the
+			// queue drops as a duplicate or the receiver dedupes.
+			h.log.Warn("idempotency complete failed", "err", err)
+		}
 	}
 	return sub.ID, nil
 }
@@ -363,8 +394,10 @@ func validIdemKey(k string) bool {
 	return true
 }
 
-func idempotencyStoreKey(key *APIKey, idem string) string {
-	sum := sha256.Sum256([]byte(idem))
+// idempotencyStoreKey scopes a key to the API key and the route: the same
+// Idempotency-Key on another route is another request.
+func idempotencyStoreKey(key *APIKey, route, idem string) string {
+	sum := sha256.Sum256([]byte(route + "\x00" + idem))
 	return key.Tenant + "." + key.ID + "." + hex.EncodeToString(sum[:16])
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/ingress/httpin"
@@ -23,13 +24,21 @@ func (r routes) Route(tenant, name string) (httpin.Route, bool) {
 }
 
 // recorder is an Enqueuer that keeps what it was given, or fails with err.
+// A non-nil gate makes Enqueue wait until it is closed.
 type recorder struct {
 	mu   sync.Mutex
 	subs []*ingress.Submission
 	err  error
+	gate chan struct{}
 }
 
 func (r *recorder) Enqueue(_ context.Context, s *ingress.Submission) error {
+	r.mu.Lock()
+	gate := r.gate
+	r.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.err != nil {
@@ -55,6 +64,13 @@ func (m *memIdem) Reserve(_ context.Context, key string, rec []byte) ([]byte, er
 	return nil, nil
 }
 
+func (m *memIdem) Complete(_ context.Context, key string, rec []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.m[key] = rec
+	return nil
+}
+
 func (m *memIdem) Release(_ context.Context, key string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -65,6 +81,7 @@ func (m *memIdem) Release(_ context.Context, key string) error {
 type fixture struct {
 	srv      *httptest.Server
 	enq      *recorder
+	idem     *memIdem
 	token    string
 	scoped   string
 	otherTen string
@@ -72,7 +89,7 @@ type fixture struct {
 
 func newFixture(t testing.TB, mod func(*httpin.Config)) *fixture {
 	t.Helper()
-	f := &fixture{enq: &recorder{}}
+	f := &fixture{enq: &recorder{}, idem: &memIdem{m: map[string][]byte{}}}
 	var keys []httpin.APIKey
 	for _, k := range []struct {
 		id, tenant string
@@ -100,7 +117,7 @@ func newFixture(t testing.TB, mod func(*httpin.Config)) *fixture {
 	}
 	cfg := httpin.Config{
 		Enqueuer: f.enq, Keys: ks, Routes: routes{"acme/invoices": true, "acme/orders": true, "globex/invoices": true},
-		Idempotency: &memIdem{m: map[string][]byte{}}, MaxBodyBytes: 1024, RatePerSecond: 1000, Burst: 1000,
+		Idempotency: f.idem, MaxBodyBytes: 1024, RatePerSecond: 1000, Burst: 1000,
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -250,6 +267,58 @@ func TestIdempotencyKey(t *testing.T) {
 	}
 	if len(f.enq.subs) != 1 {
 		t.Fatalf("%d submissions enqueued, want 1", len(f.enq.subs))
+	}
+	// The same key on another route is another request.
+	if resp, doc := f.post(t, "POST", "orders", f.token, "application/json", `{"n":1}`, h); resp.StatusCode != 202 || doc["id"] == first["id"] {
+		t.Fatalf("same key on another route: %d %v", resp.StatusCode, doc)
+	}
+}
+
+// TestIdempotencyInFlight: a retry that arrives while the first request is
+// still being queued must not get a 202 (the first may yet fail); once the
+// first failed, the retry is queued.
+func TestIdempotencyInFlight(t *testing.T) {
+	f := newFixture(t, nil)
+	gate := make(chan struct{})
+	f.enq.gate = gate
+	f.enq.err = ingress.Temporary(errors.New("queue down"))
+	h := map[string]string{"Idempotency-Key": "slow-1"}
+	first := make(chan int)
+	go func() {
+		resp, _ := f.post(t, "POST", "invoices", f.token, "application/json", `{"n":1}`, h)
+		first <- resp.StatusCode
+	}()
+	// Wait until the first request holds the reservation.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		idem := f.idem
+		idem.mu.Lock()
+		n := len(idem.m)
+		idem.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("first request never reserved the key")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	resp, doc := f.post(t, "POST", "invoices", f.token, "application/json", `{"n":1}`, h)
+	if resp.StatusCode != 409 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("retry while in flight: %d %v", resp.StatusCode, doc)
+	}
+	close(gate)
+	if code := <-first; code != 503 {
+		t.Fatalf("first request: %d, want 503", code)
+	}
+	f.enq.mu.Lock()
+	f.enq.gate, f.enq.err = nil, nil
+	f.enq.mu.Unlock()
+	if resp, doc := f.post(t, "POST", "invoices", f.token, "application/json", `{"n":1}`, h); resp.StatusCode != 202 {
+		t.Fatalf("retry after the failure: %d %v", resp.StatusCode, doc)
+	}
+	if len(f.enq.subs) != 1 {
+		t.Fatalf("%d submissions, want 1", len(f.enq.subs))
 	}
 }
 

@@ -52,9 +52,15 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		p = Problem{Status: http.StatusBadRequest, Type: problemBase + "invalid-idempotency-key", Title: "Invalid Idempotency-Key", Detail: err.Error()}
 	case errors.Is(err, errIdemReuse):
 		p = Problem{Status: http.StatusConflict, Type: problemBase + "idempotency-conflict", Title: "Idempotency key reused", Detail: err.Error()}
-	case errors.Is(err, errTooLarge), errors.Is(err, ingress.ErrTooLarge):
+	case errors.Is(err, errIdemInFlight):
+		retry = true
+		p = Problem{Status: http.StatusConflict, Type: problemBase + "idempotency-in-progress", Title: "Request in progress", Detail: err.Error()}
+	case errors.Is(err, errTooLarge):
 		p = Problem{Status: http.StatusRequestEntityTooLarge, Type: problemBase + "too-large", Title: "Payload too large",
 			Detail: "the body exceeds the limit of " + strconv.FormatInt(h.cfg.MaxBodyBytes, 10) + " bytes"}
+	case errors.Is(err, ingress.ErrTooLarge):
+		p = Problem{Status: http.StatusRequestEntityTooLarge, Type: problemBase + "too-large", Title: "Payload too large",
+			Detail: "the payload, once wrapped for the queue, exceeds the queue's message size"}
 	case errors.Is(err, errRateLimited):
 		retry = true
 		p = Problem{Status: http.StatusTooManyRequests, Type: problemBase + "rate-limited", Title: "Too many requests", Detail: err.Error()}

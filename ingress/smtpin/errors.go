@@ -58,7 +58,7 @@ func smtpReply(err error) *smtp.SMTPError {
 		return reply(552, smtp.EnhancedCode{5, 3, 4}, "Message size exceeds fixed maximum message size")
 	case errors.Is(err, ErrHeaderTooLarge):
 		return reply(552, smtp.EnhancedCode{5, 3, 4}, "Message header exceeds fixed maximum size")
-	case errors.Is(err, errPayloadTooLarge):
+	case errors.Is(err, errPayloadTooLarge), errors.Is(err, ingress.ErrTooLarge):
 		return reply(552, smtp.EnhancedCode{5, 3, 4}, "Message text too large")
 	case errors.Is(err, ErrMIMETooDeep):
 		return reply(554, smtp.EnhancedCode{5, 6, 0}, "MIME structure nested too deeply")

@@ -102,3 +102,40 @@ func BenchmarkMessageSteps(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkVerify measures Verify over a log of 20,000 entries in batches
+// of up to 64, with a checkpoint every 1,000; it reports entries per second.
+func BenchmarkVerify(b *testing.B) {
+	ctx := context.Background()
+	c := openConn(b)
+	entries, cps := plainStreams(b, c, "VERIFY")
+	keys := &testKeys{cur: newTestKey(b, "a")}
+	l := openLog(b, entries, cps, keys, nil)
+	const n = 20000
+	for i := 0; i < n; i += 64 {
+		es := make([]Entry, 0, 64)
+		for j := i; j < min(i+64, n); j++ {
+			es = append(es, testEntry(j, "acme"))
+		}
+		if err := l.AppendAll(ctx, es...); err != nil {
+			b.Fatal(err)
+		}
+		if (i/64)%16 == 15 {
+			if _, err := l.signCheckpoint(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if err := l.Close(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	for range b.N {
+		rep, err := l.Verify(ctx, keys.keySet())
+		if err != nil || !rep.OK {
+			b.Fatalf("%+v %v", rep, err)
+		}
+	}
+	b.ReportMetric(float64(n*b.N)/time.Since(start).Seconds(), "entries/s")
+}

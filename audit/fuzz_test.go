@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gowebpki/jcs"
 )
 
 // FuzzDecodeRecord checks that the record decoder never panics, and that
@@ -50,6 +52,9 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 		if err := validate(&r.Entry); err != nil {
 			t.Fatalf("accepted an invalid entry: %v", err)
+		}
+		if canon, err := jcs.Transform(b); err != nil || !bytes.Equal(canon, b) {
+			t.Fatalf("accepted %q, which a generic JCS implementation writes as %q (%v)", b, canon, err)
 		}
 	})
 }

@@ -207,17 +207,13 @@ func DecodeRecord(b []byte) (Record, error) {
 	if len(b) > MaxEntrySize {
 		return r, fmt.Errorf("%w: record is %d bytes, limit %d", ErrInvalidEntry, len(b), MaxEntrySize)
 	}
-	canon, err := jcs.Transform(b)
-	if err != nil {
-		return r, fmt.Errorf("%w: not json", ErrInvalidEntry)
-	}
-	if !bytes.Equal(canon, b) {
-		return r, fmt.Errorf("%w: record is not in canonical (JCS) form", ErrInvalidEntry)
-	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
 		return Record{}, fmt.Errorf("%w: %w", ErrInvalidEntry, err)
+	}
+	if dec.More() {
+		return Record{}, fmt.Errorf("%w: data after the record", ErrInvalidEntry)
 	}
 	if r.V != recordVersion {
 		return Record{}, fmt.Errorf("%w: record version %d, want %d", ErrInvalidEntry, r.V, recordVersion)
@@ -234,11 +230,12 @@ func DecodeRecord(b []byte) (Record, error) {
 			return Record{}, fmt.Errorf("%w: prev link is not a base64 sha-256 hash", ErrInvalidEntry)
 		}
 	}
-	// encoding/json matches member names case-insensitively; the record
-	// must use the exact names, which re-encoding checks.
+	// The bytes must be exactly the JCS form of what was decoded. This also
+	// refuses what encoding/json lets through: member names in another
+	// case, repeated members, escapes JCS does not use, trailing data.
 	again, err := encodeRecord(r.Entry, r.Index, r.link())
 	if err != nil || !bytes.Equal(again, b) {
-		return Record{}, fmt.Errorf("%w: record members are not in the expected form", ErrInvalidEntry)
+		return Record{}, fmt.Errorf("%w: record is not in canonical (JCS) form", ErrInvalidEntry)
 	}
 	return r, nil
 }

@@ -5,11 +5,14 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/sealpost/sealpost/audit"
 	"github.com/sealpost/sealpost/forwarder"
@@ -36,6 +39,9 @@ func (g *gateway) buildServers() error {
 		Logger: g.log, Registerer: g.reg,
 	})
 	if err != nil {
+		return err
+	}
+	if g.anonLimit, err = newAnonLimiter(g.reg); err != nil {
 		return err
 	}
 	calls := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -86,6 +92,14 @@ func notFound(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (g *gateway) readyz(w http.ResponseWriter, r *http.Request) {
+	if g.draining.Load() {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	if g.consumer != nil && !g.consumer.Alive() {
+		http.Error(w, "delivery worker not consuming", http.StatusServiceUnavailable)
+		return
+	}
 	if err := g.q.Ready(r.Context()); err != nil {
 		g.log.Warn("not ready", "err", err)
 		http.Error(w, "queue unavailable", http.StatusServiceUnavailable)
@@ -174,11 +188,14 @@ func (g *gateway) apiCalls(server string, calls *prometheus.CounterVec, next htt
 
 // requestAuditTimeout bounds how long a request waits for its audit
 // entries when the store is slow or down.
-const requestAuditTimeout = 3 * time.Second
+const requestAuditTimeout = time.Second
 
 // appendAudit records an entry of the request path; a failure is logged
 // (and counted by the audit log), not turned into an error for the client.
 func (g *gateway) appendAudit(ctx context.Context, e audit.Entry) {
+	if !g.anonLimit.allow(e) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestAuditTimeout)
 	defer cancel()
 	if err := g.auditLog.Append(ctx, e); err != nil {
@@ -191,6 +208,9 @@ func (g *gateway) appendAudit(ctx context.Context, e audit.Entry) {
 type requestAuditor struct{ g *gateway }
 
 func (a requestAuditor) Append(ctx context.Context, e audit.Entry) error {
+	if !a.g.anonLimit.allow(e) {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestAuditTimeout)
 	defer cancel()
 	return a.g.auditLog.Append(ctx, e)
@@ -239,11 +259,58 @@ func tenantFrom(ctx context.Context) string {
 // writeAPIError is the one mapping of receipt-API errors to answers.
 func (g *gateway) writeAPIError(w http.ResponseWriter, err error) {
 	switch {
-	case errors.Is(err, queue.ErrNotFound):
+	case errors.Is(err, queue.ErrNotFound), errors.Is(err, forwarder.ErrInvalidInput):
 		httpin.WriteProblem(w, httpin.Problem{Status: http.StatusNotFound, Type: "https://sealpost.dev/problems/not-found", Title: "Not found", Detail: "no such receipt"})
 	default:
 		g.log.Error("api request failed", "err", err)
 		w.Header().Set("Retry-After", "5")
 		httpin.WriteProblem(w, httpin.Problem{Status: http.StatusServiceUnavailable, Type: "https://sealpost.dev/problems/unavailable", Title: "Service unavailable"})
 	}
+}
+
+// anonLimiter bounds the audit entries that unauthenticated clients can
+// cause (failed logins, unmatched paths): per remote IP, a burst of 20 and
+// then one a second. Entries over the limit are counted, not written, so
+// an anonymous flood cannot fill the append-only audit stream (which denies
+// deletes) and the disk INGEST shares with it.
+type anonLimiter struct {
+	mu         sync.Mutex
+	byIP       map[string]*rate.Limiter
+	suppressed prometheus.Counter
+}
+
+const anonLimiterMaxIPs = 10000
+
+func newAnonLimiter(reg prometheus.Registerer) (*anonLimiter, error) {
+	l := &anonLimiter{byIP: map[string]*rate.Limiter{}, suppressed: prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sealpost_audit_anonymous_suppressed_total",
+		Help: "Audit entries of unauthenticated requests not written because their client exceeded its rate.",
+	})}
+	return l, reg.Register(l.suppressed)
+}
+
+// allow reports whether e may be written: always for authenticated actors.
+func (l *anonLimiter) allow(e audit.Entry) bool {
+	if l == nil || (e.Actor != "anonymous" && e.Actor != "") {
+		return true
+	}
+	ip := e.Details["remote_addr"]
+	if host, _, err := net.SplitHostPort(ip); err == nil {
+		ip = host
+	}
+	l.mu.Lock()
+	lim := l.byIP[ip]
+	if lim == nil {
+		if len(l.byIP) >= anonLimiterMaxIPs {
+			clear(l.byIP)
+		}
+		lim = rate.NewLimiter(1, 20)
+		l.byIP[ip] = lim
+	}
+	ok := lim.Allow()
+	l.mu.Unlock()
+	if !ok {
+		l.suppressed.Inc()
+	}
+	return ok
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -30,6 +31,9 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, exitError{code: 0}
+			}
 			return nil, exitError{code: 2}
 		}
 		args = fs.Args()
@@ -118,6 +122,14 @@ func fetchDocument(ctx context.Context, src, cacert string) ([]byte, error) {
 	u, err := url.Parse(src)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") {
 		return readLimited(src)
+	}
+	if u.Scheme == "http" {
+		// Over plain HTTP anyone on the path could swap the keys and make a
+		// forged receipt verify. Only a loopback address is acceptable.
+		ip, err := netip.ParseAddr(u.Hostname())
+		if (err != nil || !ip.IsLoopback()) && u.Hostname() != "localhost" {
+			return nil, fmt.Errorf("refusing to fetch keys over plain http from %s: use https", u.Host)
+		}
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if cacert != "" {
@@ -222,7 +234,7 @@ func runKMS(args []string, getenv func(string) string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "master key version %d is now used for new data keys; older versions still open what they sealed.\nRestart or SIGHUP running instances to pick it up.\n", v)
+	fmt.Fprintf(stdout, "master key version %d is now used for new data keys; older versions still open what they sealed.\nRunning instances pick it up with their next data key (within kms.cache_max_age).\n", v)
 	return nil
 }
 

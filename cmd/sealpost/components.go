@@ -83,7 +83,7 @@ func (g *gateway) openForwarder(ctx context.Context) error {
 }
 
 func (g *gateway) buildSMTP() error {
-	if g.cfg.Listen.SMTP == "" {
+	if g.cfg.Listen.SMTP == "off" {
 		return nil
 	}
 	blobs, err := g.q.Objects(context.Background(), queue.ObjectsConfig{Bucket: "ATTACHMENTS"})
@@ -123,18 +123,17 @@ func (a *auditedEnqueuer) Enqueue(ctx context.Context, s *ingress.Submission) er
 		return err
 	}
 	details := map[string]string{"route": s.Route, "channel": s.Channel, "raw_size": strconv.FormatInt(s.RawSize, 10)}
-	for _, e := range []audit.Entry{
-		{Time: s.ReceivedAt, Actor: s.Channel, Action: audit.ActionReceived, Tenant: s.Tenant, Target: s.ID, Outcome: audit.OutcomeSuccess, Details: details},
-		{Actor: s.Channel, Action: audit.ActionQueued, Tenant: s.Tenant, Target: s.ID, Outcome: audit.OutcomeSuccess, Details: details},
-	} {
-		// The message is durable already: a failed audit append is logged
-		// and counted, and does not turn an accepted message into a retry.
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestAuditTimeout)
-		err := a.audit.Append(actx, e)
-		cancel()
-		if err != nil {
-			a.log.Error("audit append failed", "action", e.Action, "id", s.ID, "err", err)
-		}
+	// The message is durable already: a failed audit append is logged and
+	// counted, and does not turn an accepted message into a retry. Both
+	// entries share one publish.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestAuditTimeout)
+	defer cancel()
+	err := a.audit.AppendAll(actx,
+		audit.Entry{Time: s.ReceivedAt, Actor: s.Channel, Action: audit.ActionReceived, Tenant: s.Tenant, Target: s.ID, Outcome: audit.OutcomeSuccess, Details: details},
+		audit.Entry{Actor: s.Channel, Action: audit.ActionQueued, Tenant: s.Tenant, Target: s.ID, Outcome: audit.OutcomeSuccess, Details: details},
+	)
+	if err != nil {
+		a.log.Error("audit append failed", "action", audit.ActionQueued, "id", s.ID, "err", err)
 	}
 	return nil
 }
@@ -149,11 +148,16 @@ type blobStore struct {
 func (b *blobStore) PutBlob(ctx context.Context, tenant, name string, data []byte) (string, error) {
 	obj := tenant + "/" + name
 	sealed, err := b.sealer.Seal(ctx, kms.Context{Tenant: tenant, Purpose: kms.PurposeAttachment, ObjectID: obj}, data)
-	if err != nil {
-		return "", err
+	switch {
+	case errors.Is(err, kms.ErrTooLarge):
+		return "", fmt.Errorf("%w: %w", ingress.ErrTooLarge, err)
+	case err != nil:
+		// KMS unavailable or failing: the sender retries (451), the mail
+		// must not bounce.
+		return "", ingress.Temporary(err)
 	}
 	if err := b.objects.Put(ctx, obj, sealed); err != nil {
-		return "", err
+		return "", ingress.Temporary(err)
 	}
 	return "attachments/" + obj, nil
 }
@@ -178,6 +182,11 @@ func (s *idempotencyStore) Reserve(ctx context.Context, key string, rec []byte) 
 		return existing, err
 	}
 	return nil, errors.New("idempotency record keeps changing")
+}
+
+func (s *idempotencyStore) Complete(ctx context.Context, key string, rec []byte) error {
+	_, err := s.kv.Put(ctx, key, rec)
+	return err
 }
 
 func (s *idempotencyStore) Release(ctx context.Context, key string) error {

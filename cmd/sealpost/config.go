@@ -27,7 +27,7 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 	// LogLevel: debug, info (default), warn, error.
 	LogLevel string `yaml:"log_level"`
-	// Listen addresses. Empty disables that listener (admin is required).
+	// Listen addresses (host:port). Empty takes the default.
 	Listen ListenConfig `yaml:"listen"`
 	TLS    TLSConfig    `yaml:"tls"`
 	NATS   NATSConfig   `yaml:"nats"`
@@ -48,7 +48,8 @@ type Config struct {
 type ListenConfig struct {
 	// HTTPS ingest and public API (JWKS, keys, receipts). Default "127.0.0.1:8443".
 	HTTPS string `yaml:"https"`
-	// SMTP with required STARTTLS. Default "127.0.0.1:2525".
+	// SMTP with required STARTTLS. Default "127.0.0.1:2525"; "off"
+	// disables the SMTP ingress.
 	SMTP string `yaml:"smtp"`
 	// Admin: /healthz, /readyz, /metrics and the admin API, plain HTTP.
 	// Keep it on loopback or a private network. Default "127.0.0.1:9090".
@@ -74,6 +75,10 @@ type NATSConfig struct {
 	Listen string `yaml:"listen"`
 	// Replicas for every stream and bucket. Default 1; 3 on a cluster.
 	Replicas int `yaml:"replicas"`
+	// SingleInstance declares that exactly one sealpost instance uses
+	// nats.url. Only then may kms.provider be local: each instance's local
+	// master key opens only what that instance sealed. Default false.
+	SingleInstance bool `yaml:"single_instance"`
 }
 
 // KMSConfig selects the key-encryption-key provider.
@@ -233,6 +238,19 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // MarshalYAML writes the duration string.
 func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
 
+// printable reports whether s is non-empty printable ASCII.
+func printable(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
 // maxConfigBytes bounds the configuration file.
 const maxConfigBytes = 4 << 20
 
@@ -323,7 +341,7 @@ func (c *Config) Validate() error {
 		bad("log_level", "must be debug, info, warn or error, got %q", c.LogLevel)
 	}
 	for key, addr := range map[string]string{"listen.https": c.Listen.HTTPS, "listen.smtp": c.Listen.SMTP, "listen.admin": c.Listen.Admin, "nats.listen": c.NATS.Listen} {
-		if addr == "" {
+		if addr == "" || (key == "listen.smtp" && addr == "off") {
 			continue
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -334,12 +352,23 @@ func (c *Config) Validate() error {
 		bad("tls", "cert_file and key_file must be set together")
 	}
 	if c.NATS.URL != "" {
-		if u, err := url.Parse(strings.Split(c.NATS.URL, ",")[0]); err != nil || u.Host == "" {
-			bad("nats.url", "must be a nats:// URL list, got %q", c.NATS.URL)
+		for _, one := range strings.Split(c.NATS.URL, ",") {
+			u, err := url.Parse(strings.TrimSpace(one))
+			if err != nil || u.Host == "" || (u.Scheme != "nats" && u.Scheme != "tls" && u.Scheme != "ws" && u.Scheme != "wss") {
+				bad("nats.url", "must be a comma-separated list of nats:// (or tls://) URLs, got %q", one)
+				break
+			}
 		}
 		if c.NATS.Listen != "" {
 			bad("nats.listen", "only applies to the embedded server; remove it or nats.url")
 		}
+		if c.KMS.Provider == "local" && !c.NATS.SingleInstance {
+			// Each instance would have its own master key and could not
+			// open what the others sealed.
+			bad("kms.provider", "must be aws when nats.url is set: instances sharing a queue must share the key-encryption key (or set nats.single_instance: true)")
+		}
+	} else if c.NATS.Replicas > 1 {
+		bad("nats.replicas", "the embedded server is a single node: replicas above 1 need nats.url")
 	}
 	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
 		bad("nats.replicas", "must be 1 to 5, got %d", c.NATS.Replicas)
@@ -376,6 +405,9 @@ func (c *Config) Validate() error {
 	if c.SMTP.MaxRecipients < 0 || c.SMTP.MaxConnsPerIP < 0 {
 		bad("smtp", "max_recipients and max_conns_per_ip must not be negative")
 	}
+	if c.Forward.Timeout > Duration(30*time.Second) {
+		bad("forward.timeout", "must be at most 30s (a webhook attempt must end well before the queue hands the message to another worker)")
+	}
 	if c.Forward.Workers < 0 || c.Forward.Workers > 1024 {
 		bad("forward.workers", "must be between 0 (default) and 1024")
 	}
@@ -396,6 +428,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Audit.Retention < Duration(24*time.Hour) {
 		bad("audit.retention", "must be at least 24h")
+	}
+	if !printable(c.Audit.Origin) || strings.ContainsAny(c.Audit.Origin, " +") || len(c.Audit.Origin) > 255 {
+		bad("audit.origin", "must be 1-255 printable characters without spaces or '+'")
+	}
+	if c.SMTP.Hostname != "" && (!printable(c.SMTP.Hostname) || strings.ContainsAny(c.SMTP.Hostname, " ") || len(c.SMTP.Hostname) > 253) {
+		bad("smtp.hostname", "must be a host name")
 	}
 	if c.Admin.TokenSHA256 != "" && !hexSHA256.MatchString(c.Admin.TokenSHA256) {
 		bad("admin.token_sha256", "must be 64 lowercase hex digits")

@@ -99,7 +99,7 @@ func TestKillBeforeDelivery(t *testing.T) {
 	n := len(rcv.got)
 	rcv.mu.Unlock()
 	if n != 0 {
-		t.Fatal("delivered although the receiver was down")
+		t.Fatal("a delivery was recorded although the receiver refused every request")
 	}
 
 	rcv.failFirst.Store(0)

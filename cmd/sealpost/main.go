@@ -38,6 +38,7 @@ func main() {
 	var ee exitError
 	switch {
 	case err == nil:
+	case errors.As(err, &ee) && ee.code == 0:
 	case errors.As(err, &ee):
 		if ee.msg != "" {
 			fmt.Fprintln(os.Stderr, "sealpost:", ee.msg)

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,6 +45,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	fs.StringVar(&f.webhook, "webhook", "", "with --dev: the demo route's webhook `URL` (default: the built-in receiver on the admin listener)")
 	fs.StringVar(&f.dataDir, "data", getenv("SEALPOST_DATA"), "data `dir` (overrides data_dir; env SEALPOST_DATA)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitError{code: 0}
+		}
 		return exitError{code: 2}
 	}
 	if fs.NArg() > 0 {
@@ -69,11 +73,16 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	default:
 		return usageError("serve: pass --config FILE, or --dev for a zero-configuration gateway")
 	}
+	// Take SIGHUP before the (possibly long) start-up, so a reload signal
+	// sent meanwhile does not end the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	g, err := newGateway(ctx, cfg, f.dev, dev, stderr)
 	if err != nil {
 		return err
 	}
-	return g.serve(ctx, stdout)
+	return g.serve(ctx, stdout, hup)
 }
 
 // gateway is every running component, built in order by newGateway and
@@ -96,6 +105,8 @@ type gateway struct {
 	tables   *routeTables
 	// idempotency remembers Idempotency-Key uses of the ingest API.
 	idempotency *idempotencyStore
+	draining    atomic.Bool
+	anonLimit   *anonLimiter
 	bg          sync.WaitGroup
 	bgCancel    context.CancelFunc
 	closers     []func()
@@ -109,8 +120,8 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 
 // newGateway builds every component in dependency order. On error it
 // closes what it opened.
-func newGateway(ctx context.Context, cfg *Config, devMode bool, dev *devSetup, stderr io.Writer) (g *gateway, err error) {
-	g = &gateway{cfg: cfg, dev: dev, log: newLogger(stderr, cfg.LogLevel)}
+func newGateway(ctx context.Context, cfg *Config, devMode bool, dev *devSetup, stderr io.Writer) (_ *gateway, err error) {
+	g := &gateway{cfg: cfg, dev: dev, log: newLogger(stderr, cfg.LogLevel)}
 	defer func() {
 		if err != nil {
 			g.close()
@@ -232,13 +243,16 @@ func (g *gateway) goBackground(fn func()) {
 	}()
 }
 
-func (g *gateway) serve(ctx context.Context, stdout io.Writer) error {
+func (g *gateway) serve(ctx context.Context, stdout io.Writer, hup <-chan os.Signal) error {
 	lns, err := g.listen()
 	if err != nil {
 		g.close()
 		return err
 	}
-	g.consumer, err = g.q.Consume(ctx, queue.ConsumerConfig{Workers: g.cfg.Forward.Workers, Logger: g.log}, g.sealer, g.fwd.Handle)
+	// A delivery must end well inside the ack wait, or the queue hands the
+	// message to a second worker while the first is still posting it.
+	ackWait := max(45*time.Second, 2*time.Duration(g.cfg.Forward.Timeout)+15*time.Second)
+	g.consumer, err = g.q.Consume(ctx, queue.ConsumerConfig{Workers: g.cfg.Forward.Workers, AckWait: ackWait, Logger: g.log}, g.sealer, g.fwd.Handle)
 	if err != nil {
 		for _, ln := range []net.Listener{lns.https, lns.smtp, lns.admin} {
 			if ln != nil {
@@ -255,9 +269,6 @@ func (g *gateway) serve(ctx context.Context, stdout io.Writer) error {
 		go func() { errc <- g.smtp.Serve(lns.smtp) }()
 	}
 	g.announce(stdout, lns)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	for {
 		select {
 		case <-hup:
@@ -294,34 +305,50 @@ func serveHTTP(s *http.Server, ln net.Listener) error {
 	return nil
 }
 
-// shutdownTimeout bounds the graceful part of shutdown.
-const shutdownTimeout = 30 * time.Second
+// Budgets of the graceful shutdown: listeners drain first, then in-flight
+// deliveries finish (a webhook attempt takes at most forward.timeout).
+const (
+	drainTimeout   = 20 * time.Second
+	deliverTimeout = 30 * time.Second
+)
 
 // shutdown stops accepting, lets in-flight requests and deliveries finish,
 // flushes the audit log and closes NATS.
 func (g *gateway) shutdown() {
-	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
+	g.draining.Store(true) // /readyz answers 503 from now on
+	drain, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); _ = g.httpsSrv.Shutdown(ctx) }()
+	go func() { defer wg.Done(); _ = g.httpsSrv.Shutdown(drain) }()
 	go func() {
 		defer wg.Done()
 		if g.smtp != nil {
-			_ = g.smtp.Shutdown(ctx)
+			_ = g.smtp.Shutdown(drain)
 		}
 	}()
 	wg.Wait()
+	cancel()
 	if g.consumer != nil {
-		g.consumer.Stop(ctx)
+		deliver, cancel := context.WithTimeout(context.Background(), deliverTimeout)
+		g.consumer.Stop(deliver)
+		cancel()
 	}
-	_ = g.adminSrv.Shutdown(ctx)
+	adm, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = g.adminSrv.Shutdown(adm)
+	cancel()
 	g.close()
 	g.log.Info("stopped")
 }
 
-// close releases everything in reverse order of opening.
+// close releases everything in reverse order of opening: background loops
+// (key rotation, checkpoints) first, then the audit log is flushed, then
+// NATS closes.
 func (g *gateway) close() {
+	if g.bgCancel != nil {
+		g.bgCancel()
+		g.bg.Wait()
+		g.bgCancel = nil
+	}
 	if g.auditLog != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		if err := g.auditLog.Close(ctx); err != nil {
@@ -329,10 +356,6 @@ func (g *gateway) close() {
 		}
 		cancel()
 		g.auditLog = nil
-	}
-	if g.bgCancel != nil {
-		g.bgCancel()
-		g.bg.Wait()
 	}
 	for i := len(g.closers) - 1; i >= 0; i-- {
 		g.closers[i]()
@@ -363,7 +386,7 @@ func (g *gateway) listen() (l listeners, err error) {
 	if l.https, err = net.Listen("tcp", g.cfg.Listen.HTTPS); err != nil {
 		return l, fmt.Errorf("listen.https: %w", err)
 	}
-	if g.cfg.Listen.SMTP != "" {
+	if g.cfg.Listen.SMTP != "off" {
 		if l.smtp, err = net.Listen("tcp", g.cfg.Listen.SMTP); err != nil {
 			return l, fmt.Errorf("listen.smtp: %w", err)
 		}

@@ -70,7 +70,8 @@ func (s *certStore) serverTLS() *tls.Config {
 func ensureDevCert(dir string, now time.Time) (certFile, keyFile string, err error) {
 	certFile, keyFile = filepath.Join(dir, "dev-cert.pem"), filepath.Join(dir, "dev-key.pem")
 	if _, err := os.Stat(certFile); err == nil {
-		if _, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil {
+		// Reuse the pair unless it no longer loads or expires within a week.
+		if c, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil && c.Leaf != nil && now.Add(7*24*time.Hour).Before(c.Leaf.NotAfter) {
 			return certFile, keyFile, nil
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {

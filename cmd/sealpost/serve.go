@@ -154,6 +154,12 @@ func newGateway(ctx context.Context, cfg *Config, devMode bool, dev *devSetup, s
 	if err := g.reg.Register(g.q.Collector("")); err != nil {
 		return nil, err
 	}
+	// A body at the ingest limit must fit one queue message once wrapped
+	// (base64 for non-JSON bodies, the submission's other members, sealing).
+	if need := cfg.Ingest.MaxBodyBytes*4/3 + 64<<10; need > g.q.MaxPayload() {
+		return nil, fmt.Errorf("ingest.max_body_bytes %d needs queue messages of %d bytes, but the NATS server allows %d: raise max_payload on the server or lower the limit",
+			cfg.Ingest.MaxBodyBytes, need, g.q.MaxPayload())
+	}
 	bgCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	g.bgCancel = cancel
 	if err := g.openKeyring(ctx, bgCtx); err != nil {

@@ -101,6 +101,9 @@ func (g *gateway) buildSMTP() error {
 		MaxMessageBytes: g.cfg.SMTP.MaxMessageBytes, MaxRecipients: g.cfg.SMTP.MaxRecipients,
 		MaxConnsPerIP:  g.cfg.SMTP.MaxConnsPerIP,
 		CommandTimeout: time.Duration(g.cfg.SMTP.CommandTimeout), DataTimeout: time.Duration(g.cfg.SMTP.DataTimeout),
+		MaxConns: g.cfg.SMTP.MaxConns, MaxHeaderBytes: g.cfg.SMTP.MaxHeaderBytes,
+		MaxMIMEDepth: g.cfg.SMTP.MaxMIMEDepth, MaxMIMEParts: g.cfg.SMTP.MaxMIMEParts,
+		InlineAttachmentMax: g.cfg.SMTP.InlineAttachmentBytes,
 	})
 	return err
 }

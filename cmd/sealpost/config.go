@@ -138,6 +138,17 @@ type SMTPConfig struct {
 	CommandTimeout Duration `yaml:"command_timeout"`
 	// DataTimeout for the whole DATA phase. Default 10m.
 	DataTimeout Duration `yaml:"data_timeout"`
+	// MaxConns concurrently in total. Default 1000.
+	MaxConns int `yaml:"max_conns"`
+	// MaxHeaderBytes of a message's header block. Default 65536.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxMIMEDepth of nested multiparts. Default 10.
+	MaxMIMEDepth int `yaml:"max_mime_depth"`
+	// MaxMIMEParts per message. Default 100.
+	MaxMIMEParts int `yaml:"max_mime_parts"`
+	// InlineAttachmentBytes: larger attachments are stored sealed in the
+	// object store and referenced. Default 262144 (256 KiB).
+	InlineAttachmentBytes int64 `yaml:"inline_attachment_bytes"`
 }
 
 // ForwardConfig tunes webhook delivery.
@@ -402,8 +413,12 @@ func (c *Config) Validate() error {
 	if c.SMTP.MaxMessageBytes < 0 || c.SMTP.MaxMessageBytes > 100<<20 {
 		bad("smtp.max_message_bytes", "must be between 0 (default) and 104857600")
 	}
-	if c.SMTP.MaxRecipients < 0 || c.SMTP.MaxConnsPerIP < 0 {
-		bad("smtp", "max_recipients and max_conns_per_ip must not be negative")
+	if c.SMTP.MaxRecipients < 0 || c.SMTP.MaxConnsPerIP < 0 || c.SMTP.MaxConns < 0 || c.SMTP.MaxHeaderBytes < 0 ||
+		c.SMTP.MaxMIMEDepth < 0 || c.SMTP.MaxMIMEParts < 0 || c.SMTP.InlineAttachmentBytes < 0 {
+		bad("smtp", "limits must not be negative")
+	}
+	if c.SMTP.MaxHeaderBytes > 1<<20 || c.SMTP.MaxMIMEDepth > 100 || c.SMTP.MaxMIMEParts > 10000 || c.SMTP.InlineAttachmentBytes > 512<<10 {
+		bad("smtp", "max_header_bytes at most 1 MiB, max_mime_depth at most 100, max_mime_parts at most 10000, inline_attachment_bytes at most 512 KiB")
 	}
 	if c.Forward.Timeout > Duration(30*time.Second) {
 		bad("forward.timeout", "must be at most 30s (a webhook attempt must end well before the queue hands the message to another worker)")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -38,6 +39,7 @@ func BenchmarkIngestToWebhook(b *testing.B) {
 					b.Error(err)
 					return
 				}
+				_, _ = io.Copy(io.Discard, resp.Body) // so the connection is reused
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusAccepted {
 					b.Errorf("status %d", resp.StatusCode)

@@ -94,12 +94,8 @@ func (g *gateway) adminListKeys(w http.ResponseWriter, r *http.Request) {
 
 func (g *gateway) adminRotateKey(w http.ResponseWriter, r *http.Request) {
 	k, err := g.keys.Rotate(r.Context(), "admin")
-	switch {
-	case errors.Is(err, keyring.ErrRotationPending):
-		g.adminFail(w, http.StatusConflict, err)
-		return
-	case err != nil:
-		g.adminFail(w, http.StatusServiceUnavailable, err)
+	if err != nil {
+		g.keyError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, k.JWK())
@@ -107,15 +103,8 @@ func (g *gateway) adminRotateKey(w http.ResponseWriter, r *http.Request) {
 
 func (g *gateway) adminRevokeKey(w http.ResponseWriter, r *http.Request) {
 	k, err := g.keys.Revoke(r.Context(), r.PathValue("kid"), "admin")
-	switch {
-	case errors.Is(err, keyring.ErrUnknownKey):
-		g.adminFail(w, http.StatusNotFound, err)
-		return
-	case errors.Is(err, keyring.ErrRotationPending):
-		g.adminFail(w, http.StatusConflict, err)
-		return
-	case err != nil:
-		g.adminFail(w, http.StatusServiceUnavailable, err)
+	if err != nil {
+		g.keyError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, k.JWK())
@@ -231,4 +220,16 @@ func (g *gateway) adminRotateSecret(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"tenant": tenant, "route": route, "secret": secret,
 		"note": "shown once: give it to the endpoint owner now"})
+}
+
+// keyError maps keyring errors of admin requests to answers.
+func (g *gateway) keyError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, keyring.ErrUnknownKey):
+		g.adminFail(w, http.StatusNotFound, err)
+	case errors.Is(err, keyring.ErrRotationPending):
+		g.adminFail(w, http.StatusConflict, err)
+	default:
+		g.adminFail(w, http.StatusServiceUnavailable, err)
+	}
 }

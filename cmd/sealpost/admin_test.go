@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// cli runs a sealpost command against g's admin API and returns stdout.
+func (g *testGateway) cli(args ...string) (string, error) {
+	env := map[string]string{"SEALPOST_ADMIN_URL": g.adminURL, "SEALPOST_ADMIN_TOKEN": g.admin}
+	var out bytes.Buffer
+	err := run(context.Background(), args, func(k string) string { return env[k] }, &out, io.Discard)
+	return out.String(), err
+}
+
+// TestAdminCommands drives the operator commands through the CLI and the
+// admin API of a running gateway: keys, the dead-letter queue after a 410,
+// endpoint re-enabling and secret rotation, and audit verification.
+func TestAdminCommands(t *testing.T) {
+	rcv := newReceiver(t)
+	rcv.failStatus = http.StatusGone
+	rcv.failFirst.Store(1)
+	g := startGateway(t, gatewayOpts{endpoint: rcv.url()})
+
+	out, err := g.cli("keys", "list")
+	if err != nil || !strings.Contains(out, "active") {
+		t.Fatalf("keys list: %v\n%s", err, out)
+	}
+	before := g.jwks()
+	if out, err := g.cli("keys", "rotate"); err != nil || !strings.Contains(out, `"kid"`) {
+		t.Fatalf("keys rotate: %v\n%s", err, out)
+	}
+	if after := g.jwks(); len(after) != len(before)+1 {
+		t.Fatalf("JWKS has %d keys after a rotation, %d before", len(after), len(before))
+	}
+	if _, err := g.cli("keys", "revoke", "no-such-kid"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("revoking an unknown kid: %v", err)
+	}
+
+	// A 410 disables the endpoint and dead-letters the message.
+	code, doc, _ := g.ingest("invoices", `{"gone":true}`, nil)
+	if code != http.StatusAccepted {
+		t.Fatalf("ingest: %d %v", code, doc)
+	}
+	id := doc["id"].(string)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, body := g.getAuth("/v1/receipts/" + id + "/attempts")
+		if strings.Contains(string(body), "dead_lettered") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not dead-lettered: %s", body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if out, err := g.cli("endpoint", "enable", "acme", "invoices"); err != nil {
+		t.Fatalf("endpoint enable: %v\n%s", err, out)
+	}
+	out, err = g.cli("endpoint", "rotate-secret", "acme", "invoices", "--overlap", "1h")
+	if err != nil || !strings.Contains(out, "whsec_") {
+		t.Fatalf("rotate-secret: %v\n%s", err, out)
+	}
+	if out, err := g.cli("dlq", "replay", "--tenant", "acme"); err != nil || !strings.Contains(out, `"replayed": 1`) {
+		t.Fatalf("dlq replay: %v\n%s", err, out)
+	}
+	got := rcv.waitFor(t, 1, 30*time.Second)
+	if got[0].id != id || !strings.Contains(got[0].sig, "v1,") {
+		t.Fatalf("replayed delivery %s with signatures %q", got[0].id, got[0].sig)
+	}
+	checkDelivery(t, got[0], g.jwks())
+
+	out, err = g.cli("audit", "verify")
+	if err != nil || !strings.Contains(out, "OK") {
+		t.Fatalf("audit verify: %v\n%s", err, out)
+	}
+	out, err = g.cli("audit", "export", "--tenant", "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	actions := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var l struct {
+			Type   string
+			Record struct{ Action string }
+		}
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("export line %q: %v", line, err)
+		}
+		actions[l.Record.Action] = true
+	}
+	for _, want := range []string{"message.received", "message.queued", "message.signed", "message.failed", "message.dead_lettered", "message.delivered", "endpoint.enable"} {
+		if !actions[want] {
+			t.Errorf("audit export lacks %s (has %v)", want, actions)
+		}
+	}
+
+	// Without the token the admin API refuses.
+	resp, err := http.Post(g.adminURL+"/admin/keys/rotate", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("admin call without token: %d", resp.StatusCode)
+	}
+}

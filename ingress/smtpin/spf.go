@@ -205,13 +205,7 @@ func (c *spfCheck) mechanism(term, domain string, depth int) (bool, error) {
 		}
 		return p.Contains(c.ip), nil
 	case "include":
-		if err := c.countLookup(); err != nil {
-			return false, err
-		}
-		if !strings.HasPrefix(arg, ":") {
-			return false, errSPFPerm
-		}
-		target, err := c.expand(arg[1:], domain)
+		target, err := c.lookupTarget(arg, domain)
 		if err != nil {
 			return false, err
 		}
@@ -272,13 +266,7 @@ func (c *spfCheck) mechanism(term, domain string, depth int) (bool, error) {
 		}
 		return false, nil
 	case "exists":
-		if err := c.countLookup(); err != nil {
-			return false, err
-		}
-		if !strings.HasPrefix(arg, ":") {
-			return false, errSPFPerm
-		}
-		target, err := c.expand(arg[1:], domain)
+		target, err := c.lookupTarget(arg, domain)
 		if err != nil {
 			return false, err
 		}
@@ -300,6 +288,18 @@ func (c *spfCheck) mechanism(term, domain string, depth int) (bool, error) {
 }
 
 // lookupIP resolves a host name, counting void answers.
+// lookupTarget counts a DNS-querying mechanism and expands its required
+// ":domain-spec" argument (include and exists).
+func (c *spfCheck) lookupTarget(arg, domain string) (string, error) {
+	if err := c.countLookup(); err != nil {
+		return "", err
+	}
+	if !strings.HasPrefix(arg, ":") {
+		return "", errSPFPerm
+	}
+	return c.expand(arg[1:], domain)
+}
+
 func (c *spfCheck) lookupIP(host string) ([]netip.Addr, error) {
 	ir, ok := c.res.(ipResolver)
 	if !ok {

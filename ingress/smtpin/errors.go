@@ -1,7 +1,9 @@
 package smtpin
 
 import (
+	"context"
 	"errors"
+	"io"
 	"net"
 
 	"github.com/emersion/go-smtp"
@@ -70,10 +72,14 @@ func smtpReply(err error) *smtp.SMTPError {
 		return reply(554, smtp.EnhancedCode{5, 6, 0}, "Message could not be parsed")
 	case errors.Is(err, errShuttingDown):
 		return reply(421, smtp.EnhancedCode{4, 3, 2}, "Service shutting down, try again later")
+	case ingress.IsTemporary(err), errors.Is(err, context.DeadlineExceeded):
+		// Checked before net.Error: a queue or KMS deadline is a failure of
+		// ours (4.3.0), not of the connection.
+		return reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure, try again later")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return reply(451, smtp.EnhancedCode{4, 4, 2}, "Connection lost before the end of the message")
 	case errors.As(err, &ne) && ne.Timeout():
 		return reply(451, smtp.EnhancedCode{4, 4, 2}, "Timeout, try again later")
-	case ingress.IsTemporary(err):
-		return reply(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure, try again later")
 	default:
 		return reply(554, smtp.EnhancedCode{5, 0, 0}, "Transaction failed")
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 // rawTLS opens a connection, upgrades it with STARTTLS by hand and returns a
@@ -379,5 +381,43 @@ func TestSizeBoundary(t *testing.T) {
 			t.Errorf("%d bytes: got %v, want accepted=%v (else 552)", tt.size, err, tt.ok)
 		}
 		c.Reset()
+	}
+}
+
+// TestConnectionLostDuringData: a message whose connection ends before the
+// terminating "." was never accepted by the sender's view and must not be
+// queued; the sender will retry it whole.
+func TestConnectionLostDuringData(t *testing.T) {
+	ts := startServer(t, nil)
+	tp := ts.rawTLS(t)
+	tp.PrintfLine("MAIL FROM:<a@vendor.example>")
+	expect(t, tp, 250)
+	tp.PrintfLine("RCPT TO:<invoices@in.example.net>")
+	expect(t, tp, 250)
+	tp.PrintfLine("DATA")
+	expect(t, tp, 354)
+	fmt.Fprint(tp.W, "From: a@vendor.example\r\nSubject: cut off\r\n\r\nfirst half of the body")
+	tp.W.Flush()
+	tp.Close()
+
+	// Wait until the server has answered the DATA, whatever the answer.
+	answered := func() float64 {
+		var sum float64
+		for _, class := range []string{"accepted", "temporary", "rejected"} {
+			var m dto.Metric
+			if err := ts.srv.m.messages.WithLabelValues(class).Write(&m); err != nil {
+				t.Fatal(err)
+			}
+			sum += m.GetCounter().GetValue()
+		}
+		return sum
+	}
+	for deadline := time.Now().Add(5 * time.Second); answered() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the server never finished the interrupted DATA")
+		}
+	}
+	if n := len(ts.enq.all()); n != 0 {
+		t.Fatalf("%d submissions queued for a message cut off before the final dot", n)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
-	"errors"
 	"hash"
 	"io"
 )
@@ -29,7 +28,7 @@ func readChunks(r io.Reader, limit int64, h hash.Hash) (*chunks, error) {
 	lr := io.LimitReader(r, limit+1)
 	for {
 		buf := make([]byte, chunkSize)
-		n, err := io.ReadFull(lr, buf)
+		n, err := fill(lr, buf)
 		if n > 0 {
 			buf = buf[:n:n]
 			c.bufs = append(c.bufs, buf)
@@ -41,13 +40,29 @@ func readChunks(r io.Reader, limit int64, h hash.Hash) (*chunks, error) {
 		if c.size > limit {
 			return c, ErrMessageTooLarge
 		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if err == io.EOF {
 			return c, nil
 		}
 		if err != nil {
 			return c, err
 		}
 	}
+}
+
+// fill reads into buf until it is full or r fails, and returns r's error
+// unchanged. Unlike io.ReadFull it keeps io.ErrUnexpectedEOF meaningful:
+// go-smtp's DATA reader returns it when the connection ends before the
+// terminating ".", and such a message must never be accepted.
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // reader returns a reader over the stored bytes.

@@ -1,6 +1,7 @@
 package smtpin
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -186,11 +187,15 @@ func TestQueueDownIsTemporary(t *testing.T) {
 		enqErr   error
 		blobErr  error
 		wantCode int
+		wantEnh  string
 	}{
-		{"queue unavailable", ingress.ErrUnavailable, nil, 451},
-		{"kms down", ingress.Temporary(errors.New("kms: timeout")), nil, 451},
-		{"blob store down", nil, ingress.Temporary(errors.New("object store down")), 451},
-		{"unknown error", errors.New("boom"), nil, 554},
+		{"queue unavailable", ingress.ErrUnavailable, nil, 451, "4.3.0"},
+		{"kms down", ingress.Temporary(errors.New("kms: timeout")), nil, 451, "4.3.0"},
+		// A deadline is a net.Error with Timeout(); it is still our failure.
+		{"publish timeout", ingress.Temporary(fmt.Errorf("publish: %w", context.DeadlineExceeded)), nil, 451, "4.3.0"},
+		{"deadline", context.DeadlineExceeded, nil, 451, "4.3.0"},
+		{"blob store down", nil, ingress.Temporary(errors.New("object store down")), 451, "4.3.0"},
+		{"unknown error", errors.New("boom"), nil, 554, "5.0.0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -198,8 +203,8 @@ func TestQueueDownIsTemporary(t *testing.T) {
 			ts.enq.err, ts.blobs.err = tt.enqErr, tt.blobErr
 			c := ts.dial(t, true)
 			_, err := send(c, "a@vendor.example", []string{"invoices@in.example.net"}, []byte(attachmentMessage))
-			if smtpCode(err) != tt.wantCode {
-				t.Fatalf("got %v, want %d", err, tt.wantCode)
+			if smtpCode(err) != tt.wantCode || enhCode(err) != tt.wantEnh {
+				t.Fatalf("got %v, want %d %s", err, tt.wantCode, tt.wantEnh)
 			}
 			if strings.Contains(err.Error(), "boom") || strings.Contains(err.Error(), "kms") {
 				t.Errorf("answer leaks the internal error: %v", err)

@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-message/textproto"
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-msgauth/dmarc"
+	"golang.org/x/net/publicsuffix"
 )
 
 // authTimeout bounds all DNS work of SPF, DKIM and DMARC for one message.
@@ -67,9 +68,14 @@ func (s *Server) authenticate(ctx context.Context, raw *chunks, ip netip.Addr, m
 
 	// The header, for the From domain and the DKIM selectors.
 	hdr, _ := textproto.ReadHeader(bufio.NewReader(io.LimitReader(raw.reader(), int64(s.cfg.MaxHeaderBytes))))
+	// DMARC needs exactly one From field with exactly one address (RFC 7489
+	// section 6.6.1). With several fields, DKIM may have signed one while
+	// the payload shows another, so nothing is aligned.
 	fromDomain := ""
-	if list, err := (&mail.Header{Header: message.Header{Header: hdr}}).AddressList("From"); err == nil && len(list) == 1 {
-		fromDomain = addrDomain(list[0].Address)
+	if len(hdr.Values("From")) == 1 {
+		if list, err := (&mail.Header{Header: message.Header{Header: hdr}}).AddressList("From"); err == nil && len(list) == 1 {
+			fromDomain = addrDomain(list[0].Address)
+		}
 	}
 	var selectors []string
 	fields := hdr.Fields()
@@ -171,29 +177,16 @@ func aligned(d, from string, mode dmarc.AlignmentMode) bool {
 	return orgDomain(d) == orgDomain(from)
 }
 
-// twoLabelSuffixes are common public suffixes of two labels. orgDomain is an
-// approximation of the Public Suffix List algorithm that covers them.
-var twoLabelSuffixes = map[string]bool{
-	"co.uk": true, "org.uk": true, "ac.uk": true, "gov.uk": true, "ltd.uk": true, "plc.uk": true,
-	"com.au": true, "net.au": true, "org.au": true, "edu.au": true, "gov.au": true,
-	"co.jp": true, "ne.jp": true, "or.jp": true, "ac.jp": true, "go.jp": true,
-	"co.nz": true, "org.nz": true, "com.br": true, "com.cn": true, "com.mx": true,
-	"co.in": true, "co.za": true, "com.tr": true, "com.sg": true, "com.hk": true,
-	"co.kr": true, "com.tw": true, "com.ar": true, "co.il": true,
-}
-
-// orgDomain returns the organizational domain of d: its last two labels,
-// or three when the last two are a known two-label public suffix.
+// orgDomain returns the organizational domain of d (RFC 7489 section 3.2):
+// the public suffix, from the Public Suffix List compiled into
+// golang.org/x/net/publicsuffix, plus one label. A name that is itself a
+// public suffix is its own organizational domain.
 func orgDomain(d string) string {
-	labels := strings.Split(strings.ToLower(strings.TrimSuffix(d, ".")), ".")
-	n := 2
-	if len(labels) >= 3 && twoLabelSuffixes[strings.Join(labels[len(labels)-2:], ".")] {
-		n = 3
+	d = strings.ToLower(strings.TrimSuffix(d, "."))
+	if org, err := publicsuffix.EffectiveTLDPlusOne(d); err == nil {
+		return org
 	}
-	if len(labels) <= n {
-		return strings.Join(labels, ".")
-	}
-	return strings.Join(labels[len(labels)-n:], ".")
+	return d
 }
 
 // dkimTag returns the value of tag in a DKIM-Signature field value.

@@ -131,6 +131,9 @@ func TestRequireDKIM(t *testing.T) {
 		{"unsigned", simpleMessage, 550},
 		{"pass for another domain", dkimSign(t, simpleMessage, "mailer.example", "m1", edKey), 550},
 		{"broken signature", strings.Replace(dkimSign(t, simpleMessage, "vendor.example", "ed1", edKey), "invoice", "INVOICE", 1), 550},
+		// A genuine signature with a second, unsigned From placed above it:
+		// the payload would show the forged one (RFC 7489 section 6.6.1).
+		{"second From field", "From: CEO <ceo@vendor.example>\r\n" + dkimSign(t, simpleMessage, "vendor.example", "ed1", edKey), 550},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -244,6 +247,14 @@ func TestAlignment(t *testing.T) {
 		{"vendor.co.uk", "other.co.uk", false, false},
 		{"mail.vendor.co.uk", "vendor.co.uk", false, true},
 		{"", "vendor.example", false, false},
+		// Suffixes of the full Public Suffix List, not only common ones.
+		{"attacker.com.pl", "vendor.com.pl", false, false},
+		{"mail.vendor.com.pl", "vendor.com.pl", false, true},
+		{"evil.github.io", "victim.github.io", false, false},
+		{"attacker.gov.in", "vendor.gov.in", false, false},
+		// A public suffix aligns only with itself.
+		{"com.pl", "vendor.com.pl", false, false},
+		{"MAIL.Vendor.Example.", "vendor.example", false, true},
 	}
 	for _, tt := range tests {
 		mode := "r"

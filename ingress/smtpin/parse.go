@@ -220,6 +220,11 @@ func (p *parser) topHeader(h message.Header) {
 		p.m.Subject = validUTF8(h.Get("Subject"))
 		p.defect("subject: %v", err)
 	}
+	if n := len(h.Values("From")); n > 1 {
+		// RFC 5322 allows one From field; authentication ignores such mail
+		// (RFC 7489 section 6.6.1) and the payload keeps the first.
+		p.defect("from: %d header fields", n)
+	}
 	p.m.From = p.addresses(mh, "From")
 	p.m.To = p.addresses(mh, "To")
 	p.m.Cc = p.addresses(mh, "Cc")

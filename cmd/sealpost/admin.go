@@ -57,7 +57,7 @@ func (g *gateway) adminAuth(next http.Handler) http.Handler {
 			return
 		}
 		if ci := callInfoFrom(r.Context()); ci != nil {
-			ci.keyID = "admin"
+			ci.actor = "admin"
 		}
 		next.ServeHTTP(w, r)
 	})

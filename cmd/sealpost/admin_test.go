@@ -101,6 +101,35 @@ func TestAdminCommands(t *testing.T) {
 		}
 	}
 
+	// The whole log: key changes (the first key at start-up and the
+	// rotation above) and the ingest call under the API key that made it.
+	out, err = g.cli("audit", "export")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyRotations, ingestCalls := 0, 0
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var l struct {
+			Record struct{ Actor, Action, Tenant, Target, Outcome string }
+		}
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("export line %q: %v", line, err)
+		}
+		r := l.Record
+		switch {
+		case r.Action == "key.rotate" && r.Outcome == "success":
+			keyRotations++
+		case r.Action == "api.call" && r.Target == "POST /v1/ingest/{route}":
+			ingestCalls++
+			if !strings.HasPrefix(r.Actor, "apikey:") || r.Tenant != "acme" {
+				t.Errorf("ingest api.call recorded as actor %q tenant %q", r.Actor, r.Tenant)
+			}
+		}
+	}
+	if keyRotations != 2 || ingestCalls != 1 {
+		t.Errorf("whole export: %d key.rotate entries (want 2: first key, emergency rotation), %d ingest api.call entries (want 1)", keyRotations, ingestCalls)
+	}
+
 	// Without the token the admin API refuses.
 	resp, err := http.Post(g.adminURL+"/admin/keys/rotate", "", nil)
 	if err != nil {

@@ -34,7 +34,7 @@ const (
 func (g *gateway) buildServers() error {
 	ingest, err := httpin.New(httpin.Config{
 		Enqueuer: g.enqueuer(), Keys: g.tables.keys, Routes: g.tables,
-		Auditor: requestAuditor{g}, Idempotency: g.idempotency,
+		Auditor: requestAuditor{g}, Idempotency: g.idempotency, Authenticated: noteKey,
 		MaxBodyBytes: g.cfg.Ingest.MaxBodyBytes, RatePerSecond: g.cfg.Ingest.RatePerSecond, Burst: g.cfg.Ingest.Burst,
 		Logger: g.log, Registerer: g.reg,
 	})
@@ -135,12 +135,19 @@ type callInfoKey struct{}
 // callInfo collects what the audit entry of an API call needs from inside
 // the handler: the API key that authenticated.
 type callInfo struct {
-	keyID, tenant string
+	actor, tenant string
 }
 
 func callInfoFrom(ctx context.Context) *callInfo {
 	ci, _ := ctx.Value(callInfoKey{}).(*callInfo)
 	return ci
+}
+
+// noteKey records the API key that authenticated r for its api.call entry.
+func noteKey(r *http.Request, key *httpin.APIKey) {
+	if ci := callInfoFrom(r.Context()); ci != nil {
+		ci.actor, ci.tenant = "apikey:"+key.ID, key.Tenant
+	}
 }
 
 // apiCalls gives every request a request id, counts it, and appends an
@@ -169,8 +176,8 @@ func (g *gateway) apiCalls(server string, calls *prometheus.CounterVec, next htt
 			return // probes and scrapes are not API calls
 		}
 		actor := "anonymous"
-		if ci.keyID != "" {
-			actor = "apikey:" + ci.keyID
+		if ci.actor != "" {
+			actor = ci.actor
 		}
 		outcome := audit.OutcomeSuccess
 		switch {
@@ -240,9 +247,7 @@ func (g *gateway) tenantAuth(next http.Handler) http.Handler {
 			httpin.WriteProblem(w, httpin.Problem{Status: http.StatusUnauthorized, Type: "https://sealpost.dev/problems/unauthorized", Title: "Unauthorized", Detail: err.Error()})
 			return
 		}
-		if ci := callInfoFrom(r.Context()); ci != nil {
-			ci.keyID, ci.tenant = key.ID, key.Tenant
-		}
+		noteKey(r, key)
 		ctx := context.WithValue(r.Context(), tenantKey{}, key.Tenant)
 		ctx = audit.WithTenant(ctx, key.Tenant)
 		ctx = forwarder.WithTenant(ctx, key.Tenant)

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,7 +37,50 @@ func (g *gateway) openAudit(ctx, bgCtx context.Context) error {
 	}
 	g.auditLog = l
 	g.goBackground(func() { l.Run(bgCtx) })
+	if err := g.keyAudit.attach(ctx, l); err != nil {
+		return fmt.Errorf("audit: key entries of start-up: %w", err)
+	}
 	return nil
+}
+
+// maxEarlyKeyEntries bounds the keyring entries held before the audit log
+// opens: at most a first key and the next period's key are made at start-up.
+const maxEarlyKeyEntries = 16
+
+// keyringAuditor is the keyring's Auditor. Until the audit log is open it
+// holds the entries of start-up (a first or overdue key, made while the
+// keyring loads) and appends them when attached.
+type keyringAuditor struct {
+	mu    sync.Mutex
+	log   *audit.Log
+	early []audit.Entry
+}
+
+func (a *keyringAuditor) Append(ctx context.Context, e audit.Entry) error {
+	a.mu.Lock()
+	l := a.log
+	if l == nil {
+		defer a.mu.Unlock()
+		if len(a.early) >= maxEarlyKeyEntries {
+			return errors.New("audit log not open yet")
+		}
+		a.early = append(a.early, e)
+		return nil
+	}
+	a.mu.Unlock()
+	return l.Append(ctx, e)
+}
+
+func (a *keyringAuditor) attach(ctx context.Context, l *audit.Log) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.log = l
+	early := a.early
+	a.early = nil
+	if len(early) == 0 {
+		return nil
+	}
+	return l.AppendAll(ctx, early...)
 }
 
 func (g *gateway) openForwarder(ctx context.Context) error {

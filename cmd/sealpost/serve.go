@@ -97,6 +97,10 @@ type gateway struct {
 	q        *queue.Conn
 	keys     *keyring.Keyring
 	auditLog *audit.Log
+	// keyAudit passes the keyring's key.rotate and key.revoke entries to
+	// auditLog, which is opened after the keyring (its checkpoints are
+	// signed with keyring keys).
+	keyAudit *keyringAuditor
 	fwd      *forwarder.Worker
 	consumer *queue.Consumer
 	smtp     *smtpin.Server
@@ -228,8 +232,9 @@ func (g *gateway) openKeyring(ctx, bgCtx context.Context) error {
 	if err != nil {
 		return err
 	}
+	g.keyAudit = &keyringAuditor{}
 	g.keys, err = keyring.New(ctx, keyring.Config{
-		Store: kv, Sealer: g.sealer, Logger: g.log, Registerer: g.reg,
+		Store: kv, Sealer: g.sealer, Logger: g.log, Registerer: g.reg, Auditor: g.keyAudit,
 		PeriodMonths: g.cfg.Keys.PeriodMonths,
 		PrePublish:   time.Duration(g.cfg.Keys.PrePublish),
 		Grace:        time.Duration(g.cfg.Keys.Grace),

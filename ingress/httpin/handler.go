@@ -66,6 +66,10 @@ type Config struct {
 	Keys     *Keys            // required
 	Routes   Routes           // required
 	Auditor  Auditor          // optional
+	// Authenticated, when set, is called with each request's API key once
+	// it authenticated, so that the caller's per-request records (the API
+	// call audit entry) name the key and tenant.
+	Authenticated func(r *http.Request, key *APIKey)
 	// Idempotency stores Idempotency-Key uses; nil disables the header.
 	Idempotency Idempotency
 	// MaxBodyBytes is the largest accepted body. Default 1 MiB.
@@ -181,6 +185,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 	h.auditAuth(r, key, err)
 	if err != nil {
 		return "", err
+	}
+	if h.cfg.Authenticated != nil {
+		h.cfg.Authenticated(r, key)
 	}
 	routeName := r.PathValue("route")
 	if !routeNamePattern.MatchString(routeName) {

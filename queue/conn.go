@@ -42,6 +42,12 @@ type Config struct {
 	// accepts. Default 8 MiB. An external server has its own setting; the
 	// smaller of the two applies.
 	MaxPayload int32
+	// SyncInterval is how often the embedded server flushes its file store
+	// to disk. Zero (the default) flushes every write before it is
+	// acknowledged, so an accepted message survives a power loss. A positive
+	// interval is faster but loses up to that much acknowledged data when
+	// the machine (not only the process) fails.
+	SyncInterval time.Duration
 	// ConnectTimeout bounds the initial connection. Default 10s.
 	ConnectTimeout time.Duration
 	// Name identifies this instance to NATS. Default "sealpost".
@@ -138,6 +144,11 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		MaxPayload:         cfg.MaxPayload,
 		NoSigs:             true,
 		DontListen:         cfg.ListenAddr == "",
+	}
+	if cfg.SyncInterval > 0 {
+		o.SyncInterval = cfg.SyncInterval
+	} else {
+		o.SyncAlways = true
 	}
 	if cfg.ListenAddr != "" {
 		host, port, err := net.SplitHostPort(cfg.ListenAddr)

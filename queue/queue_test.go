@@ -400,3 +400,19 @@ func TestConsumerSurvivesDeletion(t *testing.T) {
 		t.Error("consumer not alive after re-subscribing")
 	}
 }
+
+// TestEmbeddedSync: by default every write is flushed to disk before it is
+// acknowledged; a sync interval is used only when configured.
+func TestEmbeddedSync(t *testing.T) {
+	if jc := openConn(t, t.TempDir()).EmbeddedJetStreamConfig(); !jc.SyncAlways {
+		t.Errorf("default embedded server: SyncAlways = false, interval %s", jc.SyncInterval)
+	}
+	c, err := queue.Open(context.Background(), queue.Config{DataDir: t.TempDir(), SyncInterval: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if jc := c.EmbeddedJetStreamConfig(); jc.SyncAlways || jc.SyncInterval != 5*time.Second {
+		t.Errorf("with SyncInterval 5s: SyncAlways %v, interval %s", jc.SyncAlways, jc.SyncInterval)
+	}
+}

@@ -32,6 +32,9 @@ const (
 // buildServers makes the HTTPS (ingest and public API), admin and SMTP
 // servers. Listeners are bound by the caller.
 func (g *gateway) buildServers() error {
+	if err := g.openBlobs(context.Background()); err != nil {
+		return err
+	}
 	ingest, err := httpin.New(httpin.Config{
 		Enqueuer: g.enqueuer(), Keys: g.tables.keys, Routes: g.tables,
 		Auditor: requestAuditor{g}, Idempotency: g.idempotency, Authenticated: noteKey,
@@ -61,6 +64,7 @@ func (g *gateway) buildServers() error {
 	pub.Handle("GET /v1/receipts/{id}", g.tenantAuth(http.HandlerFunc(g.getReceipt)))
 	pub.Handle("GET /v1/receipts/{id}/attempts", g.tenantAuth(g.fwd.AttemptsHandler()))
 	pub.Handle("POST /v1/receipts/{id}/redeliver", g.tenantAuth(g.fwd.RedeliverHandler()))
+	pub.Handle("GET /v1/attachments/{tenant}/{name}", g.tenantAuth(http.HandlerFunc(g.getAttachment)))
 	pub.Handle("/", http.HandlerFunc(notFound))
 	g.httpsSrv = &http.Server{
 		Handler:           g.apiCalls("https", calls, pub),

@@ -14,8 +14,15 @@ import (
 // Ed25519, seal and store the receipt, audit) and the webhook POST to a
 // local receiver. It reports delivered messages per second.
 func BenchmarkIngestToWebhook(b *testing.B) {
+	// sync=always is the default: every JetStream write is on disk before
+	// it is acknowledged. sync=1s shows what that costs.
+	b.Run("sync=always", func(b *testing.B) { benchIngestToWebhook(b, "") })
+	b.Run("sync=1s", func(b *testing.B) { benchIngestToWebhook(b, "nats:\n  sync_interval: 1s\n") })
+}
+
+func benchIngestToWebhook(b *testing.B, extra string) {
 	rcv := newReceiver(b)
-	g := startGateway(b, gatewayOpts{endpoint: rcv.url(), logLevel: "warn", extra: "ingest:\n  rate_per_second: 1000000\n  burst: 1000000\n"})
+	g := startGateway(b, gatewayOpts{endpoint: rcv.url(), logLevel: "warn", extra: extra + "ingest:\n  rate_per_second: 1000000\n  burst: 1000000\n"})
 	body := `{"pad":"` + strings.Repeat("x", 1024-10) + `"}`
 	const senders = 32
 	b.ResetTimer()

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"regexp"
 	"strconv"
 	"sync"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/sealpost/sealpost/audit"
 	"github.com/sealpost/sealpost/forwarder"
 	"github.com/sealpost/sealpost/ingress"
+	"github.com/sealpost/sealpost/ingress/httpin"
 	"github.com/sealpost/sealpost/ingress/smtpin"
 	"github.com/sealpost/sealpost/keyring/kms"
 	"github.com/sealpost/sealpost/queue"
@@ -130,17 +132,14 @@ func (g *gateway) buildSMTP() error {
 	if g.cfg.Listen.SMTP == "off" {
 		return nil
 	}
-	blobs, err := g.q.Objects(context.Background(), queue.ObjectsConfig{Bucket: "ATTACHMENTS"})
-	if err != nil {
-		return err
-	}
+	var err error
 	host := g.cfg.SMTP.Hostname
 	if host == "" {
 		host, _ = os.Hostname()
 	}
 	g.smtp, err = smtpin.New(smtpin.Config{
 		Hostname: host, TLSConfig: g.certs.serverTLS(), Routes: g.tables.smtp,
-		Enqueuer: g.enqueuer(), Blobs: &blobStore{objects: blobs, sealer: g.sealer},
+		Enqueuer: g.enqueuer(), Blobs: g.blobs,
 		Resolver: net.DefaultResolver, Logger: g.log, Registerer: g.reg,
 		MaxMessageBytes: g.cfg.SMTP.MaxMessageBytes, MaxRecipients: g.cfg.SMTP.MaxRecipients,
 		MaxConnsPerIP:  g.cfg.SMTP.MaxConnsPerIP,
@@ -190,6 +189,59 @@ func (a *auditedEnqueuer) Enqueue(ctx context.Context, s *ingress.Submission) er
 type blobStore struct {
 	objects *queue.Objects
 	sealer  *kms.Envelope
+}
+
+// openBlobs opens the ATTACHMENTS object store.
+func (g *gateway) openBlobs(ctx context.Context) error {
+	objects, err := g.q.Objects(ctx, queue.ObjectsConfig{Bucket: "ATTACHMENTS"})
+	if err != nil {
+		return err
+	}
+	g.blobs = &blobStore{objects: objects, sealer: g.sealer}
+	return nil
+}
+
+// blobNamePattern is a blob's name: base64url (unpadded) SHA-256.
+var blobNamePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)
+
+// getBlob opens a tenant's stored attachment or body. An unknown name, a
+// name of another tenant and a malformed name are all queue.ErrNotFound.
+func (b *blobStore) getBlob(ctx context.Context, tenant, name string) ([]byte, error) {
+	if !blobNamePattern.MatchString(name) {
+		return nil, queue.ErrNotFound
+	}
+	obj := tenant + "/" + name
+	sealed, err := b.objects.Get(ctx, obj)
+	if err != nil {
+		return nil, err
+	}
+	return b.sealer.Open(ctx, kms.Context{Tenant: tenant, Purpose: kms.PurposeAttachment, ObjectID: obj}, sealed)
+}
+
+// getAttachment serves GET /v1/attachments/{tenant}/{name}, the path of a
+// payload's "ref" under /v1/: the stored bytes, opened, for the tenant that
+// owns them.
+func (g *gateway) getAttachment(w http.ResponseWriter, r *http.Request) {
+	tenant := tenantFrom(r.Context())
+	name := r.PathValue("name")
+	if r.PathValue("tenant") != tenant {
+		name = "" // another tenant's: not found, like an unknown name
+	}
+	data, err := g.blobs.getBlob(r.Context(), tenant, name)
+	if errors.Is(err, queue.ErrNotFound) {
+		httpin.WriteProblem(w, httpin.Problem{Status: http.StatusNotFound, Type: "https://sealpost.dev/problems/not-found", Title: "Not found", Detail: "no such attachment"})
+		return
+	}
+	if err != nil {
+		g.writeAPIError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", "attachment")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	_, _ = w.Write(data)
 }
 
 func (b *blobStore) PutBlob(ctx context.Context, tenant, name string, data []byte) (string, error) {

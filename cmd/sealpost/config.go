@@ -79,6 +79,11 @@ type NATSConfig struct {
 	// nats.url. Only then may kms.provider be local: each instance's local
 	// master key opens only what that instance sealed. Default false.
 	SingleInstance bool `yaml:"single_instance"`
+	// SyncInterval is how often the embedded server flushes its store to
+	// disk. Default 0: every write is on disk before sealpost answers 202 or
+	// 250. A positive interval is faster, but a power loss (not a crash of
+	// the process) can lose what was acknowledged in the last interval.
+	SyncInterval Duration `yaml:"sync_interval"`
 }
 
 // KMSConfig selects the key-encryption-key provider.
@@ -373,6 +378,9 @@ func (c *Config) Validate() error {
 		if c.NATS.Listen != "" {
 			bad("nats.listen", "only applies to the embedded server; remove it or nats.url")
 		}
+		if c.NATS.SyncInterval != 0 {
+			bad("nats.sync_interval", "only applies to the embedded server; an external server has its own sync setting")
+		}
 		if c.KMS.Provider == "local" && !c.NATS.SingleInstance {
 			// Each instance would have its own master key and could not
 			// open what the others sealed.
@@ -380,6 +388,9 @@ func (c *Config) Validate() error {
 		}
 	} else if c.NATS.Replicas > 1 {
 		bad("nats.replicas", "the embedded server is a single node: replicas above 1 need nats.url")
+	}
+	if c.NATS.SyncInterval < 0 || time.Duration(c.NATS.SyncInterval) > 10*time.Minute {
+		bad("nats.sync_interval", "must be 0 (every write) up to 10m, got %s", time.Duration(c.NATS.SyncInterval))
 	}
 	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
 		bad("nats.replicas", "must be 1 to 5, got %d", c.NATS.Replicas)

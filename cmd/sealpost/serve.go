@@ -97,6 +97,7 @@ type gateway struct {
 	q        *queue.Conn
 	keys     *keyring.Keyring
 	auditLog *audit.Log
+	blobs    *blobStore // attachments and large bodies of mail
 	// keyAudit passes the keyring's key.rotate and key.revoke entries to
 	// auditLog, which is opened after the keyring (its checkpoints are
 	// signed with keyring keys).
@@ -150,6 +151,7 @@ func newGateway(ctx context.Context, cfg *Config, devMode bool, dev *devSetup, s
 	g.q, err = queue.Open(ctx, queue.Config{
 		URL: cfg.NATS.URL, CredsFile: cfg.NATS.CredsFile, DataDir: cfg.DataDir,
 		ListenAddr: cfg.NATS.Listen, Replicas: cfg.NATS.Replicas, Logger: g.log,
+		SyncInterval: time.Duration(cfg.NATS.SyncInterval),
 	})
 	if err != nil {
 		return nil, err

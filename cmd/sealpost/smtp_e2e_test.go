@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -87,6 +88,17 @@ func TestSMTPEndToEnd(t *testing.T) {
 				sawRef = true
 				if a.Size != int64(len(attachment)) || a.SHA256 != base64.RawURLEncoding.EncodeToString(attSum[:]) {
 					t.Errorf("attachment %+v", a)
+				}
+				// The ref is fetched under /v1/ by the tenant that owns it.
+				if code, body := g.getAuth("/v1/" + a.Ref); code != http.StatusOK || !bytes.Equal(body, attachment) {
+					t.Errorf("GET /v1/%s: %d, %d bytes; want 200 and the attachment", a.Ref, code, len(body))
+				}
+				other := strings.Replace(a.Ref, "attachments/acme/", "attachments/globex/", 1)
+				unknown := a.Ref[:len(a.Ref)-4] + "AAAA"
+				for _, p := range []string{other, unknown, "attachments/acme/..%2f..%2fx"} {
+					if code, _ := g.getAuth("/v1/" + p); code != http.StatusNotFound {
+						t.Errorf("GET /v1/%s: %d, want 404", p, code)
+					}
 				}
 			}
 		}

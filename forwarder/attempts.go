@@ -53,6 +53,9 @@ const (
 const (
 	hdrAttempt = "Sealpost-Attempt"
 	hdrNextAt  = "Sealpost-Next-At"
+	// hdrResult carries Attempt.Result, so that a redelivered message whose
+	// last attempt succeeded is acked, not posted again.
+	hdrResult = "Sealpost-Result"
 )
 
 // maxAttemptsListed bounds what Attempts returns.
@@ -74,7 +77,7 @@ func (w *Worker) recordAttempt(ctx context.Context, tenant, id string, a Attempt
 	if err != nil {
 		return fmt.Errorf("forwarder: seal attempt: %w", err)
 	}
-	h := map[string]string{hdrAttempt: strconv.Itoa(a.N)}
+	h := map[string]string{hdrAttempt: strconv.Itoa(a.N), hdrResult: a.Result}
 	if !a.NextAt.IsZero() {
 		h[hdrNextAt] = strconv.FormatInt(a.NextAt.UnixMilli(), 10)
 	}
@@ -84,30 +87,36 @@ func (w *Worker) recordAttempt(ctx context.Context, tenant, id string, a Attempt
 	return nil
 }
 
-// lastAttempt returns the number of the last scheduled attempt of a
-// receipt (0 if none was made) and, if that attempt scheduled another, when
-// it is due.
-func (w *Worker) lastAttempt(ctx context.Context, tenant, id string) (int, time.Time, error) {
+// lastAttempt is what the newest attempt record of a receipt says.
+type lastAttempt struct {
+	n         int       // number of the last scheduled attempt; 0 if none was made
+	due       time.Time // when the next attempt is due, if one was scheduled
+	delivered bool      // the last attempt succeeded
+}
+
+// lastAttempt reads the newest attempt record of a receipt from its
+// headers, without opening it.
+func (w *Worker) lastAttempt(ctx context.Context, tenant, id string) (lastAttempt, error) {
 	m, err := w.cfg.Attempts.Last(ctx, attemptsSubject(tenant, id))
 	if errors.Is(err, queue.ErrNotFound) {
-		return 0, time.Time{}, nil
+		return lastAttempt{}, nil
 	}
 	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("forwarder: last attempt: %w", err)
+		return lastAttempt{}, fmt.Errorf("forwarder: last attempt: %w", err)
 	}
 	n, err := strconv.Atoi(m.Header[hdrAttempt])
 	if err != nil || n < 0 {
-		return 0, time.Time{}, fmt.Errorf("forwarder: attempt record without a number")
+		return lastAttempt{}, fmt.Errorf("forwarder: attempt record without a number")
 	}
-	var next time.Time
+	last := lastAttempt{n: n, delivered: m.Header[hdrResult] == ResultDelivered}
 	if v := m.Header[hdrNextAt]; v != "" {
 		ms, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
-			return 0, time.Time{}, fmt.Errorf("forwarder: attempt record with a bad due time")
+			return lastAttempt{}, fmt.Errorf("forwarder: attempt record with a bad due time")
 		}
-		next = time.UnixMilli(ms)
+		last.due = time.UnixMilli(ms)
 	}
-	return n, next, nil
+	return last, nil
 }
 
 // Attempts lists the recorded attempts of a receipt, oldest first (at most

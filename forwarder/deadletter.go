@@ -109,12 +109,12 @@ func (w *Worker) redeliver(ctx context.Context, tenant, id, trigger string) erro
 	if err != nil {
 		return err
 	}
-	n, _, err := w.lastAttempt(ctx, tenant, id)
+	last, err := w.lastAttempt(ctx, tenant, id)
 	if err != nil {
 		return err
 	}
 	start := w.cfg.Now()
-	a := Attempt{N: n, Trigger: trigger, Time: start.UTC()}
+	a := Attempt{N: last.n, Trigger: trigger, Time: start.UTC()}
 	var res result
 	if disabled {
 		res = result{class: ClassDisabled}

@@ -59,9 +59,16 @@ func (w *Worker) handle(ctx context.Context, s *ingress.Submission, d delivery) 
 		w.retryLater(log, d, err)
 		return
 	}
-	n, due, err := w.lastAttempt(ctx, s.Tenant, s.ID)
+	last, err := w.lastAttempt(ctx, s.Tenant, s.ID)
 	if err != nil {
 		w.retryLater(log, d, err)
+		return
+	}
+	n, due := last.n, last.due
+	if last.delivered {
+		// Delivered, but the audit entry or the ack did not complete:
+		// finish that, never post again.
+		w.finishDelivered(ctx, log, d, s, map[string]string{"route": s.Route, "attempt": strconv.Itoa(n)})
 		return
 	}
 	if wait := due.Sub(w.cfg.Now()); !due.IsZero() && wait > earlyTolerance {
@@ -161,15 +168,7 @@ func (w *Worker) conclude(ctx context.Context, log *slog.Logger, d delivery, s *
 			w.retryLater(log, d, err)
 			return
 		}
-		if err := w.audit(ctx, audit.Entry{Actor: "system", Action: audit.ActionDelivered, Tenant: s.Tenant, Target: s.ID,
-			Outcome: audit.OutcomeSuccess, Details: details}); err != nil {
-			w.retryLater(log, d, err)
-			return
-		}
-		if err := d.Ack(ctx); err != nil {
-			log.Warn("forwarder: ack after delivery failed; the receiver may see it again", "err", err)
-		}
-		w.metrics.deliveries.WithLabelValues(ResultDelivered).Inc()
+		w.finishDelivered(ctx, log, d, s, details)
 		return
 	}
 	details["class"] = res.class
@@ -208,6 +207,21 @@ func (w *Worker) conclude(ctx context.Context, log *slog.Logger, d delivery, s *
 		log.Warn("forwarder: nak failed; the ack wait will redeliver", "err", err)
 	}
 	w.metrics.deliveries.WithLabelValues(ResultFailed).Inc()
+}
+
+// finishDelivered audits a recorded delivery and acks the message. When
+// the audit entry cannot be written the message comes back later, and its
+// delivered attempt record brings it here again instead of to the endpoint.
+func (w *Worker) finishDelivered(ctx context.Context, log *slog.Logger, d delivery, s *ingress.Submission, details map[string]string) {
+	if err := w.audit(ctx, audit.Entry{Actor: "system", Action: audit.ActionDelivered, Tenant: s.Tenant, Target: s.ID,
+		Outcome: audit.OutcomeSuccess, Details: details}); err != nil {
+		w.retryLater(log, d, err)
+		return
+	}
+	if err := d.Ack(ctx); err != nil {
+		log.Warn("forwarder: ack after delivery failed; it is acked when the queue hands it back", "err", err)
+	}
+	w.metrics.deliveries.WithLabelValues(ResultDelivered).Inc()
 }
 
 // retryLater hands a delivery back when sealpost itself could not go on.

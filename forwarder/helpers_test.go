@@ -63,17 +63,19 @@ func testKey(t testing.TB, seed string) signer.PrivateKey {
 	return k
 }
 
-// memAudit keeps entries in memory; fail makes Append fail.
+// memAudit keeps entries in memory; fail makes Append fail, failAction
+// makes it fail for one action.
 type memAudit struct {
-	mu      sync.Mutex
-	entries []audit.Entry
-	fail    bool
+	mu         sync.Mutex
+	entries    []audit.Entry
+	fail       bool
+	failAction string
 }
 
 func (a *memAudit) Append(_ context.Context, e audit.Entry) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.fail {
+	if a.fail || e.Action == a.failAction {
 		return errAuditDown
 	}
 	a.entries = append(a.entries, e)

@@ -156,6 +156,36 @@ func TestSameReceiptOnRetry(t *testing.T) {
 
 // TestNotAckedBeforeAudit: a delivery whose audit entry cannot be written is
 // not acked; it is retried.
+// TestDeliveredNotPostedAgain: the POST succeeded but its audit entry could
+// not be written, so the message was not acked. When it comes back it is
+// audited and acked without a second POST, and never dead-lettered.
+func TestDeliveredNotPostedAgain(t *testing.T) {
+	e := newEnv(t, nil)
+	rc := newReceiver(t, nil)
+	e.route("invoices", rc, nil)
+	s := submission(t, "invoices")
+	e.audit.failAction = audit.ActionDelivered
+	for range len(e.w.cfg.Schedule) + 2 {
+		d := &fakeDelivery{}
+		e.w.handle(context.Background(), s, d)
+		if d.acked || len(d.retries) != 1 {
+			t.Fatalf("decision = %s while the audit log refuses message.delivered, want retry", d.decision())
+		}
+	}
+	e.audit.failAction = ""
+	d := &fakeDelivery{}
+	e.w.handle(context.Background(), s, d)
+	if !d.acked {
+		t.Fatalf("decision = %s after the audit log came back, want ack", d.decision())
+	}
+	if n := len(rc.requests()); n != 1 {
+		t.Errorf("the receiver got %d POSTs, want 1", n)
+	}
+	if acts := e.audit.actions(s.ID); slices.Contains(acts, audit.ActionDeadLettered) || acts[len(acts)-1] != audit.ActionDelivered {
+		t.Errorf("audit trail %v", acts)
+	}
+}
+
 func TestNotAckedBeforeAudit(t *testing.T) {
 	e := newEnv(t, nil)
 	rc := newReceiver(t, nil)

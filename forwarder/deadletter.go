@@ -24,7 +24,9 @@ type deadLetter struct {
 	Reason   string    `json:"reason"`
 	Attempts int       `json:"attempts"`
 	Time     time.Time `json:"time"`
-	Envelope []byte    `json:"envelope"`
+	// Envelope is the receipt envelope as JSON, not base64: a dead letter
+	// must fit one queue message whenever its submission did.
+	Envelope json.RawMessage `json:"envelope"`
 }
 
 // Headers of dead-letter records, in the clear: no payload content.

@@ -135,7 +135,13 @@ type ConsumerConfig struct {
 	// that was in flight when an instance died waits before it is delivered
 	// again. Default 45s; handlers call InProgress for longer work.
 	AckWait time.Duration
-	Logger  *slog.Logger
+	// MaxAckPending bounds the messages delivered and not yet acked,
+	// including those waiting for a retry (Retry keeps a message pending
+	// until its delay ends). At the bound JetStream hands out nothing new,
+	// so it must exceed the retry backlog a dead endpoint can build up.
+	// Default 250,000.
+	MaxAckPending int
+	Logger        *slog.Logger
 }
 
 // Delivery is one INGEST message handed to a worker, already opened.
@@ -200,6 +206,9 @@ func (c *Conn) Consume(ctx context.Context, cfg ConsumerConfig, s Sealer, h Hand
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = 45 * time.Second
 	}
+	if cfg.MaxAckPending <= 0 {
+		cfg.MaxAckPending = 250_000
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -236,7 +245,7 @@ func (k *Consumer) subscribe(ctx context.Context) error {
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       k.cfg.AckWait,
 		MaxDeliver:    -1,
-		MaxAckPending: 10000,
+		MaxAckPending: k.cfg.MaxAckPending,
 		FilterSubject: "ingest.>",
 	})
 	if err != nil {

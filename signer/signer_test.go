@@ -343,7 +343,7 @@ func TestVerify(t *testing.T) {
 		}(), keys: set(nil), noPaylod: true},
 		{name: "valid from key history with other keys", env: good, keys: &KeySet{Keys: []PublicKey{testPublicKey(t, other), pub}}},
 		{name: "signed at window start", env: signedAt("2026-10-01T00:00:00.000000Z"), keys: set(nil)},
-		{name: "signed at window end", env: signedAt("2027-01-01T00:00:00.000000Z"), keys: set(nil)},
+		{name: "signed just before window end", env: signedAt("2026-12-31T23:59:59.999999Z"), keys: set(nil)},
 		{name: "open window", env: signedAt("2031-01-01T00:00:00.000000Z"), keys: set(func(p *PublicKey) { p.SignsUntil = time.Time{} })},
 		{name: "no lower bound", env: signedAt("2020-01-01T00:00:00.000000Z"), keys: set(func(p *PublicKey) { p.NotBefore = time.Time{} })},
 		{name: "expired from the jwks still verifies", env: good, keys: set(func(p *PublicKey) { p.Status = StatusExpired })},
@@ -353,6 +353,8 @@ func TestVerify(t *testing.T) {
 
 		{name: "signed before window", env: signedAt("2026-09-30T23:59:59.999999Z"), keys: set(nil), want: ErrOutsideWindow, step: StepWindow},
 		{name: "signed after window", env: signedAt("2027-01-01T00:00:00.000001Z"), keys: set(nil), want: ErrOutsideWindow, step: StepWindow},
+		// [nbf, signs_until): at signs_until the next key signs.
+		{name: "signed at window end", env: signedAt("2027-01-01T00:00:00.000000Z"), keys: set(nil), want: ErrOutsideWindow, step: StepWindow},
 		{name: "revoked before signing", env: good, keys: set(func(p *PublicKey) {
 			p.Status, p.RevokedAt = StatusRevoked, mustTime(t, "2026-11-01T00:00:00Z")
 		}), want: ErrRevoked, step: StepRevoked},

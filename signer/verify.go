@@ -154,9 +154,10 @@ func Verify(envelope []byte, keys *KeySet) (*Verified, error) {
 		return nil, verr(StepWindow, ErrOutsideWindow,
 			fmt.Errorf("signed_at %s is before the key's window opens at %s", r.SignedAt, FormatTime(key.NotBefore)))
 	}
-	if !key.SignsUntil.IsZero() && signedAt.After(key.SignsUntil) {
+	if !key.SignsUntil.IsZero() && !signedAt.Before(key.SignsUntil) {
+		// The window is [nbf, signs_until): at signs_until the next key signs.
 		return nil, verr(StepWindow, ErrOutsideWindow,
-			fmt.Errorf("signed_at %s is after the key's window closed at %s", r.SignedAt, FormatTime(key.SignsUntil)))
+			fmt.Errorf("signed_at %s is not before the key's window closed at %s", r.SignedAt, FormatTime(key.SignsUntil)))
 	}
 	if !key.RevokedAt.IsZero() && !signedAt.Before(key.RevokedAt) {
 		return nil, verr(StepRevoked, ErrRevoked,

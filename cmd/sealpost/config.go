@@ -160,6 +160,10 @@ type SMTPConfig struct {
 type ForwardConfig struct {
 	// Workers delivering at once per instance. Default 16.
 	Workers int `yaml:"workers"`
+	// MaxUnacked bounds the messages handed out and not yet acked, across
+	// instances: those being posted and those waiting for their next
+	// attempt. At the bound, new messages wait in the queue. Default 250000.
+	MaxUnacked int `yaml:"max_unacked"`
 	// Schedule of attempts, from the first: default
 	// [0s, 5s, 5m, 30m, 2h, 5h, 10h, 10h], each with ±20% jitter.
 	Schedule []Duration `yaml:"schedule"`
@@ -436,6 +440,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Forward.Workers < 0 || c.Forward.Workers > 1024 {
 		bad("forward.workers", "must be between 0 (default) and 1024")
+	}
+	if c.Forward.MaxUnacked != 0 && (c.Forward.MaxUnacked < 1000 || c.Forward.MaxUnacked > 10_000_000) {
+		bad("forward.max_unacked", "must be 0 (default 250000) or between 1000 and 10000000, got %d", c.Forward.MaxUnacked)
 	}
 	if c.Forward.BreakerFailures < 0 || c.Forward.BreakerFailures > 1000 {
 		bad("forward.breaker_failures", "must be between 0 (default) and 1000")

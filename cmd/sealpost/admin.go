@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -163,12 +164,22 @@ func (g *gateway) adminAuditExport(w http.ResponseWriter, r *http.Request) {
 			*dst = t
 		}
 	}
-	g.appendAudit(r.Context(), audit.Entry{Actor: "admin", Action: "audit.export", Tenant: f.Tenant, Outcome: audit.OutcomeSuccess,
+	// The export is built first, so that a failure (queue down, a tampered
+	// log) is an error answer and an audited failure, never a short file.
+	var out bytes.Buffer
+	err := g.auditLog.Export(r.Context(), &out, f)
+	g.appendAudit(r.Context(), audit.Entry{Actor: "admin", Action: "audit.export", Tenant: f.Tenant, Outcome: outcomeOf(err),
 		RequestID: r.Header.Get("X-Request-Id")})
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	if err := g.auditLog.Export(r.Context(), w, f); err != nil {
-		g.log.Error("audit export failed", "err", err)
+	if err != nil {
+		status := http.StatusServiceUnavailable
+		if errors.Is(err, audit.ErrTampered) {
+			status = http.StatusConflict
+		}
+		g.adminFail(w, status, err)
+		return
 	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	_, _ = out.WriteTo(w)
 }
 
 // adminError maps forwarder errors of admin requests to answers.

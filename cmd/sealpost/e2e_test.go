@@ -200,6 +200,10 @@ func TestQueueUnavailable(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("/readyz while the queue is down: %d", resp.StatusCode)
 	}
+	// An export that cannot be read is an error, not an empty file.
+	if out, err := g.cli("audit", "export"); err == nil {
+		t.Errorf("audit export while the queue is down succeeded with %d bytes", len(out))
+	}
 }
 
 // TestNoPlaintextAtRest runs marker payloads through the whole pipeline and

@@ -119,7 +119,7 @@ func TestAdminCommands(t *testing.T) {
 		switch {
 		case r.Action == "key.rotate" && r.Outcome == "success":
 			keyRotations++
-		case r.Action == "api.call" && r.Target == "POST /v1/ingest/{route}":
+		case r.Action == "api.call" && r.Target == "/v1/ingest/{route}":
 			ingestCalls++
 			if !strings.HasPrefix(r.Actor, "apikey:") || r.Tenant != "acme" {
 				t.Errorf("ingest api.call recorded as actor %q tenant %q", r.Actor, r.Tenant)

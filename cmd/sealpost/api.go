@@ -55,7 +55,9 @@ func (g *gateway) buildServers() error {
 	}
 
 	pub := http.NewServeMux()
-	pub.Handle("POST /v1/ingest/{route}", ingest)
+	// Without a method: the handler answers other methods with 405 and
+	// Allow: POST, which the catch-all "/" would otherwise turn into 404.
+	pub.Handle("/v1/ingest/{route}", ingest)
 	pub.Handle("GET /.well-known/jwks.json", g.keys.JWKSHandler())
 	pub.Handle("GET /v1/keys", g.keys.HistoryHandler())
 	pub.Handle("GET /v1/keys/{kid}", g.keys.HistoryHandler())

@@ -147,6 +147,9 @@ func (g *gateway) buildSMTP() error {
 		MaxConns: g.cfg.SMTP.MaxConns, MaxHeaderBytes: g.cfg.SMTP.MaxHeaderBytes,
 		MaxMIMEDepth: g.cfg.SMTP.MaxMIMEDepth, MaxMIMEParts: g.cfg.SMTP.MaxMIMEParts,
 		InlineAttachmentMax: g.cfg.SMTP.InlineAttachmentBytes,
+		// Payloads above this go to the object store in parts; it must
+		// leave room for the submission around it in one queue message.
+		MaxPayloadBytes: min(smtpin.DefaultMaxPayloadBytes, int(g.q.MaxPayload())-64<<10),
 	})
 	return err
 }

@@ -295,3 +295,46 @@ func TestServeRequiresTLS(t *testing.T) {
 		t.Fatalf("got %v, want an error naming tls.cert_file", err)
 	}
 }
+
+// TestIngestProblems checks the ingest API's error answers through the
+// gateway's own router: each is problem+json with the documented status.
+func TestIngestProblems(t *testing.T) {
+	g := startGateway(t, gatewayOpts{endpoint: newReceiver(t).url(), extra: "ingest:\n  max_body_bytes: 4096\n"})
+	tests := []struct {
+		name, method, route, auth, body string
+		want                            int
+	}{
+		{"no key", "POST", "invoices", "", `{}`, http.StatusUnauthorized},
+		{"wrong key", "POST", "invoices", "Bearer sp_k1_wrong", `{}`, http.StatusUnauthorized},
+		{"unknown route", "POST", "nope", "token", `{}`, http.StatusNotFound},
+		{"invalid JSON", "POST", "invoices", "token", `{"a":`, http.StatusBadRequest},
+		{"over the limit", "POST", "invoices", "token", `{"pad":"` + strings.Repeat("x", 5000) + `"}`, http.StatusRequestEntityTooLarge},
+		{"GET", "GET", "invoices", "token", ``, http.StatusMethodNotAllowed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tt.method, "https://"+g.https+"/v1/ingest/"+tt.route, strings.NewReader(tt.body))
+			req.Header.Set("Content-Type", "application/json")
+			switch tt.auth {
+			case "token":
+				req.Header.Set("Authorization", "Bearer "+g.token)
+			case "":
+			default:
+				req.Header.Set("Authorization", tt.auth)
+			}
+			resp, err := g.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var doc map[string]any
+			_ = json.NewDecoder(resp.Body).Decode(&doc)
+			if resp.StatusCode != tt.want || resp.Header.Get("Content-Type") != "application/problem+json" || doc["status"] != float64(tt.want) {
+				t.Fatalf("%d %s %v, want %d problem+json", resp.StatusCode, resp.Header.Get("Content-Type"), doc, tt.want)
+			}
+			if tt.want == http.StatusMethodNotAllowed && resp.Header.Get("Allow") != "POST" {
+				t.Errorf("Allow: %q", resp.Header.Get("Allow"))
+			}
+		})
+	}
+}

@@ -352,3 +352,20 @@ func TestLargeBatchesAreSplit(t *testing.T) {
 		t.Fatalf("Verify = %+v, %v", rep, err)
 	}
 }
+
+func TestRedact(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"alice.smith+tag@mail.example.com", "*@mail.example.com"},
+		{"rcpt <bob@example.org>, carol@example.net", "rcpt <*@example.org>, *@example.net"},
+		{"jürgen.müller@example.com", "*@example.com"},
+		{`"john doe"@example.com`, "*@example.com"},
+		{"root@localhost", "*@localhost"},
+		{"bob@[192.0.2.1]", "*@[192.0.2.1]"},
+		{"no address here", "no address here"},
+	}
+	for _, tt := range tests {
+		if got := redact(tt.in); got != tt.want {
+			t.Errorf("redact(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

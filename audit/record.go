@@ -77,17 +77,20 @@ var b64 = base64.StdEncoding
 // actionRE is the shape of an action name: lowercase dotted words.
 var actionRE = regexp.MustCompile(`^[a-z0-9_]+(\.[a-z0-9_-]+)*$`)
 
-// emailRE finds mail addresses so their local part can be removed. It is
-// deliberately broad: a false positive only hides a few characters of an
-// audit field, a false negative would store personal data.
-var emailRE = regexp.MustCompile(`[A-Za-z0-9.!#$%&'*+/=?^_` + "`" + `{|}~-]+@([A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+)`)
+// localPartRE finds the local part of anything shaped like a mail address:
+// a quoted string or a run of characters that are not space or delimiters,
+// followed by "@". It is deliberately broad (internationalized and quoted
+// local parts, dotless and address-literal domains): a false positive only
+// hides a few characters of an audit field, a false negative would store
+// personal data.
+var localPartRE = regexp.MustCompile(`("[^"]*"|[^\s@<>()\[\],;:"]+)@`)
 
 // redact replaces the local part of every mail address in s with "*".
 func redact(s string) string {
 	if !strings.Contains(s, "@") {
 		return s
 	}
-	return emailRE.ReplaceAllString(s, "*@$1")
+	return localPartRE.ReplaceAllString(s, "*@")
 }
 
 // normalize fills defaults, removes mail local parts and returns the entry

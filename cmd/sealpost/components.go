@@ -279,7 +279,7 @@ func (s *idempotencyStore) Reserve(ctx context.Context, key string, rec []byte) 
 		}
 		existing, _, err := s.kv.Get(ctx, key)
 		if errors.Is(err, queue.ErrNotFound) {
-			continue // released meanwhile
+			continue // expired meanwhile
 		}
 		return existing, err
 	}
@@ -289,10 +289,6 @@ func (s *idempotencyStore) Reserve(ctx context.Context, key string, rec []byte) 
 func (s *idempotencyStore) Complete(ctx context.Context, key string, rec []byte) error {
 	_, err := s.kv.Put(ctx, key, rec)
 	return err
-}
-
-func (s *idempotencyStore) Release(ctx context.Context, key string) error {
-	return s.kv.Delete(ctx, key)
 }
 
 func (g *gateway) devKeySet() *signer.KeySet { return g.keys.KeySet(time.Now(), true) }

@@ -45,12 +45,11 @@ type Auditor interface {
 
 // Idempotency remembers Idempotency-Key uses. Reserve stores rec under key
 // unless the key exists, in which case it returns the stored record.
-// Complete replaces the record once the submission is durable. Release
-// forgets a key whose request failed.
+// Complete replaces the record once the submission is durable or its
+// queueing failed.
 type Idempotency interface {
 	Reserve(ctx context.Context, key string, rec []byte) (existing []byte, err error)
 	Complete(ctx context.Context, key string, rec []byte) error
-	Release(ctx context.Context, key string) error
 }
 
 // staleReservation is how long a reservation may stay pending before a
@@ -159,7 +158,12 @@ type idemRecord struct {
 	BodySHA256 string    `json:"body_sha256"`
 	ID         string    `json:"id"`
 	Done       bool      `json:"done"`
-	At         time.Time `json:"at"`
+	// Failed: queueing under ID failed, perhaps only in its answer. The
+	// next request with the key queues again under the same ID at once, so
+	// that the queue (message id) or the receiver (webhook-id) drops a
+	// copy that did arrive.
+	Failed bool      `json:"failed,omitempty"`
+	At     time.Time `json:"at"`
 }
 
 // ServeHTTP handles one ingest request.
@@ -260,20 +264,22 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 				return "", errIdemReuse
 			case prev.Done:
 				return prev.ID, nil
-			case now.Sub(prev.At) < staleReservation:
+			case !prev.Failed && now.Sub(prev.At) < staleReservation:
 				// The first request with this key is still being queued:
 				// answering 202 now could promise what it may yet fail to do.
 				return "", errIdemInFlight
 			}
-			// A stale reservation: queue again under the same id.
+			// A failed or stale reservation: queue again under the same id.
 			sub.ID = prev.ID
 		}
 	}
 	if err := h.cfg.Enqueuer.Enqueue(r.Context(), sub); err != nil {
 		if storeKey != "" {
-			// Let the client's retry with the same key go through.
-			if rerr := h.cfg.Idempotency.Release(context.WithoutCancel(r.Context()), storeKey); rerr != nil {
-				h.log.Warn("idempotency release failed; a retry takes the reservation over once it is stale", "err", rerr)
+			// Let the client's retry with the same key go through, under
+			// the same id: a timed-out publish may have been stored.
+			rec, _ := json.Marshal(idemRecord{BodySHA256: sub.RawSHA256, ID: sub.ID, Failed: true, At: now})
+			if rerr := h.cfg.Idempotency.Complete(context.WithoutCancel(r.Context()), storeKey, rec); rerr != nil {
+				h.log.Warn("idempotency record update failed; a retry takes the reservation over once it is stale", "err", rerr)
 			}
 		}
 		return "", err

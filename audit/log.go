@@ -112,7 +112,7 @@ var rangeFactory = &compact.RangeFactory{Hash: hasher.HashChildren}
 type Log struct {
 	cfg     Config
 	log     *slog.Logger
-	entries *queue.Stream
+	entries stream
 	cps     *queue.Stream
 	m       *metrics
 
@@ -133,8 +133,11 @@ type Log struct {
 	synced   time.Time      // when the state was last compared with the stream
 	broken   error          // set when the stored log does not continue our tree
 	writerID string         // random, names this process's messages
-	lookFor  string         // message id syncLocked watches for
-	found    bool           // syncLocked saw lookFor
+	// lookFor maps the message ids of the publish in progress to the
+	// number of entries each holds; syncLocked sets found to the one it
+	// reads back, which makes it durable.
+	lookFor map[string]int
+	found   string
 
 	cpMu     sync.Mutex
 	lastCP   *checkpointRecord
@@ -362,8 +365,8 @@ func (l *Log) syncLocked(ctx context.Context) error {
 			l.lastLeaf, l.lastAt = h, m.Time.UTC().Truncate(time.Microsecond)
 		}
 		l.lastSeq = m.Seq
-		if l.lookFor != "" && m.Header["Nats-Msg-Id"] == l.lookFor {
-			l.found = true
+		if _, ok := l.lookFor[m.Header["Nats-Msg-Id"]]; ok {
+			l.found = m.Header["Nats-Msg-Id"]
 		}
 		return nil
 	})
@@ -544,18 +547,28 @@ func (l *Log) publish(batch []*pending) (int, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*l.cfg.StoreTimeout)
 	defer cancel()
+	// Every attempt's message id is watched for in every read-back of this
+	// call: an attempt whose answer was lost may be stored at any later
+	// moment, and must then count as this batch, not be written again.
+	l.lookFor, l.found = map[string]int{}, ""
+	defer func() { l.lookFor, l.found = nil, "" }()
+	// Records of this batch name this moment as their predecessor's store
+	// time; it is no later than the store's own timestamp. It is fixed for
+	// the call, so attempts at the same index build the same bytes.
+	built := l.cfg.Now().UTC().Truncate(time.Microsecond)
 	var lastErr error
 	for attempt := 0; attempt < 6; attempt++ {
 		if attempt > 0 || l.cfg.Now().Sub(l.synced) > 30*time.Second {
 			if err := l.syncLocked(ctx); err != nil {
 				return len(batch), err
 			}
+			if n, ok := l.lookFor[l.found]; ok {
+				l.published(n)
+				return n, nil
+			}
 		}
 		first := l.rng.End()
 		prev := l.lastLeaf
-		// Records of this batch name this moment as their predecessor's
-		// store time; it is no later than the store's own timestamp.
-		built := l.cfg.Now().UTC().Truncate(time.Microsecond)
 		prevAt := l.lastAt
 		var data []byte
 		var leaves [][]byte
@@ -582,10 +595,11 @@ func (l *Log) publish(batch []*pending) (int, error) {
 			"Audit-Count":                 strconv.Itoa(n),
 			"Nats-Expected-Last-Sequence": strconv.FormatUint(l.lastSeq, 10),
 		}
+		l.lookFor[msgID] = n
 		c, cancelStore := context.WithTimeout(ctx, l.cfg.StoreTimeout)
-		seq, err := l.entries.Append(c, l.cfg.Subject, msgID, hdr, data)
+		seq, dup, err := l.entries.AppendOnce(c, l.cfg.Subject, msgID, hdr, data)
 		cancelStore()
-		if err == nil && seq == l.lastSeq+1 {
+		if err == nil && !dup && seq == l.lastSeq+1 {
 			for _, h := range leaves {
 				if err := l.rng.Append(h, nil); err != nil {
 					return n, err
@@ -595,19 +609,21 @@ func (l *Log) publish(batch []*pending) (int, error) {
 			l.published(n)
 			return n, nil
 		}
-		if err == nil {
+		switch {
+		case err == nil && dup:
+			// An earlier attempt with this id is stored (a cluster checks
+			// duplicates before the expected sequence): read it back.
+			err = fmt.Errorf("duplicate of seq %d", seq)
+		case err == nil:
 			err = fmt.Errorf("stored at seq %d, expected %d", seq, l.lastSeq+1)
 		}
 		lastErr = err
 		// Another writer came first, or the answer was lost: read what is
 		// stored. Finding our own message there means it is durable.
-		l.lookFor, l.found = msgID, false
-		serr := l.syncLocked(ctx)
-		l.lookFor = ""
-		if serr != nil {
+		if serr := l.syncLocked(ctx); serr != nil {
 			return n, serr
 		}
-		if l.found {
+		if n, ok := l.lookFor[l.found]; ok {
 			l.published(n)
 			return n, nil
 		}

@@ -369,3 +369,71 @@ func TestRedact(t *testing.T) {
 		}
 	}
 }
+
+// lateStream loses the answer of the first append and stores that message
+// only later, just before the second State call after it: an append whose
+// publish timed out but reached the store after the writer looked once.
+type lateStream struct {
+	*queue.Stream
+	mu     sync.Mutex
+	held   func() error
+	states int
+}
+
+func (s *lateStream) AppendOnce(ctx context.Context, subject, msgID string, header map[string]string, data []byte) (uint64, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held == nil && s.states == 0 {
+		s.held = func() error {
+			_, _, err := s.Stream.AppendOnce(context.Background(), subject, msgID, header, data)
+			return err
+		}
+		return 0, false, context.DeadlineExceeded
+	}
+	return s.Stream.AppendOnce(ctx, subject, msgID, header, data)
+}
+
+func (s *lateStream) State(ctx context.Context) (queue.StreamState, error) {
+	s.mu.Lock()
+	if s.held != nil {
+		if s.states++; s.states == 2 {
+			if err := s.held(); err != nil {
+				s.mu.Unlock()
+				return queue.StreamState{}, err
+			}
+			s.held = nil
+		}
+	}
+	s.mu.Unlock()
+	return s.Stream.State(ctx)
+}
+
+// TestLostAnswerStoredLater: the batch is found wherever its message turns
+// up and is never written a second time.
+func TestLostAnswerStoredLater(t *testing.T) {
+	ctx := context.Background()
+	c := openConn(t)
+	entries, cps := plainStreams(t, c, "LATE")
+	keys := &testKeys{cur: newTestKey(t, "a")}
+	l := openLog(t, entries, cps, keys, nil)
+	late := &lateStream{Stream: entries}
+	l.mu.Lock()
+	l.entries = late
+	l.mu.Unlock()
+	if err := l.Append(ctx, testEntry(1, "acme")); err != nil {
+		t.Fatal(err)
+	}
+	if late.held != nil || late.states < 2 {
+		t.Fatalf("the lost message was not stored late (states %d)", late.states)
+	}
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := l.Verify(ctx, keys.keySet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK || rep.Size != 1 {
+		t.Fatalf("verify: ok %v, size %d; want one entry stored once", rep.OK, rep.Size)
+	}
+}

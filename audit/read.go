@@ -9,6 +9,17 @@ import (
 	"github.com/sealpost/sealpost/queue"
 )
 
+// stream is what the log needs of a JetStream stream; *queue.Stream is
+// one.
+type stream interface {
+	State(ctx context.Context) (queue.StreamState, error)
+	Read(ctx context.Context, o queue.ReadOptions, fn func(*queue.Msg) error) error
+	Get(ctx context.Context, seq uint64) (*queue.Msg, error)
+	AppendOnce(ctx context.Context, subject, msgID string, header map[string]string, data []byte) (uint64, bool, error)
+}
+
+var _ stream = (*queue.Stream)(nil)
+
 // readStall is how long a stream read may go without a message before the
 // reader falls back to fetching the next sequence directly. A message the
 // store counts but cannot load (a block file edited on disk fails its
@@ -18,7 +29,7 @@ const readStall = 2 * time.Second
 // scan calls fn for every message of s from start (0: the first) to the end
 // of the stream, in order. Messages the store cannot load are skipped, as
 // deleted ones are; the caller's index checks report the gap.
-func scan(ctx context.Context, s *queue.Stream, start uint64, fn func(*queue.Msg) error) error {
+func scan(ctx context.Context, s stream, start uint64, fn func(*queue.Msg) error) error {
 	st, err := s.State(ctx)
 	if err != nil {
 		return err

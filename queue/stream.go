@@ -81,6 +81,14 @@ func (s *Stream) Name() string { return s.name }
 // Append publishes data to subject and returns its sequence once stored.
 // A non-empty msgID deduplicates within the stream's duplicate window.
 func (s *Stream) Append(ctx context.Context, subject, msgID string, header map[string]string, data []byte) (uint64, error) {
+	seq, _, err := s.AppendOnce(ctx, subject, msgID, header, data)
+	return seq, err
+}
+
+// AppendOnce is Append that also reports whether the store dropped the
+// message as a duplicate of msgID; seq is then the sequence of the copy
+// stored before.
+func (s *Stream) AppendOnce(ctx context.Context, subject, msgID string, header map[string]string, data []byte) (seq uint64, duplicate bool, err error) {
 	m := nats.NewMsg(subject)
 	m.Data = data
 	for k, v := range header {
@@ -93,9 +101,9 @@ func (s *Stream) Append(ctx context.Context, subject, msgID string, header map[s
 	opts = append(opts, jetstream.WithExpectStream(s.name))
 	ack, err := s.js.PublishMsg(ctx, m, opts...)
 	if err != nil {
-		return 0, fmt.Errorf("queue: append to %s: %w", s.name, err)
+		return 0, false, fmt.Errorf("queue: append to %s: %w", s.name, err)
 	}
-	return ack.Sequence, nil
+	return ack.Sequence, ack.Duplicate, nil
 }
 
 // Get returns the message at seq, or ErrNotFound.

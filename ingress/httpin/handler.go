@@ -155,9 +155,9 @@ type accepted struct {
 }
 
 type idemRecord struct {
-	BodySHA256 string    `json:"body_sha256"`
-	ID         string    `json:"id"`
-	Done       bool      `json:"done"`
+	BodySHA256 string `json:"body_sha256"`
+	ID         string `json:"id"`
+	Done       bool   `json:"done"`
 	// Failed: queueing under ID failed, perhaps only in its answer. The
 	// next request with the key queues again under the same ID at once, so
 	// that the queue (message id) or the receiver (webhook-id) drops a

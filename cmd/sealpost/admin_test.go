@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -138,5 +139,42 @@ func TestAdminCommands(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("admin call without token: %d", resp.StatusCode)
+	}
+}
+
+// TestConfigChangesAudited: API keys live in the configuration file, so
+// each start records what changed since the last one: config.reload, and
+// apikey.create and apikey.revoke for added, removed or replaced keys. A
+// start with the same file records nothing.
+func TestConfigChangesAudited(t *testing.T) {
+	dataDir := t.TempDir()
+	endpoint := newReceiver(t).url()
+	g := startGateway(t, gatewayOpts{dataDir: dataDir, endpoint: endpoint})
+	must(t, g.stop())
+	// The same key id with a new secret: the old key is revoked, a new one created.
+	g = startGateway(t, gatewayOpts{dataDir: dataDir, endpoint: endpoint, admin: g.admin})
+	must(t, g.stop())
+	g = startGateway(t, gatewayOpts{dataDir: dataDir, endpoint: endpoint, admin: g.admin, token: g.token})
+	out, err := g.cli("audit", "export")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var l struct {
+			Record struct{ Action, Tenant, Target string }
+		}
+		must(t, json.Unmarshal([]byte(line), &l))
+		switch l.Record.Action {
+		case "config.reload", "apikey.create", "apikey.revoke":
+			got = append(got, l.Record.Action+" "+l.Record.Tenant+"/"+l.Record.Target)
+		}
+	}
+	want := []string{
+		"config.reload /config", "apikey.create acme/acme-test",
+		"config.reload /config", "apikey.revoke acme/acme-test", "apikey.create acme/acme-test",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("configuration entries\n got %q\nwant %q", got, want)
 	}
 }

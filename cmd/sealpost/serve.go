@@ -174,6 +174,9 @@ func newGateway(ctx context.Context, cfg *Config, devMode bool, dev *devSetup, s
 	if err := g.openAudit(ctx, bgCtx); err != nil {
 		return nil, err
 	}
+	if err := g.auditConfig(ctx); err != nil {
+		return nil, fmt.Errorf("audit: configuration changes: %w", err)
+	}
 	if g.tables, err = newRouteTables(cfg); err != nil {
 		return nil, err
 	}
@@ -285,11 +288,13 @@ func (g *gateway) serve(ctx context.Context, stdout io.Writer, hup <-chan os.Sig
 	for {
 		select {
 		case <-hup:
-			if err := g.certs.reload(); err != nil {
+			err := g.certs.reload()
+			if err != nil {
 				g.log.Error("certificate reload failed; keeping the previous one", "err", err)
 			} else {
 				g.log.Info("certificate reloaded")
 			}
+			g.appendAudit(ctx, audit.Entry{Actor: "signal", Action: audit.ActionConfigReload, Target: "tls", Outcome: outcomeOf(err)})
 			continue
 		case err = <-errc:
 			g.log.Error("listener failed", "err", err)

@@ -155,33 +155,41 @@ func (g *gateway) buildSMTP() error {
 }
 
 // enqueuer is what both ingresses hand submissions to: the sealing
-// publisher, recording message.received and message.queued in the audit log
-// once the queue acknowledged.
+// publisher, with message.received recorded before and message.queued once
+// the queue acknowledged.
 func (g *gateway) enqueuer() ingress.Enqueuer {
 	return &auditedEnqueuer{next: g.q.Publisher(g.sealer), audit: g.auditLog, log: g.log}
 }
 
 type auditedEnqueuer struct {
 	next  ingress.Enqueuer
-	audit *audit.Log
-	log   *slog.Logger
+	audit interface {
+		Append(ctx context.Context, e audit.Entry) error
+	}
+	log *slog.Logger
 }
 
 func (a *auditedEnqueuer) Enqueue(ctx context.Context, s *ingress.Submission) error {
+	details := map[string]string{"route": s.Route, "channel": s.Channel, "raw_size": strconv.FormatInt(s.RawSize, 10)}
+	// No message is accepted without its "received" entry: when the audit
+	// log cannot take it, the sender gets a temporary failure and retries.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestAuditTimeout)
+	err := a.audit.Append(actx, audit.Entry{Time: s.ReceivedAt, Actor: s.Channel, Action: audit.ActionReceived,
+		Tenant: s.Tenant, Target: s.ID, Outcome: audit.OutcomeSuccess, Details: details})
+	cancel()
+	if err != nil {
+		return ingress.Temporary(fmt.Errorf("audit: %w", err))
+	}
 	if err := a.next.Enqueue(ctx, s); err != nil {
 		return err
 	}
-	details := map[string]string{"route": s.Route, "channel": s.Channel, "raw_size": strconv.FormatInt(s.RawSize, 10)}
-	// The message is durable already: a failed audit append is logged and
-	// counted, and does not turn an accepted message into a retry. Both
-	// entries share one publish.
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestAuditTimeout)
+	// The message is durable now: a failed "queued" entry is logged and
+	// counted, and does not turn an accepted message into a retry (the
+	// worker's "signed" entry follows in any case).
+	actx, cancel = context.WithTimeout(context.WithoutCancel(ctx), requestAuditTimeout)
 	defer cancel()
-	err := a.audit.AppendAll(actx,
-		audit.Entry{Time: s.ReceivedAt, Actor: s.Channel, Action: audit.ActionReceived, Tenant: s.Tenant, Target: s.ID, Outcome: audit.OutcomeSuccess, Details: details},
-		audit.Entry{Actor: s.Channel, Action: audit.ActionQueued, Tenant: s.Tenant, Target: s.ID, Outcome: audit.OutcomeSuccess, Details: details},
-	)
-	if err != nil {
+	if err := a.audit.Append(actx, audit.Entry{Actor: s.Channel, Action: audit.ActionQueued, Tenant: s.Tenant,
+		Target: s.ID, Outcome: audit.OutcomeSuccess, Details: details}); err != nil {
 		a.log.Error("audit append failed", "action", audit.ActionQueued, "id", s.ID, "err", err)
 	}
 	return nil

@@ -1,6 +1,7 @@
 package smtpin
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
@@ -15,6 +16,7 @@ import (
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/charset"
 	"github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
 )
 
 // Limits bounds the work ParseMessage does on one message. Zero fields take
@@ -148,15 +150,17 @@ func parseMail(open func() io.Reader, size int64, lim Limits) (*mailPayload, err
 		},
 	}
 	hr := &headerLimitReader{r: open(), limit: lim.MaxHeaderBytes, lineStart: true}
-	ent, err := message.ReadWithOptions(hr, &message.ReadOptions{MaxHeaderBytes: -1})
+	br := bufio.NewReader(hr)
+	h, err := textproto.ReadHeader(br)
 	if hr.exceeded {
 		return nil, ErrHeaderTooLarge
 	}
-	if err != nil && ent == nil {
+	if err != nil {
 		// The cause quotes message content: it stays out of the error, which
 		// gets logged.
 		return nil, ErrMalformed
 	}
+	ent, err := newEntity(message.Header{Header: h}, br)
 	if err != nil {
 		p.defect("%v", err)
 	}
@@ -262,20 +266,22 @@ func (p *parser) walk(ent *message.Entity, depth int) error {
 		mediaType = "text/plain"
 	}
 
-	if mr := ent.MultipartReader(); mr != nil {
+	if strings.HasPrefix(mediaType, "multipart/") {
 		if depth+1 > p.lim.MaxMIMEDepth {
 			return ErrMIMETooDeep
 		}
+		mr := textproto.NewMultipartReader(ent.Body, params["boundary"])
 		n := 0
 		for {
-			part, err := mr.NextPart()
+			raw, err := mr.NextPart()
 			if errors.Is(err, io.EOF) {
 				break
 			}
-			if err != nil && part == nil {
+			if err != nil {
 				p.defect("part %d: %s: %v", p.parts, mediaType, err)
 				break
 			}
+			part, err := newEntity(message.Header{Header: raw.Header}, raw)
 			if err != nil {
 				p.defect("part %d: %v", p.parts+1, err)
 			}
@@ -291,14 +297,37 @@ func (p *parser) walk(ent *message.Entity, depth int) error {
 		return nil
 	}
 
-	disp, _, _ := ent.Header.ContentDisposition()
-	ah := mail.AttachmentHeader{Header: ent.Header}
-	filename, _ := ah.Filename()
-	isText := mediaType == "text/plain" || mediaType == "text/html"
-	if isText && filename == "" && !strings.EqualFold(disp, "attachment") {
+	filename, body := bodyPart(ent.Header, mediaType)
+	if body {
 		return p.readText(ent, mediaType)
 	}
 	return p.readAttachment(ent, mediaType, filename)
+}
+
+// bodyPart tells a text or HTML body from an attachment, whose file name
+// it returns.
+func bodyPart(h message.Header, mediaType string) (filename string, body bool) {
+	disp, _, _ := h.ContentDisposition()
+	ah := mail.AttachmentHeader{Header: h}
+	filename, _ = ah.Filename()
+	isText := mediaType == "text/plain" || mediaType == "text/html"
+	return filename, isText && filename == "" && !strings.EqualFold(disp, "attachment")
+}
+
+// newEntity is message.New, except that attachments keep their bytes:
+// go-message converts every text/* entity to UTF-8, which would change an
+// attachment's size and SHA-256 from what the sender attached. Only the
+// transfer encoding is decoded for them.
+func newEntity(h message.Header, body io.Reader) (*message.Entity, error) {
+	mediaType, params, err := h.ContentType()
+	if err == nil && strings.HasPrefix(mediaType, "text/") && params["charset"] != "" {
+		if _, isBody := bodyPart(h, mediaType); !isBody {
+			h = h.Copy()
+			delete(params, "charset")
+			h.SetContentType(mediaType, params)
+		}
+	}
+	return message.New(h, body)
 }
 
 func (p *parser) readText(ent *message.Entity, mediaType string) error {

@@ -110,6 +110,16 @@ func TestParseExpectations(t *testing.T) {
 				t.Errorf("body lost: text = %q", m.Text)
 			}
 		}},
+		{"text-attachment-latin1", func(t *testing.T, m *payloadView) {
+			want(t, "text", m.Text, "Anbei der Export für März.")
+			// An attachment keeps the bytes the sender attached: no charset
+			// conversion, so size and sha256 match the sender's file.
+			a := m.Attachments[0]
+			want(t, "filename", a.Filename, "export.csv")
+			if a.Size != 23 || a.SHA256 != "7knYtYnfoeyM1XECrrBhv7oW4dnsBd6NoO8aD0TL1Lk" {
+				t.Errorf("attachment size %d sha256 %s, want the 23 bytes as sent", a.Size, a.SHA256)
+			}
+		}},
 		{"unknown-charset", func(t *testing.T, m *payloadView) {
 			if len(m.Defects) == 0 || !strings.Contains(m.Text, "kept as they came") {
 				t.Errorf("defects %v, text %q", m.Defects, m.Text)

@@ -335,11 +335,11 @@ func (p *parser) readText(ent *message.Entity, mediaType string) error {
 	if err != nil {
 		p.defect("part %d: %s body: %v", p.parts, mediaType, err)
 	}
-	b := c.bytes()
-	if !utf8.Valid(b) {
+	s := c.string()
+	if !utf8.ValidString(s) {
 		p.defect("part %d: %s body is not valid UTF-8", p.parts, mediaType)
+		s = validUTF8(s)
 	}
-	s := validUTF8(string(b))
 	if mediaType == "text/html" {
 		p.html = append(p.html, s)
 	} else {

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"hash"
 	"io"
+	"strings"
 )
 
 // chunkSize is the unit in which message bytes are buffered. Chunks keep the
@@ -72,6 +73,16 @@ func (c *chunks) reader() io.Reader {
 		rs[i] = bytes.NewReader(b)
 	}
 	return io.MultiReader(rs...)
+}
+
+// string returns the stored bytes as a string, copying them once.
+func (c *chunks) string() string {
+	var b strings.Builder
+	b.Grow(int(c.size))
+	for _, buf := range c.bufs {
+		b.Write(buf)
+	}
+	return b.String()
 }
 
 // bytes returns the stored bytes as one slice (shared when there is a single

@@ -224,7 +224,7 @@ func (ss *session) receive(r io.Reader) (ids []string, size int64, err error) {
 			Source:     src,
 			Payload:    payload,
 			RawSHA256:  rawSHA,
-			RawSize:    raw.size,
+			RawSize:    size,
 		}
 		if err := sub.Validate(); err != nil {
 			return ids, size, err
@@ -269,6 +269,28 @@ func (s *Server) buildPayload(ctx context.Context, m *mailPayload, tenant string
 			return nil, err
 		}
 	}
+	storeText := func() (err error) {
+		p.TextRef, p.TextSHA256, err = put([]byte(p.Text))
+		p.Text = ""
+		return err
+	}
+	storeHTML := func() (err error) {
+		p.HTMLRef, p.HTMLSHA256, err = put([]byte(p.HTML))
+		p.HTML = ""
+		return err
+	}
+	// A body that alone exceeds the payload is stored before anything is
+	// encoded: encoding it first would only cost memory.
+	if len(p.Text) > s.cfg.MaxPayloadBytes {
+		if err := storeText(); err != nil {
+			return nil, err
+		}
+	}
+	if len(p.HTML) > s.cfg.MaxPayloadBytes {
+		if err := storeHTML(); err != nil {
+			return nil, err
+		}
+	}
 	for {
 		b, err := marshalJSON(&p)
 		if err != nil {
@@ -277,26 +299,31 @@ func (s *Server) buildPayload(ctx context.Context, m *mailPayload, tenant string
 		if len(b) <= s.cfg.MaxPayloadBytes {
 			return b, nil
 		}
-		var largest *attachment
-		for _, a := range p.Attachments {
-			if a.Content != nil && (largest == nil || a.Size > largest.Size) {
-				largest = a
+		// Store the largest parts until what they free covers the excess,
+		// then encode again: a few encodings, however many parts there are.
+		for excess := len(b) - s.cfg.MaxPayloadBytes; excess > 0; {
+			var largest *attachment
+			for _, a := range p.Attachments {
+				if a.Content != nil && (largest == nil || a.Size > largest.Size) {
+					largest = a
+				}
 			}
-		}
-		switch {
-		case largest != nil:
-			err = store(largest)
-		case p.Text != "" && len(p.Text) >= len(p.HTML):
-			p.TextRef, p.TextSHA256, err = put([]byte(p.Text))
-			p.Text = ""
-		case p.HTML != "":
-			p.HTMLRef, p.HTMLSHA256, err = put([]byte(p.HTML))
-			p.HTML = ""
-		default:
-			return nil, errPayloadTooLarge
-		}
-		if err != nil {
-			return nil, err
+			switch {
+			case largest != nil:
+				excess -= len(*largest.Content)
+				err = store(largest)
+			case p.Text != "" && len(p.Text) >= len(p.HTML):
+				excess -= len(p.Text)
+				err = storeText()
+			case p.HTML != "":
+				excess -= len(p.HTML)
+				err = storeHTML()
+			default:
+				return nil, errPayloadTooLarge
+			}
+			if err != nil {
+				return nil, err
+			}
 		}
 	}
 }

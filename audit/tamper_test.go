@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"slices"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -143,6 +144,19 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		out[i] = bytes.Replace(out[i], []byte(old), []byte(new), 1)
 		return out
 	}
+	// batch stores the records of messages i.. as one message, the way
+	// concurrent appends are written, leaving out the ones in drop.
+	batch := func(i, n int, drop ...int) [][]byte {
+		var lines [][]byte
+		for j := i; j < i+n; j++ {
+			if !slices.Contains(drop, j) {
+				lines = append(lines, f.msgs[j])
+			}
+		}
+		out := append([][]byte{}, f.msgs[:i]...)
+		out = append(out, bytes.Join(lines, []byte("\n")))
+		return append(out, f.msgs[i+n:]...)
+	}
 	swapped := append([][]byte{}, f.msgs...)
 	swapped[11], swapped[12] = swapped[12], swapped[11]
 	tests := []struct {
@@ -160,6 +174,8 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		{name: "edited newest", msgs: edit(32, `"req-0032"`, `"req-9999"`), kinds: []string{KindModified}, firstBad: 31},
 		{name: "deleted", msgs: f.msgs, deleteAt: 7, kinds: []string{KindDeleted}, firstBad: 7},
 		{name: "left out", msgs: without(f.msgs, 20), kinds: []string{KindDeleted}, firstBad: 21},
+		// Entries 5..7 in one message at seq 6; 6 is taken out of it.
+		{name: "left out of a batch", msgs: batch(5, 3, 6), kinds: []string{KindDeleted}, firstBad: 6},
 		{name: "oldest deleted", msgs: f.msgs, deleteAt: 1, kinds: []string{KindDeleted}, firstBad: 2},
 		{name: "reordered", msgs: swapped, kinds: []string{KindReordered}, firstBad: 12},
 		{name: "duplicated", msgs: with(f.msgs, 16, f.msgs[15]), kinds: []string{KindInserted}, firstBad: 17},

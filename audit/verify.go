@@ -343,7 +343,10 @@ func (v *verifier) record(line []byte, seq uint64) {
 			return
 		}
 		if v.gapSeq == 0 {
-			v.gapSeq, v.gapFrom = seq, v.lastSeq+1
+			// The missing records were in the messages after the last
+			// accepted one, or in this message itself when it holds a
+			// batch that lost a line.
+			v.gapSeq, v.gapFrom = seq, min(seq, v.lastSeq+1)
 		}
 		v.buf[r.Index] = bufRec{hash: h, prev: r.prevHash(), seq: seq}
 		if len(v.buf) > maxReorder {

@@ -300,6 +300,16 @@ func TestHandlerExportsOwnTenant(t *testing.T) {
 	if got := l.Size(); got != 13 {
 		t.Fatalf("size %d after one export, want 13", got)
 	}
+	// While the export slots are taken, another export waits its turn.
+	for range maxTenantExports {
+		l.exportSlots <- struct{}{}
+	}
+	req := httptest.NewRequest("GET", "/v1/audit?"+day, nil).WithContext(WithTenant(ctx, "acme"))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") == "" {
+		t.Fatalf("export with every slot taken: %d %q", rec.Code, rec.Header().Get("Retry-After"))
+	}
 }
 
 func TestCheckpointHandlerAndGolden(t *testing.T) {

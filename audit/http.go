@@ -29,6 +29,9 @@ const maxExportWindow = 31 * 24 * time.Hour
 // proofs, see Export). Both bounds are required and at most 31 days apart.
 // The tenant comes from the request context (WithTenant); without one the
 // answer is 401. The export itself is audited.
+// maxTenantExports is how many tenant exports run at once; more get 429.
+const maxTenantExports = 2
+
 func (l *Log) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet {
@@ -53,6 +56,14 @@ func (l *Log) Handler() http.Handler {
 			return
 		case until.Sub(since) > maxExportWindow:
 			writeProblem(w, http.StatusBadRequest, "since and until may be at most 31 days apart")
+			return
+		}
+		select {
+		case l.exportSlots <- struct{}{}:
+			defer func() { <-l.exportSlots }()
+		default:
+			w.Header().Set("Retry-After", "10")
+			writeProblem(w, http.StatusTooManyRequests, "other exports are running; try again later")
 			return
 		}
 		reqID := r.Header.Get("X-Request-Id")

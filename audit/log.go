@@ -139,6 +139,10 @@ type Log struct {
 	lookFor map[string]int
 	found   string
 
+	// exportSlots bounds the tenant exports (GET /v1/audit) running at
+	// once: each reads the whole log to build its proofs.
+	exportSlots chan struct{}
+
 	cpMu     sync.Mutex
 	lastCP   *checkpointRecord
 	lastCPAt time.Time
@@ -212,7 +216,7 @@ func Open(ctx context.Context, c Config) (*Log, error) {
 		c.ReadOnly = true
 	}
 	l := &Log{cfg: c, log: c.Logger, entries: c.Stream, cps: c.Checkpoints, m: newMetrics(c.Registerer),
-		rng: rangeFactory.NewEmptyRange(0), writerID: randomID()}
+		rng: rangeFactory.NewEmptyRange(0), writerID: randomID(), exportSlots: make(chan struct{}, maxTenantExports)}
 	if l.entries == nil || l.cps == nil {
 		if c.Conn == nil {
 			return nil, errors.New("audit: conn or both streams are required")

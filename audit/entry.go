@@ -29,7 +29,10 @@ const (
 	ActionFailed       = "message.failed"
 	ActionDeadLettered = "message.dead_lettered"
 	ActionDeleted      = "message.deleted"
-	ActionRedeliver    = "message.redeliver"
+	// ActionQuarantined: the queued message could not be opened or parsed
+	// and was moved, still sealed, to the QUARANTINE stream.
+	ActionQuarantined = "message.quarantined"
+	ActionRedeliver   = "message.redeliver"
 )
 
 // Outcomes.

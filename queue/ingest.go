@@ -141,7 +141,13 @@ type ConsumerConfig struct {
 	// so it must exceed the retry backlog a dead endpoint can build up.
 	// Default 250,000.
 	MaxAckPending int
-	Logger        *slog.Logger
+	// Quarantined, when set, is called once a message that cannot be opened
+	// or parsed was copied to QUARANTINE, with the tenant and id from its
+	// headers and the class of the problem ("unopenable" or "invalid"). The
+	// message leaves INGEST only once it returns nil (for example once an
+	// audit entry is durable); an error keeps it queued for a later try.
+	Quarantined func(ctx context.Context, tenant, id, class string) error
+	Logger      *slog.Logger
 }
 
 // Delivery is one INGEST message handed to a worker, already opened.
@@ -231,7 +237,7 @@ func (c *Conn) Consume(ctx context.Context, cfg ConsumerConfig, s Sealer, h Hand
 		go func() {
 			defer k.wg.Done()
 			for m := range msgs {
-				c.deliver(wctx, log, s, h, m)
+				c.deliver(wctx, log, s, h, m, cfg.Quarantined)
 			}
 		}()
 	}
@@ -309,7 +315,7 @@ func (k *Consumer) fetch(msgs chan<- jetstream.Msg) {
 // Alive reports whether the consumer is fetching (for /readyz).
 func (k *Consumer) Alive() bool { return k.alive.Load() }
 
-func (c *Conn) deliver(ctx context.Context, log *slog.Logger, s Sealer, h Handler, m jetstream.Msg) {
+func (c *Conn) deliver(ctx context.Context, log *slog.Logger, s Sealer, h Handler, m jetstream.Msg, quarantined func(ctx context.Context, tenant, id, class string) error) {
 	meta, err := m.Metadata()
 	if err != nil {
 		log.Error("queue: message without metadata", "err", err)
@@ -318,7 +324,7 @@ func (c *Conn) deliver(ctx context.Context, log *slog.Logger, s Sealer, h Handle
 	}
 	tenant, id := m.Headers().Get(hdrTenant), m.Headers().Get(hdrID)
 	if tenant == "" || id == "" {
-		c.quarantine(ctx, log, m, meta, "missing headers")
+		c.quarantine(ctx, log, m, meta, "invalid", "missing headers", quarantined)
 		return
 	}
 	body, err := s.Open(ctx, kms.Context{Tenant: tenant, Purpose: kms.PurposeIngest, ObjectID: id}, m.Data())
@@ -330,7 +336,7 @@ func (c *Conn) deliver(ctx context.Context, log *slog.Logger, s Sealer, h Handle
 		}
 		// Sealed under another key (provider or key changed, another
 		// instance's local master key) or altered in the store.
-		c.quarantine(ctx, log, m, meta, err.Error())
+		c.quarantine(ctx, log, m, meta, "unopenable", err.Error(), quarantined)
 		return
 	}
 	var sub ingress.Submission
@@ -343,7 +349,7 @@ func (c *Conn) deliver(ctx context.Context, log *slog.Logger, s Sealer, h Handle
 		err = errors.New("headers do not match the sealed submission")
 	}
 	if err != nil {
-		c.quarantine(ctx, log, m, meta, err.Error())
+		c.quarantine(ctx, log, m, meta, "invalid", err.Error(), quarantined)
 		return
 	}
 	h(ctx, &Delivery{Submission: &sub, Attempt: int(meta.NumDelivered), Queued: meta.Timestamp, msg: m})
@@ -352,7 +358,7 @@ func (c *Conn) deliver(ctx context.Context, log *slog.Logger, s Sealer, h Handle
 // quarantine moves a message that cannot be processed, still sealed, to
 // QUARANTINE and only then removes it from INGEST. If the move fails the
 // message stays in INGEST and is tried again later.
-func (c *Conn) quarantine(ctx context.Context, log *slog.Logger, m jetstream.Msg, meta *jetstream.MsgMetadata, reason string) {
+func (c *Conn) quarantine(ctx context.Context, log *slog.Logger, m jetstream.Msg, meta *jetstream.MsgMetadata, class, reason string, quarantined func(ctx context.Context, tenant, id, class string) error) {
 	q := nats.NewMsg("quarantine." + m.Subject())
 	q.Data = m.Data()
 	for k, v := range m.Headers() {
@@ -368,9 +374,19 @@ func (c *Conn) quarantine(ctx context.Context, log *slog.Logger, m jetstream.Msg
 		_ = m.NakWithDelay(openRetryDelay)
 		return
 	}
+	tenant, id := m.Headers().Get(hdrTenant), m.Headers().Get(hdrID)
+	if quarantined != nil {
+		if err := quarantined(ctx, tenant, id, class); err != nil {
+			// The copy in QUARANTINE is deduplicated by its message id
+			// when this is tried again.
+			log.Error("queue: quarantined message kept queued until it is recorded", "seq", meta.Sequence.Stream, "err", err)
+			_ = m.NakWithDelay(openRetryDelay)
+			return
+		}
+	}
 	c.quarantined.Add(1)
 	log.Error("queue: message cannot be opened or parsed; moved to quarantine",
-		"seq", meta.Sequence.Stream, "tenant", m.Headers().Get(hdrTenant), "id", m.Headers().Get(hdrID), "reason", reason)
+		"seq", meta.Sequence.Stream, "tenant", tenant, "id", id, "class", class, "reason", reason)
 	_ = m.Term()
 }
 

@@ -274,11 +274,17 @@ func TestUnopenableIsQuarantined(t *testing.T) {
 	ctx := context.Background()
 	c := openConn(t, dir)
 	other := sealer(t, t.TempDir()) // another instance's local master key
-	if err := c.Publisher(other).Enqueue(ctx, submission(ingress.NewID(time.Now()), "q")); err != nil {
+	id := ingress.NewID(time.Now())
+	if err := c.Publisher(other).Enqueue(ctx, submission(id, "q")); err != nil {
 		t.Fatal(err)
 	}
 	called := make(chan struct{}, 1)
-	cons, err := c.Consume(ctx, queue.ConsumerConfig{}, sealer(t, dir), func(ctx context.Context, d *queue.Delivery) {
+	recorded := make(chan string, 4)
+	cfg := queue.ConsumerConfig{Quarantined: func(_ context.Context, tenant, id, class string) error {
+		recorded <- tenant + " " + id + " " + class
+		return nil
+	}}
+	cons, err := c.Consume(ctx, cfg, sealer(t, dir), func(ctx context.Context, d *queue.Delivery) {
 		called <- struct{}{}
 		_ = d.Ack(ctx)
 	})
@@ -315,9 +321,23 @@ func TestUnopenableIsQuarantined(t *testing.T) {
 	if _, err := other.Open(ctx, kms.Context{Tenant: "acme", Purpose: kms.PurposeIngest, ObjectID: m.Header["Sealpost-Id"]}, m.Data); err != nil {
 		t.Errorf("quarantined copy does not open with its key: %v", err)
 	}
-	got := gather(t, c)
-	if got["sealpost_queue_stream_messages/INGEST"] != 0 || got["sealpost_queue_quarantined_total"] != 1 {
-		t.Errorf("after quarantine: %v", got)
+	select {
+	case r := <-recorded:
+		if r != "acme "+id+" unopenable" {
+			t.Errorf("quarantine recorded as %q", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the quarantine was not reported to ConsumerConfig.Quarantined")
+	}
+	// The message leaves INGEST once the quarantine was recorded.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		got := gather(t, c)
+		if got["sealpost_queue_stream_messages/INGEST"] == 0 && got["sealpost_queue_quarantined_total"] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after quarantine: %v", got)
+		}
 	}
 	select {
 	case <-called:

@@ -268,7 +268,13 @@ func (g *gateway) serve(ctx context.Context, stdout io.Writer, hup <-chan os.Sig
 	// A delivery must end well inside the ack wait, or the queue hands the
 	// message to a second worker while the first is still posting it.
 	ackWait := max(45*time.Second, 2*time.Duration(g.cfg.Forward.Timeout)+15*time.Second)
-	g.consumer, err = g.q.Consume(ctx, queue.ConsumerConfig{Workers: g.cfg.Forward.Workers, AckWait: ackWait, MaxAckPending: g.cfg.Forward.MaxUnacked, Logger: g.log}, g.sealer, g.fwd.Handle)
+	g.consumer, err = g.q.Consume(ctx, queue.ConsumerConfig{
+		Workers: g.cfg.Forward.Workers, AckWait: ackWait, MaxAckPending: g.cfg.Forward.MaxUnacked, Logger: g.log,
+		Quarantined: func(ctx context.Context, tenant, id, class string) error {
+			return g.auditLog.Append(ctx, audit.Entry{Actor: "system", Action: audit.ActionQuarantined, Tenant: tenant, Target: id,
+				Outcome: audit.OutcomeFailure, Details: map[string]string{"class": class}})
+		},
+	}, g.sealer, g.fwd.Handle)
 	if err != nil {
 		for _, ln := range []net.Listener{lns.https, lns.smtp, lns.admin} {
 			if ln != nil {

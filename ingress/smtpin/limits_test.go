@@ -421,3 +421,32 @@ func TestConnectionLostDuringData(t *testing.T) {
 		t.Fatalf("%d submissions queued for a message cut off before the final dot", n)
 	}
 }
+
+// TestBDATDataTimeout: go-smtp gives every BDAT chunk a fresh command
+// deadline; the whole transfer is still bounded by DataTimeout.
+func TestBDATDataTimeout(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.DataTimeout = time.Second; c.CommandTimeout = 5 * time.Second })
+	tp := ts.rawTLS(t)
+	tp.PrintfLine("MAIL FROM:<a@vendor.example>")
+	expect(t, tp, 250)
+	tp.PrintfLine("RCPT TO:<invoices@in.example.net>")
+	expect(t, tp, 250)
+	for i := 0; ; i++ {
+		if i == 6 {
+			t.Fatal("six slow chunks, 3s in all, were all accepted with a 1s data timeout")
+		}
+		fmt.Fprintf(tp.W, "BDAT 5\r\nX: y\n")
+		tp.W.Flush()
+		code, msg, err := tp.ReadResponse(0)
+		if code == 451 && strings.HasPrefix(msg, "4.4.2") {
+			break
+		}
+		if code != 250 {
+			t.Fatalf("chunk %d: %d %s %v", i, code, msg, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if n := len(ts.enq.all()); n != 0 {
+		t.Fatalf("%d submissions", n)
+	}
+}

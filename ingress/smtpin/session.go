@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"os"
 	"net/netip"
 	"strings"
 	"time"
@@ -122,7 +123,9 @@ func (ss *session) Data(r io.Reader) error {
 	start := time.Now()
 	ss.conn.Conn().SetReadDeadline(start.Add(s.cfg.DataTimeout))
 
-	ids, size, err := ss.receive(r)
+	// The read deadline covers DATA. With BDAT go-smtp sets a command
+	// deadline before every chunk, so the whole transfer is bounded here.
+	ids, size, err := ss.receive(&deadlineReader{r: r, deadline: start.Add(s.cfg.DataTimeout)})
 	reply := smtpReply(err)
 	result := "accepted"
 	switch {
@@ -354,3 +357,19 @@ type tlsSource struct {
 }
 
 var _ net.Conn = (*trackedConn)(nil)
+
+// deadlineReader fails reads once deadline has passed.
+type deadlineReader struct {
+	r        io.Reader
+	deadline time.Time
+}
+
+// errDataTimeout is a message transfer that took longer than DataTimeout.
+var errDataTimeout = &net.OpError{Op: "read", Net: "smtp", Err: os.ErrDeadlineExceeded}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	if time.Now().After(d.deadline) {
+		return 0, errDataTimeout
+	}
+	return d.r.Read(p)
+}

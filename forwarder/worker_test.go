@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sealpost/sealpost/audit"
 	"github.com/sealpost/sealpost/queue"
 	"github.com/sealpost/sealpost/signer"
@@ -98,8 +100,37 @@ func TestDeliverThroughQueue(t *testing.T) {
 	if len(as) != 1 || as[0].Result != ResultDelivered || as[0].Status != http.StatusNoContent || as[0].N != 1 {
 		t.Errorf("attempts = %+v", as)
 	}
-	// The message left INGEST: nothing else arrives.
-	waitFor(t, "ack", func() bool { return len(rc.requests()) == 1 })
+	// The message was acked: it left INGEST, so nothing else can arrive.
+	waitFor(t, "ack", func() bool { return ingestMessages(t, e.conn) == 0 })
+	if n := len(rc.requests()); n != 1 {
+		t.Errorf("%d requests, want 1", n)
+	}
+}
+
+// ingestMessages is the number of messages in INGEST, from the queue's
+// metrics.
+func ingestMessages(t *testing.T, c *queue.Conn) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c.Collector(""))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "sealpost_queue_stream_messages" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "stream" && l.GetValue() == "INGEST" {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatal("no INGEST message count")
+	return 0
 }
 
 // TestSameReceiptOnRetry checks that every attempt sends the same signed

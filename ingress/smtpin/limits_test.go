@@ -36,6 +36,17 @@ func (ts *testServer) rawTLS(t *testing.T) *textproto.Conn {
 	return tp
 }
 
+// rawEnvelope is rawTLS with MAIL FROM and one RCPT TO accepted.
+func (ts *testServer) rawEnvelope(t *testing.T) *textproto.Conn {
+	t.Helper()
+	tp := ts.rawTLS(t)
+	tp.PrintfLine("MAIL FROM:<a@vendor.example>")
+	expect(t, tp, 250)
+	tp.PrintfLine("RCPT TO:<invoices@in.example.net>")
+	expect(t, tp, 250)
+	return tp
+}
+
 func expect(t *testing.T, tp *textproto.Conn, code int) string {
 	t.Helper()
 	got, msg, err := tp.ReadResponse(0)
@@ -225,11 +236,7 @@ func TestTimeouts(t *testing.T) {
 	})
 	t.Run("data", func(t *testing.T) {
 		ts := startServer(t, func(c *Config) { c.DataTimeout = time.Second })
-		tp := ts.rawTLS(t)
-		tp.PrintfLine("MAIL FROM:<a@vendor.example>")
-		expect(t, tp, 250)
-		tp.PrintfLine("RCPT TO:<invoices@in.example.net>")
-		expect(t, tp, 250)
+		tp := ts.rawEnvelope(t)
 		tp.PrintfLine("DATA")
 		expect(t, tp, 354)
 		// Half a message, then silence.
@@ -389,11 +396,7 @@ func TestSizeBoundary(t *testing.T) {
 // queued; the sender will retry it whole.
 func TestConnectionLostDuringData(t *testing.T) {
 	ts := startServer(t, nil)
-	tp := ts.rawTLS(t)
-	tp.PrintfLine("MAIL FROM:<a@vendor.example>")
-	expect(t, tp, 250)
-	tp.PrintfLine("RCPT TO:<invoices@in.example.net>")
-	expect(t, tp, 250)
+	tp := ts.rawEnvelope(t)
 	tp.PrintfLine("DATA")
 	expect(t, tp, 354)
 	fmt.Fprint(tp.W, "From: a@vendor.example\r\nSubject: cut off\r\n\r\nfirst half of the body")
@@ -426,11 +429,7 @@ func TestConnectionLostDuringData(t *testing.T) {
 // deadline; the whole transfer is still bounded by DataTimeout.
 func TestBDATDataTimeout(t *testing.T) {
 	ts := startServer(t, func(c *Config) { c.DataTimeout = time.Second; c.CommandTimeout = 5 * time.Second })
-	tp := ts.rawTLS(t)
-	tp.PrintfLine("MAIL FROM:<a@vendor.example>")
-	expect(t, tp, 250)
-	tp.PrintfLine("RCPT TO:<invoices@in.example.net>")
-	expect(t, tp, 250)
+	tp := ts.rawEnvelope(t)
 	for i := 0; ; i++ {
 		if i == 6 {
 			t.Fatal("six slow chunks, 3s in all, were all accepted with a 1s data timeout")

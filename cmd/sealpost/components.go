@@ -132,14 +132,18 @@ func (g *gateway) buildSMTP() error {
 	if g.cfg.Listen.SMTP == "off" {
 		return nil
 	}
-	var err error
+	kv, err := g.q.KV(context.Background(), smtpDedupBucket)
+	if err != nil {
+		return err
+	}
+	dedup := smtpDedup{&idempotencyStore{kv: kv}}
 	host := g.cfg.SMTP.Hostname
 	if host == "" {
 		host, _ = os.Hostname()
 	}
 	g.smtp, err = smtpin.New(smtpin.Config{
 		Hostname: host, TLSConfig: g.certs.serverTLS(), Routes: g.tables.smtp,
-		Enqueuer: g.enqueuer(), Blobs: g.blobs,
+		Enqueuer: g.enqueuer(), Blobs: g.blobs, Dedup: dedup,
 		Resolver: net.DefaultResolver, Logger: g.log, Registerer: g.reg,
 		MaxMessageBytes: g.cfg.SMTP.MaxMessageBytes, MaxRecipients: g.cfg.SMTP.MaxRecipients,
 		MaxConnsPerIP:  g.cfg.SMTP.MaxConnsPerIP,
@@ -270,6 +274,18 @@ func (b *blobStore) PutBlob(ctx context.Context, tenant, name string, data []byt
 		return "", ingress.Temporary(err)
 	}
 	return "attachments/" + obj, nil
+}
+
+// smtpDedupBucket remembers the receipt ids of mail for a week, longer than
+// sending servers retry (RFC 5321 suggests 4-5 days).
+var smtpDedupBucket = queue.KVConfig{Bucket: "SMTP_DEDUP", TTL: 7 * 24 * time.Hour}
+
+// smtpDedup is smtpin.Dedup on a KV bucket: a compare-and-set create.
+type smtpDedup struct{ s *idempotencyStore }
+
+func (d smtpDedup) Claim(ctx context.Context, key, id string) (string, error) {
+	existing, err := d.s.Reserve(ctx, key, []byte(id))
+	return string(existing), err
 }
 
 // idempotencyStore keeps Idempotency-Key records in a KV bucket with a 24h

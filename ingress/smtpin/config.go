@@ -71,6 +71,16 @@ type BlobStore interface {
 	PutBlob(ctx context.Context, tenant, name string, data []byte) (ref string, err error)
 }
 
+// Dedup remembers which receipt id a message got on a route, so that a
+// sender's retry of the same message (same bytes and envelope) gets the same
+// id: after a 451 part-way through several routes, or an answer lost to a
+// dropped connection, nothing is delivered under two ids.
+type Dedup interface {
+	// Claim stores id under key unless key holds an id already, and
+	// returns the stored id ("" when id was stored).
+	Claim(ctx context.Context, key, id string) (existing string, err error)
+}
+
 // Config configures the SMTP ingress. Zero values take the documented default.
 type Config struct {
 	// Addr is the listen address used by ListenAndServe. Default 127.0.0.1:2525.
@@ -87,6 +97,9 @@ type Config struct {
 	Enqueuer ingress.Enqueuer
 	// Blobs stores attachments above InlineAttachmentMax. Required.
 	Blobs BlobStore
+	// Dedup gives a retried message the receipt ids of its first delivery.
+	// Optional: without it each delivery gets new ids.
+	Dedup Dedup
 	// Resolver answers the DNS queries of SPF, DKIM and DMARC. Required
 	// (use net.DefaultResolver in production).
 	Resolver Resolver

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/sealpost/sealpost/ingress"
@@ -264,5 +265,76 @@ func TestLargePartsStoredApart(t *testing.T) {
 		if a.Content != nil || !strings.HasPrefix(a.Ref, "blob:"+s.Tenant+"/") || len(ts.blobs.m[a.Ref]) != int(a.Size) {
 			t.Errorf("%s: attachment above InlineAttachmentMax not stored apart: %+v", s.Tenant, a)
 		}
+	}
+}
+
+// memDedup is an in-memory Dedup.
+type memDedup struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (d *memDedup) Claim(_ context.Context, key, id string) (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if prev, ok := d.m[key]; ok {
+		return prev, nil
+	}
+	d.m[key] = id
+	return "", nil
+}
+
+// failNth fails the nth Enqueue with a temporary error and records the rest.
+type failNth struct {
+	recordingEnqueuer
+	n, calls int
+}
+
+func (f *failNth) Enqueue(ctx context.Context, s *ingress.Submission) error {
+	f.mu.Lock()
+	f.calls++
+	fail := f.calls == f.n
+	f.mu.Unlock()
+	if fail {
+		return ingress.Temporary(errors.New("publish timed out"))
+	}
+	return f.recordingEnqueuer.Enqueue(ctx, s)
+}
+
+// TestRetryKeepsReceiptIDs: queueing fails for the second of two routes, so
+// the sender gets 451 and sends the message again. The retry gets the ids
+// of the first try: the route queued then is queued again under the same
+// id (which the queue and the receivers drop), never under a new one.
+func TestRetryKeepsReceiptIDs(t *testing.T) {
+	enq := &failNth{n: 2}
+	ts := startServer(t, func(c *Config) { c.Enqueuer = enq; c.Dedup = &memDedup{m: map[string]string{}} })
+	c := ts.dial(t, true)
+	to := []string{"invoices@in.example.net", "alerts@in.example.net"}
+	if _, err := send(c, "a@vendor.example", to, []byte(simpleMessage)); smtpCode(err) != 451 {
+		t.Fatalf("first try: %v, want 451", err)
+	}
+	first := enq.all()
+	if len(first) != 1 {
+		t.Fatalf("%d submissions after the first try, want 1", len(first))
+	}
+	_ = c.Reset()
+	reply, err := send(c, "a@vendor.example", to, []byte(simpleMessage))
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := enq.all()
+	if len(all) != 3 || all[1].ID != first[0].ID || all[1].Route != first[0].Route || all[2].ID == first[0].ID {
+		t.Fatalf("submissions %v %v %v", all[0], all[1], all[2])
+	}
+	if want := "2.0.0 " + all[1].ID + " " + all[2].ID; reply != want {
+		t.Errorf("reply %q, want %q", reply, want)
+	}
+	// Another sender's identical bytes are another delivery.
+	_ = c.Reset()
+	if _, err := send(c, "b@vendor.example", to[:1], []byte(simpleMessage)); err != nil {
+		t.Fatal(err)
+	}
+	if last := enq.all()[3]; last.ID == first[0].ID {
+		t.Error("a message from another sender got the first message's id")
 	}
 }

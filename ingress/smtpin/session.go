@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
-	"os"
 	"net/netip"
+	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -218,8 +221,12 @@ func (ss *session) receive(r io.Reader) (ids []string, size int64, err error) {
 		if err != nil {
 			return ids, size, err
 		}
+		id, err := s.receiptID(ctx, receivedAt, rawSHA, ss.from, byRoute[route], route)
+		if err != nil {
+			return ids, size, err
+		}
 		sub := &ingress.Submission{
-			ID:         ingress.NewID(receivedAt),
+			ID:         id,
 			Tenant:     route.Tenant,
 			Route:      route.Name,
 			Channel:    ingress.ChannelSMTP,
@@ -238,6 +245,29 @@ func (ss *session) receive(r io.Reader) (ids []string, size int64, err error) {
 		ids = append(ids, sub.ID)
 	}
 	return ids, size, nil
+}
+
+// receiptID returns a new receipt id for the message on route, or, with
+// Dedup, the id an earlier delivery of the same bytes from the same sender
+// to the same recipients of the route got.
+func (s *Server) receiptID(ctx context.Context, at time.Time, rawSHA, from string, rcpts []string, route *Route) (string, error) {
+	id := ingress.NewID(at)
+	if s.cfg.Dedup == nil {
+		return id, nil
+	}
+	h := sha256.New()
+	for _, v := range append([]string{rawSHA, from, route.Tenant, route.Name}, slices.Sorted(slices.Values(rcpts))...) {
+		h.Write([]byte(v))
+		h.Write([]byte{0})
+	}
+	existing, err := s.cfg.Dedup.Claim(ctx, hex.EncodeToString(h.Sum(nil)), id)
+	switch {
+	case err != nil:
+		return "", ingress.Temporary(fmt.Errorf("dedup: %w", err))
+	case existing != "":
+		return existing, nil
+	}
+	return id, nil
 }
 
 // buildPayload moves attachments above InlineAttachmentMax to the blob

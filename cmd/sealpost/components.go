@@ -162,7 +162,7 @@ func (g *gateway) buildSMTP() error {
 // publisher, with message.received recorded before and message.queued once
 // the queue acknowledged.
 func (g *gateway) enqueuer() ingress.Enqueuer {
-	return &auditedEnqueuer{next: g.q.Publisher(g.sealer), audit: g.auditLog, log: g.log}
+	return &auditedEnqueuer{next: g.q.Publisher(g.sealer), audit: g.auditLog, log: g.log, bg: &g.bg}
 }
 
 type auditedEnqueuer struct {
@@ -171,6 +171,9 @@ type auditedEnqueuer struct {
 		Append(ctx context.Context, e audit.Entry) error
 	}
 	log *slog.Logger
+	// bg tracks the "queued" entries still being written; the audit log
+	// is closed only after they are.
+	bg *sync.WaitGroup
 }
 
 func (a *auditedEnqueuer) Enqueue(ctx context.Context, s *ingress.Submission) error {
@@ -187,15 +190,19 @@ func (a *auditedEnqueuer) Enqueue(ctx context.Context, s *ingress.Submission) er
 	if err := a.next.Enqueue(ctx, s); err != nil {
 		return err
 	}
-	// The message is durable now: a failed "queued" entry is logged and
-	// counted, and does not turn an accepted message into a retry (the
-	// worker's "signed" entry follows in any case).
-	actx, cancel = context.WithTimeout(context.WithoutCancel(ctx), requestAuditTimeout)
-	defer cancel()
-	if err := a.audit.Append(actx, audit.Entry{Actor: s.Channel, Action: audit.ActionQueued, Tenant: s.Tenant,
-		Target: s.ID, Outcome: audit.OutcomeSuccess, Details: details}); err != nil {
-		a.log.Error("audit append failed", "action", audit.ActionQueued, "id", s.ID, "err", err)
-	}
+	// The message is durable now. Its "queued" entry is written without
+	// holding up the answer; a failure is logged and counted, and does not
+	// turn an accepted message into a retry (the worker's "signed" entry
+	// follows in any case).
+	queued := audit.Entry{Actor: s.Channel, Action: audit.ActionQueued, Tenant: s.Tenant,
+		Target: s.ID, Outcome: audit.OutcomeSuccess, Details: details}
+	a.bg.Go(func() {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestAuditTimeout)
+		defer cancel()
+		if err := a.audit.Append(actx, queued); err != nil {
+			a.log.Error("audit append failed", "action", audit.ActionQueued, "id", s.ID, "err", err)
+		}
+	})
 	return nil
 }
 

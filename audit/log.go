@@ -133,6 +133,7 @@ type Log struct {
 	synced   time.Time      // when the state was last compared with the stream
 	broken   error          // set when the stored log does not continue our tree
 	writerID string         // random, names this process's messages
+	calls    uint64         // publish calls so far, in message ids
 	// lookFor maps the message ids of the publish in progress to the
 	// number of entries each holds; syncLocked sets found to the one it
 	// reads back, which makes it durable.
@@ -150,7 +151,9 @@ type Log struct {
 
 type pending struct {
 	e    Entry
-	done chan error
+	done chan error // buffered: the writer never waits for a reader
+	// async: nobody waits for done; the writer counts the outcome.
+	async bool
 }
 
 // OpenStreams declares the audit streams on c: deny delete and purge, file
@@ -395,23 +398,9 @@ func (l *Log) Append(ctx context.Context, e Entry) error {
 // durable; they usually share one publish. When any entry is invalid none is
 // written. On another error some entries may have been written.
 func (l *Log) AppendAll(ctx context.Context, es ...Entry) error {
-	if l.cfg.ReadOnly {
-		return ErrReadOnly
-	}
-	now := l.cfg.Now()
-	ps := make([]*pending, len(es))
-	for i, e := range es {
-		e = normalize(e, now)
-		if err := validate(&e); err != nil {
-			l.m.appends.WithLabelValues("invalid").Add(float64(len(es)))
-			return err
-		}
-		// Encode once here to report size errors to the caller, not the batch.
-		if _, err := encodeRecord(e, maxIndex, link{hash: make([]byte, sha256.Size), time: e.Time}); err != nil {
-			l.m.appends.WithLabelValues("invalid").Add(float64(len(es)))
-			return err
-		}
-		ps[i] = &pending{e: e, done: make(chan error, 1)}
+	ps, err := l.prepare(es, false)
+	if err != nil {
+		return err
 	}
 	start := time.Now()
 	if err := l.enqueue(ctx, ps); err != nil {
@@ -441,6 +430,43 @@ func (l *Log) AppendAll(ctx context.Context, es ...Entry) error {
 
 // enqueue hands entries to the writer, refusing them once Close began so
 // that every queued entry is answered.
+// AppendAsync queues entries to be written with the next batch and returns
+// without waiting for them to be durable: for records that must not hold up
+// an answer and whose loss costs no message. Invalid entries and a closed
+// log are errors; a failed write is logged and counted
+// (sealpost_audit_appends_total{result="error"}). Close writes what is
+// queued.
+func (l *Log) AppendAsync(ctx context.Context, es ...Entry) error {
+	ps, err := l.prepare(es, true)
+	if err != nil {
+		return err
+	}
+	return l.enqueue(ctx, ps)
+}
+
+// prepare normalizes and validates entries for the writer.
+func (l *Log) prepare(es []Entry, async bool) ([]*pending, error) {
+	if l.cfg.ReadOnly {
+		return nil, ErrReadOnly
+	}
+	now := l.cfg.Now()
+	ps := make([]*pending, len(es))
+	for i, e := range es {
+		e = normalize(e, now)
+		if err := validate(&e); err != nil {
+			l.m.appends.WithLabelValues("invalid").Add(float64(len(es)))
+			return nil, err
+		}
+		// Encode once here to report size errors to the caller, not the batch.
+		if _, err := encodeRecord(e, maxIndex, link{hash: make([]byte, sha256.Size), time: e.Time}); err != nil {
+			l.m.appends.WithLabelValues("invalid").Add(float64(len(es)))
+			return nil, err
+		}
+		ps[i] = &pending{e: e, done: make(chan error, 1), async: async}
+	}
+	return ps, nil
+}
+
 func (l *Log) enqueue(ctx context.Context, ps []*pending) error {
 	l.closeMu.RLock()
 	defer l.closeMu.RUnlock()
@@ -530,6 +556,14 @@ func (l *Log) commit(batch []*pending) {
 		n, err := l.publish(batch)
 		for _, p := range batch[:n] {
 			p.done <- err
+			if p.async {
+				result := "ok"
+				if err != nil {
+					result = "error"
+					l.log.Error("audit: entry not written", "action", p.e.Action, "target", p.e.Target, "err", err)
+				}
+				l.m.appends.WithLabelValues(result).Inc()
+			}
 		}
 		batch = batch[n:]
 	}
@@ -556,6 +590,10 @@ func (l *Log) publish(batch []*pending) (int, error) {
 	// moment, and must then count as this batch, not be written again.
 	l.lookFor, l.found = map[string]int{}, ""
 	defer func() { l.lookFor, l.found = nil, "" }()
+	// Ids name this call: an earlier call's message that lands late is
+	// someone else's entries to this one, not its own.
+	l.calls++
+	callID := "audit-" + l.writerID + "-" + strconv.FormatUint(l.calls, 10) + "-"
 	// Records of this batch name this moment as their predecessor's store
 	// time; it is no later than the store's own timestamp. It is fixed for
 	// the call, so attempts at the same index build the same bytes.
@@ -593,7 +631,7 @@ func (l *Log) publish(batch []*pending) (int, error) {
 			leaves = append(leaves, prev)
 			n++
 		}
-		msgID := "audit-" + l.writerID + "-" + strconv.FormatUint(first, 10)
+		msgID := callID + strconv.FormatUint(first, 10)
 		hdr := map[string]string{
 			"Audit-Index":                 strconv.FormatUint(first, 10),
 			"Audit-Count":                 strconv.Itoa(n),

@@ -437,3 +437,96 @@ func TestLostAnswerStoredLater(t *testing.T) {
 		t.Fatalf("verify: ok %v, size %d; want one entry stored once", rep.OK, rep.Size)
 	}
 }
+
+// downStream refuses appends while down, keeping the last one, which land
+// stores later: a store that was unreachable and then received a message
+// whose answer never came back.
+type downStream struct {
+	*queue.Stream
+	mu   sync.Mutex
+	down bool
+	held func() error
+}
+
+func (s *downStream) AppendOnce(ctx context.Context, subject, msgID string, header map[string]string, data []byte) (uint64, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.down {
+		s.held = func() error {
+			_, _, err := s.Stream.AppendOnce(context.Background(), subject, msgID, header, data)
+			return err
+		}
+		return 0, false, context.DeadlineExceeded
+	}
+	return s.Stream.AppendOnce(ctx, subject, msgID, header, data)
+}
+
+func (s *downStream) land(t *testing.T) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.down = false
+	if err := s.held(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFailedAppendLandingLater: an append that failed may still land; a
+// later append at the same index must not take it for its own and report
+// its own entry durable without writing it.
+func TestFailedAppendLandingLater(t *testing.T) {
+	ctx := context.Background()
+	c := openConn(t)
+	entries, cps := plainStreams(t, c, "DOWN")
+	keys := &testKeys{cur: newTestKey(t, "a")}
+	l := openLog(t, entries, cps, keys, nil)
+	ds := &downStream{Stream: entries, down: true}
+	l.mu.Lock()
+	l.entries = ds
+	l.mu.Unlock()
+	if err := l.Append(ctx, testEntry(1, "acme")); err == nil {
+		t.Fatal("append succeeded while the store refused every publish")
+	}
+	ds.land(t)
+	if err := l.Append(ctx, testEntry(2, "acme")); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := l.Verify(ctx, keys.keySet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK || rep.Size != 2 {
+		t.Fatalf("verify: ok %v, size %d; want both entries, the late one and the acknowledged one", rep.OK, rep.Size)
+	}
+}
+
+// TestAppendAsync: an entry queued without waiting is written by the next
+// batch, and at the latest by Close.
+func TestAppendAsync(t *testing.T) {
+	ctx := context.Background()
+	c := openConn(t)
+	entries, cps := plainStreams(t, c, "ASYNC")
+	keys := &testKeys{cur: newTestKey(t, "a")}
+	l := openLog(t, entries, cps, keys, nil)
+	if err := l.AppendAsync(ctx, testEntry(1, "acme"), testEntry(2, "acme")); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.AppendAsync(ctx, Entry{}); !errors.Is(err, ErrInvalidEntry) {
+		t.Fatalf("invalid entry: %v", err)
+	}
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.AppendAsync(ctx, testEntry(3, "acme")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("after Close: %v, want ErrClosed", err)
+	}
+	rep, err := l.Verify(ctx, keys.keySet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK || rep.Size != 2 {
+		t.Fatalf("verify: ok %v, size %d; want the two queued entries", rep.OK, rep.Size)
+	}
+}

@@ -162,18 +162,16 @@ func (g *gateway) buildSMTP() error {
 // publisher, with message.received recorded before and message.queued once
 // the queue acknowledged.
 func (g *gateway) enqueuer() ingress.Enqueuer {
-	return &auditedEnqueuer{next: g.q.Publisher(g.sealer), audit: g.auditLog, log: g.log, bg: &g.bg}
+	return &auditedEnqueuer{next: g.q.Publisher(g.sealer), audit: g.auditLog, log: g.log}
 }
 
 type auditedEnqueuer struct {
 	next  ingress.Enqueuer
 	audit interface {
 		Append(ctx context.Context, e audit.Entry) error
+		AppendAsync(ctx context.Context, es ...audit.Entry) error
 	}
 	log *slog.Logger
-	// bg tracks the "queued" entries still being written; the audit log
-	// is closed only after they are.
-	bg *sync.WaitGroup
 }
 
 func (a *auditedEnqueuer) Enqueue(ctx context.Context, s *ingress.Submission) error {
@@ -194,15 +192,12 @@ func (a *auditedEnqueuer) Enqueue(ctx context.Context, s *ingress.Submission) er
 	// holding up the answer; a failure is logged and counted, and does not
 	// turn an accepted message into a retry (the worker's "signed" entry
 	// follows in any case).
-	queued := audit.Entry{Actor: s.Channel, Action: audit.ActionQueued, Tenant: s.Tenant,
-		Target: s.ID, Outcome: audit.OutcomeSuccess, Details: details}
-	a.bg.Go(func() {
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestAuditTimeout)
-		defer cancel()
-		if err := a.audit.Append(actx, queued); err != nil {
-			a.log.Error("audit append failed", "action", audit.ActionQueued, "id", s.ID, "err", err)
-		}
-	})
+	actx, cancel = context.WithTimeout(context.WithoutCancel(ctx), requestAuditTimeout)
+	defer cancel()
+	if err := a.audit.AppendAsync(actx, audit.Entry{Actor: s.Channel, Action: audit.ActionQueued, Tenant: s.Tenant,
+		Target: s.ID, Outcome: audit.OutcomeSuccess, Details: details}); err != nil {
+		a.log.Error("audit append failed", "action", audit.ActionQueued, "id", s.ID, "err", err)
+	}
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/keyring/kms"
 	"github.com/sealpost/sealpost/queue"
 )
@@ -50,7 +51,7 @@ func dlqContext(tenant, id string) kms.Context {
 // deadLetterDelivery stores a dead letter, audits it and removes the
 // message from the queue.
 func (w *Worker) deadLetterDelivery(ctx context.Context, log *slog.Logger, d delivery, tenant, route, id string, env []byte, reason string, n int) {
-	plain, err := json.Marshal(deadLetter{ID: id, Tenant: tenant, Route: route, Reason: reason, Attempts: n,
+	plain, err := ingress.EncodeJSON(deadLetter{ID: id, Tenant: tenant, Route: route, Reason: reason, Attempts: n,
 		Time: w.cfg.Now().UTC(), Envelope: env})
 	if err == nil {
 		var sealed []byte

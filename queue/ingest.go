@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -93,13 +92,10 @@ func (p *Publisher) Enqueue(ctx context.Context, s *ingress.Submission) error {
 		// Fail fast rather than buffer: the sender retries later.
 		return ingress.Temporary(errors.New("queue: not connected"))
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false) // '<' stays 1 byte, not 6: the size limit is what was sent
-	if err := enc.Encode(s); err != nil {
+	body, err := ingress.EncodeJSON(s) // '<' stays 1 byte: the size limit is what was sent
+	if err != nil {
 		return fmt.Errorf("queue: encode submission: %w", err)
 	}
-	body := buf.Bytes()
 	sealed, err := p.sealer.Seal(ctx, kms.Context{Tenant: s.Tenant, Purpose: kms.PurposeIngest, ObjectID: s.ID}, body)
 	clear(body)
 	switch {

@@ -17,6 +17,8 @@ import (
 	"github.com/emersion/go-message/charset"
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
+
+	"github.com/sealpost/sealpost/ingress"
 )
 
 // Limits bounds the work ParseMessage does on one message. Zero fields take
@@ -99,16 +101,10 @@ func ParseMessage(raw []byte, lim Limits) (json.RawMessage, error) {
 	return marshalJSON(m)
 }
 
-// marshalJSON encodes v without escaping <, > and &, which mail text and
-// HTML are full of; the escapes would only make payloads larger.
+// marshalJSON is ingress.EncodeJSON without the final newline.
 func marshalJSON(v any) (json.RawMessage, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+	b, err := ingress.EncodeJSON(v)
+	return bytes.TrimSuffix(b, []byte("\n")), err
 }
 
 // inline moves the attachment data into Content.

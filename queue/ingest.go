@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -352,9 +353,22 @@ func (c *Conn) deliver(ctx context.Context, log *slog.Logger, s Sealer, h Handle
 }
 
 // quarantine moves a message that cannot be processed, still sealed, to
-// QUARANTINE and only then removes it from INGEST. If the move fails the
-// message stays in INGEST and is tried again later.
+// QUARANTINE and only then removes it from INGEST. It is reported to
+// quarantined first: if that fails, nothing was copied and the message is
+// tried again later; if the copy fails, the message stays in INGEST and is
+// reported and copied again later (a repeated report is harmless, a
+// repeated copy outside the duplicate window would be a permanent one).
 func (c *Conn) quarantine(ctx context.Context, log *slog.Logger, m jetstream.Msg, meta *jetstream.MsgMetadata, class, reason string, quarantined func(ctx context.Context, tenant, id, class string) error) {
+	// Header values of a message that failed its checks: bounded and
+	// printable before they are recorded anywhere.
+	tenant, id := truncateHeader(m.Headers().Get(hdrTenant)), truncateHeader(m.Headers().Get(hdrID))
+	if quarantined != nil {
+		if err := quarantined(ctx, tenant, id, class); err != nil {
+			log.Error("queue: message cannot be opened or parsed; kept queued until the quarantine is recorded", "seq", meta.Sequence.Stream, "err", err)
+			_ = m.NakWithDelay(openRetryDelay)
+			return
+		}
+	}
 	q := nats.NewMsg("quarantine." + m.Subject())
 	q.Data = m.Data()
 	for k, v := range m.Headers() {
@@ -370,16 +384,6 @@ func (c *Conn) quarantine(ctx context.Context, log *slog.Logger, m jetstream.Msg
 		_ = m.NakWithDelay(openRetryDelay)
 		return
 	}
-	tenant, id := m.Headers().Get(hdrTenant), m.Headers().Get(hdrID)
-	if quarantined != nil {
-		if err := quarantined(ctx, tenant, id, class); err != nil {
-			// The copy in QUARANTINE is deduplicated by its message id
-			// when this is tried again.
-			log.Error("queue: quarantined message kept queued until it is recorded", "seq", meta.Sequence.Stream, "err", err)
-			_ = m.NakWithDelay(openRetryDelay)
-			return
-		}
-	}
 	c.quarantined.Add(1)
 	log.Error("queue: message cannot be opened or parsed; moved to quarantine",
 		"seq", meta.Sequence.Stream, "tenant", tenant, "id", id, "class", class, "reason", reason)
@@ -388,13 +392,16 @@ func (c *Conn) quarantine(ctx context.Context, log *slog.Logger, m jetstream.Msg
 
 func truncateHeader(s string) string {
 	s = strings.Map(func(r rune) rune {
+		if r == utf8.RuneError {
+			return '?'
+		}
 		if r < 0x20 || r == 0x7f {
 			return ' '
 		}
 		return r
 	}, s)
 	if len(s) > 200 {
-		s = s[:200]
+		s = strings.ToValidUTF8(s[:200], "?")
 	}
 	return s
 }

@@ -317,6 +317,10 @@ func (s *idempotencyStore) Complete(ctx context.Context, key string, rec []byte)
 	return err
 }
 
+func (s *idempotencyStore) Release(ctx context.Context, key string) error {
+	return s.kv.Delete(ctx, key)
+}
+
 func (g *gateway) devKeySet() *signer.KeySet { return g.keys.KeySet(time.Now(), true) }
 
 func metricsHandler(reg *prometheus.Registry) http.Handler {

@@ -46,10 +46,13 @@ type Auditor interface {
 // Idempotency remembers Idempotency-Key uses. Reserve stores rec under key
 // unless the key exists, in which case it returns the stored record.
 // Complete replaces the record once the submission is durable or its
-// queueing failed.
+// queueing failed for a passing reason. Release forgets a key whose request
+// was refused for good (too large once sealed, invalid), so that a
+// corrected body can use it.
 type Idempotency interface {
 	Reserve(ctx context.Context, key string, rec []byte) (existing []byte, err error)
 	Complete(ctx context.Context, key string, rec []byte) error
+	Release(ctx context.Context, key string) error
 }
 
 // staleReservation is how long a reservation may stay pending before a
@@ -275,12 +278,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 	}
 	if err := h.cfg.Enqueuer.Enqueue(r.Context(), sub); err != nil {
 		if storeKey != "" {
-			// Let the client's retry with the same key go through, under
-			// the same id: a timed-out publish may have been stored.
-			rec, _ := json.Marshal(idemRecord{BodySHA256: sub.RawSHA256, ID: sub.ID, Failed: true, At: now})
-			if rerr := h.cfg.Idempotency.Complete(context.WithoutCancel(r.Context()), storeKey, rec); rerr != nil {
-				h.log.Warn("idempotency record update failed; a retry takes the reservation over once it is stale", "err", rerr)
-			}
+			h.enqueueFailed(r, storeKey, sub, now, err)
 		}
 		return "", err
 	}
@@ -294,6 +292,24 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 		}
 	}
 	return sub.ID, nil
+}
+
+// enqueueFailed updates the Idempotency-Key record of a submission that
+// was not queued. After a passing failure the client's retry goes through
+// at once under the same id, since a timed-out publish may have been stored
+// after all; after a permanent refusal the key is free again.
+func (h *Handler) enqueueFailed(r *http.Request, storeKey string, sub *ingress.Submission, now time.Time, cause error) {
+	ctx := context.WithoutCancel(r.Context())
+	var err error
+	if ingress.IsTemporary(cause) || errors.Is(cause, context.DeadlineExceeded) {
+		rec, _ := json.Marshal(idemRecord{BodySHA256: sub.RawSHA256, ID: sub.ID, Failed: true, At: now})
+		err = h.cfg.Idempotency.Complete(ctx, storeKey, rec)
+	} else {
+		err = h.cfg.Idempotency.Release(ctx, storeKey)
+	}
+	if err != nil {
+		h.log.Warn("idempotency record update failed; a retry takes the reservation over once it is stale", "err", err)
+	}
 }
 
 type source struct {

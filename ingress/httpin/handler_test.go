@@ -71,6 +71,13 @@ func (m *memIdem) Complete(_ context.Context, key string, rec []byte) error {
 	return nil
 }
 
+func (m *memIdem) Release(_ context.Context, key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.m, key)
+	return nil
+}
+
 type fixture struct {
 	srv      *httptest.Server
 	enq      *recorder
@@ -422,4 +429,21 @@ func FuzzIngestBody(f *testing.F) {
 			t.Fatalf("status %d for %q", resp.StatusCode, body)
 		}
 	})
+}
+
+// TestIdempotencyAfterRefusal: a request refused for good (here: too large
+// once sealed) frees its Idempotency-Key, so a corrected body can use it.
+func TestIdempotencyAfterRefusal(t *testing.T) {
+	f := newFixture(t, nil)
+	f.enq.err = ingress.ErrTooLarge
+	h := map[string]string{"Idempotency-Key": "fix-1"}
+	if resp, doc := f.post(t, "POST", "invoices", f.token, "application/json", `{"big":true}`, h); resp.StatusCode != 413 {
+		t.Fatalf("first request: %d %v", resp.StatusCode, doc)
+	}
+	f.enq.mu.Lock()
+	f.enq.err = nil
+	f.enq.mu.Unlock()
+	if resp, doc := f.post(t, "POST", "invoices", f.token, "application/json", `{"big":false}`, h); resp.StatusCode != 202 {
+		t.Fatalf("corrected body with the same key: %d %v, want 202", resp.StatusCode, doc)
+	}
 }

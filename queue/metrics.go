@@ -26,6 +26,8 @@ var (
 		"INGEST messages not yet handed to a worker.", nil, nil)
 	descAckPending = prometheus.NewDesc("sealpost_queue_ingest_ack_pending",
 		"INGEST messages handed to a worker and not yet acknowledged (in flight or waiting for a retry).", nil, nil)
+	descMaxAckPending = prometheus.NewDesc("sealpost_queue_ingest_max_ack_pending",
+		"The bound on INGEST messages awaiting acknowledgement (forward.max_unacked): at it, no new message is handed out.", nil, nil)
 	descRedelivered = prometheus.NewDesc("sealpost_queue_ingest_redelivered",
 		"INGEST messages delivered more than once and still pending.", nil, nil)
 	descQuarantined = prometheus.NewDesc("sealpost_queue_quarantined_total",
@@ -40,7 +42,7 @@ type collector struct {
 }
 
 func (k *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descStreamMsgs, descStreamBytes, descPending, descAckPending, descRedelivered, descQuarantined, descUp} {
+	for _, d := range []*prometheus.Desc{descStreamMsgs, descStreamBytes, descPending, descAckPending, descMaxAckPending, descRedelivered, descQuarantined, descUp} {
 		ch <- d
 	}
 }
@@ -67,6 +69,7 @@ func (k *collector) Collect(ch chan<- prometheus.Metric) {
 		info := cons.CachedInfo()
 		ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(info.NumPending))
 		ch <- prometheus.MustNewConstMetric(descAckPending, prometheus.GaugeValue, float64(info.NumAckPending))
+		ch <- prometheus.MustNewConstMetric(descMaxAckPending, prometheus.GaugeValue, float64(info.Config.MaxAckPending))
 		ch <- prometheus.MustNewConstMetric(descRedelivered, prometheus.GaugeValue, float64(info.NumRedelivered))
 	} else {
 		up = 0

@@ -264,6 +264,9 @@ func TestCollector(t *testing.T) {
 	if got["sealpost_queue_ingest_pending"]+got["sealpost_queue_ingest_ack_pending"] != 3 {
 		t.Fatalf("backlog not reported: %v", got)
 	}
+	if got["sealpost_queue_ingest_max_ack_pending"] != 250_000 {
+		t.Errorf("max_ack_pending %v, want the default 250000", got["sealpost_queue_ingest_max_ack_pending"])
+	}
 }
 
 // TestUnopenableIsQuarantined: a message sealed under another master key

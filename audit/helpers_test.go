@@ -101,3 +101,12 @@ func testEntry(i int, tenant string) Entry {
 		Details:   map[string]string{"status": "202", "n": fmt.Sprint(i)},
 	}
 }
+
+// newTestLog opens a log on fresh plain streams named name, signing
+// checkpoints with a new key "a".
+func newTestLog(t *testing.T, name string) (l *Log, entries, cps *queue.Stream, keys *testKeys) {
+	t.Helper()
+	entries, cps = plainStreams(t, openConn(t), name)
+	keys = &testKeys{cur: newTestKey(t, "a")}
+	return openLog(t, entries, cps, keys, nil), entries, cps, keys
+}

@@ -13,10 +13,7 @@ import (
 
 func TestAppendThenVerify(t *testing.T) {
 	ctx := context.Background()
-	c := openConn(t)
-	entries, cps := plainStreams(t, c, "APPEND")
-	keys := &testKeys{cur: newTestKey(t, "a")}
-	l := openLog(t, entries, cps, keys, nil)
+	l, entries, cps, keys := newTestLog(t, "APPEND")
 
 	const n = 200
 	var wg sync.WaitGroup
@@ -242,10 +239,7 @@ func TestConcurrentWritersShareStream(t *testing.T) {
 
 func TestAppendAllAndClose(t *testing.T) {
 	ctx := context.Background()
-	c := openConn(t)
-	entries, cps := plainStreams(t, c, "ALL")
-	keys := &testKeys{cur: newTestKey(t, "a")}
-	l := openLog(t, entries, cps, keys, nil)
+	l, entries, cps, keys := newTestLog(t, "ALL")
 	steps := []Entry{testEntry(1, "acme"), testEntry(2, "acme"), testEntry(3, "acme")}
 	if err := l.AppendAll(ctx, steps...); err != nil {
 		t.Fatal(err)
@@ -412,10 +406,7 @@ func (s *lateStream) State(ctx context.Context) (queue.StreamState, error) {
 // up and is never written a second time.
 func TestLostAnswerStoredLater(t *testing.T) {
 	ctx := context.Background()
-	c := openConn(t)
-	entries, cps := plainStreams(t, c, "LATE")
-	keys := &testKeys{cur: newTestKey(t, "a")}
-	l := openLog(t, entries, cps, keys, nil)
+	l, entries, _, keys := newTestLog(t, "LATE")
 	late := &lateStream{Stream: entries}
 	l.mu.Lock()
 	l.entries = late
@@ -475,10 +466,7 @@ func (s *downStream) land(t *testing.T) {
 // its own entry durable without writing it.
 func TestFailedAppendLandingLater(t *testing.T) {
 	ctx := context.Background()
-	c := openConn(t)
-	entries, cps := plainStreams(t, c, "DOWN")
-	keys := &testKeys{cur: newTestKey(t, "a")}
-	l := openLog(t, entries, cps, keys, nil)
+	l, entries, _, keys := newTestLog(t, "DOWN")
 	ds := &downStream{Stream: entries, down: true}
 	l.mu.Lock()
 	l.entries = ds
@@ -506,10 +494,7 @@ func TestFailedAppendLandingLater(t *testing.T) {
 // batch, and at the latest by Close.
 func TestAppendAsync(t *testing.T) {
 	ctx := context.Background()
-	c := openConn(t)
-	entries, cps := plainStreams(t, c, "ASYNC")
-	keys := &testKeys{cur: newTestKey(t, "a")}
-	l := openLog(t, entries, cps, keys, nil)
+	l, _, _, keys := newTestLog(t, "ASYNC")
 	if err := l.AppendAsync(ctx, testEntry(1, "acme"), testEntry(2, "acme")); err != nil {
 		t.Fatal(err)
 	}

@@ -121,7 +121,7 @@ func BenchmarkVerify(b *testing.B) {
 			b.Fatal(err)
 		}
 		if (i/64)%16 == 15 {
-			if _, err := l.signCheckpoint(ctx); err != nil {
+			if _, err := l.signCheckpoint(ctx, true); err != nil {
 				b.Fatal(err)
 			}
 		}

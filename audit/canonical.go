@@ -3,20 +3,21 @@ package audit
 import (
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf16"
 )
 
-// maxIndex is the largest leaf index a record may carry: JCS writes numbers
+// maxIndex is the largest leaf index or record number a record may carry: JCS writes numbers
 // as IEEE 754 doubles, which hold integers exactly only up to 2^53.
 const maxIndex = 1<<53 - 1
 
-// appendRecordJCS appends the RFC 8785 (JCS) form of the record for e at
-// index with link prev. The record's shape is fixed, so the members are
+// appendRecordJCS appends the RFC 8785 (JCS) form of the record for e with
+// head h. The record's shape is fixed, so the members are
 // written in their canonical order directly instead of parsing JSON back;
 // the equality with a generic JCS implementation is tested and fuzzed.
 // e must be validated (valid UTF-8) first.
-func appendRecordJCS(dst []byte, e *Entry, index uint64, prev link) []byte {
+func appendRecordJCS(dst []byte, e *Entry, h head) []byte {
 	// Member names sorted by UTF-16 code units (all ASCII here).
 	dst = append(dst, `{"action":`...)
 	dst = appendJCSString(dst, e.Action)
@@ -39,18 +40,22 @@ func appendRecordJCS(dst []byte, e *Entry, index uint64, prev link) []byte {
 		}
 		dst = append(dst, '}')
 	}
-	dst = append(dst, `,"index":`...)
-	dst = strconv.AppendUint(dst, index, 10)
+	if h.v == recordV1 {
+		dst = append(dst, `,"index":`...)
+	} else {
+		dst = append(dst, `,"n":`...)
+	}
+	dst = strconv.AppendUint(dst, h.n, 10)
 	dst = append(dst, `,"outcome":`...)
 	dst = appendJCSString(dst, e.Outcome)
-	if prev.hash != nil {
+	if h.prev != nil {
 		dst = append(dst, `,"prev":"`...)
-		dst = b64.AppendEncode(dst, prev.hash)
+		dst = b64.AppendEncode(dst, h.prev)
 		dst = append(dst, '"')
 	}
-	if !prev.time.IsZero() {
+	if h.v == recordV1 && !h.prevTime.IsZero() {
 		dst = append(dst, `,"prev_time":"`...)
-		dst = prev.time.AppendFormat(dst, time.RFC3339Nano)
+		dst = h.prevTime.AppendFormat(dst, time.RFC3339Nano)
 		dst = append(dst, '"')
 	}
 	for _, m := range []struct{ name, v string }{{"request_id", e.RequestID}, {"target", e.Target}, {"tenant", e.Tenant}} {
@@ -64,7 +69,11 @@ func appendRecordJCS(dst []byte, e *Entry, index uint64, prev link) []byte {
 	dst = append(dst, `,"time":"`...)
 	dst = e.Time.AppendFormat(dst, time.RFC3339Nano)
 	dst = append(dst, `","v":`...)
-	dst = strconv.AppendInt(dst, recordVersion, 10)
+	dst = strconv.AppendInt(dst, int64(h.v), 10)
+	if h.v == recordV2 {
+		dst = append(dst, `,"w":`...)
+		dst = appendJCSString(dst, h.writer)
+	}
 	return append(dst, '}')
 }
 
@@ -102,7 +111,7 @@ func appendJCSString(dst []byte, s string) []byte {
 // member names.
 func compareUTF16(a, b string) int {
 	if isASCII(a) && isASCII(b) {
-		return stringsCompare(a, b)
+		return strings.Compare(a, b)
 	}
 	return slices.Compare(utf16.Encode([]rune(a)), utf16.Encode([]rune(b)))
 }
@@ -114,14 +123,4 @@ func isASCII(s string) bool {
 		}
 	}
 	return true
-}
-
-func stringsCompare(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -218,7 +218,9 @@ func decodeCheckpointRecord(m *queue.Msg) (*checkpointRecord, error) {
 	return &r, nil
 }
 
-// latestCheckpoint reads the newest stored checkpoint record.
+// latestCheckpoint reads the newest stored checkpoint record. Checkpoints
+// are stored with a compare-and-set on the subject, so the newest is also
+// the largest.
 func (l *Log) latestCheckpoint(ctx context.Context) (*checkpointRecord, error) {
 	m, err := l.cps.Last(ctx, l.cfg.CheckpointSubject)
 	if errors.Is(err, queue.ErrNotFound) {
@@ -239,8 +241,193 @@ func (l *Log) setLastCheckpoint(r *checkpointRecord) {
 	}
 }
 
-// signCheckpoint signs the current tree and stores the checkpoint.
-func (l *Log) signCheckpoint(ctx context.Context) (*checkpointRecord, error) {
+// tree is the checkpointer's view of the Merkle tree: the compact range of
+// every entry integrated so far and where in the stream it ends. Any
+// instance's tree is a prefix of the same tree, since the leaves are the
+// stored records in stream order.
+type tree struct {
+	loaded   bool
+	rng      *compact.Range // [0, size)
+	lastLeaf []byte         // leaf hash of record size-1
+	lastSeq  uint64         // stream sequence of the newest integrated message
+	lastAt   time.Time      // when that message was stored
+	// broken is set when the stored log does not continue the signed tree.
+	broken error
+	// writers follows the chains of the writers seen lately.
+	writers map[string]*writerState
+}
+
+// integrateLocked brings the tree up to the end of the stream. l.tmu must
+// be held.
+func (l *Log) integrateLocked(ctx context.Context) error {
+	t := &l.tree
+	if !t.loaded {
+		if err := l.loadLocked(ctx); err != nil {
+			return err
+		}
+	}
+	if t.broken != nil {
+		return t.broken
+	}
+	st, err := l.entries.State(ctx)
+	if err != nil {
+		return fmt.Errorf("audit: %w: %w", ErrUnavailable, err)
+	}
+	if st.LastSeq < t.lastSeq {
+		return l.breakTree(fmt.Errorf("audit: %w: the stream ends at seq %d, before seq %d already integrated", ErrTampered, st.LastSeq, t.lastSeq))
+	}
+	if st.LastSeq == t.lastSeq || st.Msgs == 0 {
+		return nil
+	}
+	start := t.lastSeq + 1
+	if start < st.FirstSeq {
+		if t.lastSeq != 0 || t.rng.End() != 0 {
+			return l.breakTree(fmt.Errorf("audit: %w: entries after seq %d are gone before a checkpoint covered them", ErrTampered, t.lastSeq))
+		}
+		// Nothing was ever checkpointed and the oldest entries expired.
+		l.log.Warn("audit: the oldest entries expired before any checkpoint; the tree starts at the oldest stored one", "seq", st.FirstSeq)
+		start, t.lastSeq = st.FirstSeq, st.FirstSeq-1
+	}
+	now := l.cfg.Now()
+	err = scan(ctx, l.entries, start, func(m *queue.Msg) error {
+		if m.Seq != t.lastSeq+1 {
+			return fmt.Errorf("audit: %w: seq %d..%d are missing", ErrTampered, t.lastSeq+1, m.Seq-1)
+		}
+		for _, line := range splitBatch(m.Data) {
+			h := leafHash(line)
+			if err := t.checkLink(line, h, m.Seq, now); err != nil {
+				return err
+			}
+			if err := t.rng.Append(h, nil); err != nil {
+				return err
+			}
+			t.lastLeaf = h
+		}
+		t.lastSeq, t.lastAt = m.Seq, m.Time.UTC().Truncate(time.Microsecond)
+		return nil
+	})
+	t.forgetIdleWriters(now)
+	l.m.treeSize.Set(float64(t.rng.End()))
+	if errors.Is(err, ErrTampered) {
+		return l.breakTree(err)
+	}
+	if err != nil {
+		return fmt.Errorf("audit: %w: read: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+func (l *Log) breakTree(err error) error {
+	if l.tree.broken == nil {
+		l.log.Error("audit: the stored log does not continue the signed tree; checkpoints stop until it is repaired (run audit verify)", "err", err)
+	}
+	l.tree.broken = err
+	l.m.consistent.Set(0)
+	return err
+}
+
+// loadLocked starts the tree from the newest checkpoint this keyring
+// signed (its compact range, not every leaf), or from the first entry.
+func (l *Log) loadLocked(ctx context.Context) error {
+	t := &l.tree
+	*t = tree{rng: rangeFactory.NewEmptyRange(0)}
+	cp, err := l.latestCheckpoint(ctx)
+	switch {
+	case errors.Is(err, ErrNoCheckpoint):
+	case err != nil:
+		return err
+	default:
+		if err := l.signedByUs(ctx, cp); err != nil {
+			// Not a checkpoint this keyring signed: do not build on it.
+			l.log.Warn("audit: newest checkpoint does not verify; building the tree from the first entry", "err", err)
+			break
+		}
+		rng, err := cp.compactRange()
+		if err != nil {
+			t.loaded = true
+			return l.breakTree(fmt.Errorf("audit: %w: checkpoint at size %d: %w", ErrTampered, cp.Size, err))
+		}
+		if cp.Size > 0 {
+			// The stored message the checkpoint ends with must still be
+			// there and end with the checkpointed leaf.
+			m, err := l.entries.Get(ctx, cp.LastSeq)
+			if err != nil && !errors.Is(err, queue.ErrNotFound) {
+				return fmt.Errorf("audit: %w: %w", ErrUnavailable, err)
+			}
+			t.loaded = true
+			if err != nil {
+				return l.breakTree(fmt.Errorf("audit: %w: seq %d, the last one checkpointed, is missing", ErrTampered, cp.LastSeq))
+			}
+			lines := splitBatch(m.Data)
+			if !bytes.Equal(leafHash(lines[len(lines)-1]), cp.lastLeaf()) {
+				return l.breakTree(fmt.Errorf("audit: %w: seq %d differs from the checkpointed entry", ErrTampered, cp.LastSeq))
+			}
+			// Follow the chains of the writers of that message from it.
+			now := l.cfg.Now()
+			t.writers = map[string]*writerState{}
+			for _, line := range lines {
+				if w, n, _, ok := parseLink(line); ok {
+					t.writers[w] = &writerState{next: n + 1, last: leafHash(line), seen: now}
+				}
+			}
+		}
+		t.rng, t.lastLeaf, t.lastSeq, t.lastAt = rng, cp.lastLeaf(), cp.LastSeq, cp.LastAt
+		l.setLastCheckpoint(cp)
+	}
+	t.loaded = true
+	l.m.consistent.Set(1)
+	return nil
+}
+
+// signedByUs checks a stored checkpoint against the keyring's current and
+// previous keys, so a record planted in the checkpoints stream cannot steer
+// the tree this process continues.
+func (l *Log) signedByUs(ctx context.Context, cp *checkpointRecord) error {
+	cur, prev, err := l.cfg.Keys.SigningKeys(ctx, l.cfg.Now())
+	if err != nil {
+		return fmt.Errorf("signing keys: %w", err)
+	}
+	ks := &signer.KeySet{}
+	for _, k := range append([]signer.PrivateKey{cur}, prev...) {
+		if pub := k.Public(); pub != nil {
+			ks.Keys = append(ks.Keys, signer.PublicKey{KID: k.KID, Key: pub})
+		}
+	}
+	c, err := OpenCheckpoint([]byte(cp.Note), l.cfg.Origin, ks)
+	if err != nil {
+		return err
+	}
+	if c.Size != cp.Size || b64.EncodeToString(c.Root) != cp.Root {
+		return errors.New("checkpoint record differs from its signed note")
+	}
+	return nil
+}
+
+// Size integrates what was stored and returns the number of entries in
+// the tree.
+func (l *Log) Size(ctx context.Context) (uint64, error) {
+	l.tmu.Lock()
+	defer l.tmu.Unlock()
+	if err := l.integrateLocked(ctx); err != nil {
+		return 0, err
+	}
+	return l.tree.rng.End(), nil
+}
+
+// Consistent returns nil while the stored log continues the signed tree,
+// and the inconsistency found otherwise.
+func (l *Log) Consistent() error {
+	l.tmu.Lock()
+	defer l.tmu.Unlock()
+	return l.tree.broken
+}
+
+// signCheckpoint integrates what was stored, signs the tree and, when
+// store is set, stores the checkpoint. A checkpoint is stored only after
+// the newest stored one (a compare-and-set on the subject), so stored
+// checkpoints only grow; when another instance stored a larger one
+// meanwhile, that one is returned.
+func (l *Log) signCheckpoint(ctx context.Context, store bool) (*checkpointRecord, error) {
 	if l.cfg.ReadOnly {
 		return nil, ErrReadOnly
 	}
@@ -259,25 +446,41 @@ func (l *Log) signCheckpoint(ctx context.Context) (*checkpointRecord, error) {
 		signers = append(signers, s)
 		kids = append(kids, k.KID)
 	}
+	var latest *checkpointRecord
+	var latestSeq uint64
+	if store {
+		latest, err = l.latestCheckpoint(ctx)
+		switch {
+		case errors.Is(err, ErrNoCheckpoint):
+		case err != nil:
+			return nil, err
+		default:
+			latestSeq = latest.seq
+		}
+	}
 
-	l.mu.Lock()
-	if err := l.syncLocked(ctx); err != nil {
-		l.mu.Unlock()
+	l.tmu.Lock()
+	if err := l.integrateLocked(ctx); err != nil {
+		l.tmu.Unlock()
+		l.m.checkpoints.WithLabelValues("error").Inc()
 		return nil, err
 	}
-	size := l.rng.End()
-	root, err := rootOf(l.rng)
-	rec := &checkpointRecord{V: 1, Size: size, LastSeq: l.lastSeq, Time: now.UTC(), KIDs: kids}
-	for _, h := range l.rng.Hashes() {
+	t := &l.tree
+	size := t.rng.End()
+	root, err := rootOf(t.rng)
+	rec := &checkpointRecord{V: 1, Size: size, LastSeq: t.lastSeq, Time: now.UTC(), KIDs: kids}
+	for _, h := range t.rng.Hashes() {
 		rec.Range = append(rec.Range, b64.EncodeToString(h))
 	}
-	if l.lastLeaf != nil {
-		rec.LastLeaf, rec.LastAt = b64.EncodeToString(l.lastLeaf), l.lastAt
-
+	if t.lastLeaf != nil {
+		rec.LastLeaf, rec.LastAt = b64.EncodeToString(t.lastLeaf), t.lastAt
 	}
-	l.mu.Unlock()
+	l.tmu.Unlock()
 	if err != nil {
 		return nil, err
+	}
+	if latest != nil && latest.Size > size {
+		return latest, nil
 	}
 	rec.Root = b64.EncodeToString(root)
 	signed, err := note.Sign(&note.Note{Text: formatCheckpoint(l.cfg.Origin, size, root)}, signers...)
@@ -285,15 +488,24 @@ func (l *Log) signCheckpoint(ctx context.Context) (*checkpointRecord, error) {
 		return nil, fmt.Errorf("audit: sign checkpoint: %w", err)
 	}
 	rec.Note = string(signed)
+	if !store {
+		return rec, nil
+	}
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return nil, err
 	}
 	c, cancel := context.WithTimeout(ctx, l.cfg.StoreTimeout)
 	defer cancel()
-	seq, err := l.cps.Append(c, l.cfg.CheckpointSubject, "", nil, data)
+	seq, err := l.cps.Append(c, l.cfg.CheckpointSubject, "",
+		map[string]string{"Nats-Expected-Last-Subject-Sequence": strconv.FormatUint(latestSeq, 10)}, data)
 	if err != nil {
 		l.m.checkpoints.WithLabelValues("error").Inc()
+		if newer, lerr := l.latestCheckpoint(ctx); lerr == nil && newer.seq != latestSeq && newer.Size >= size {
+			// Another instance stored one at least as large meanwhile.
+			l.setLastCheckpoint(newer)
+			return newer, nil
+		}
 		return nil, fmt.Errorf("audit: %w: store checkpoint: %w", ErrUnavailable, err)
 	}
 	rec.seq = seq
@@ -303,37 +515,79 @@ func (l *Log) signCheckpoint(ctx context.Context) (*checkpointRecord, error) {
 	return rec, nil
 }
 
-// checkpointIfGrown signs a checkpoint when the tree grew since the last one.
+// checkpointIfGrown stores a checkpoint when the tree grew since the last
+// one, and returns the newest checkpoint.
 func (l *Log) checkpointIfGrown(ctx context.Context) (*checkpointRecord, error) {
+	size, err := l.Size(ctx)
+	if err != nil {
+		return nil, err
+	}
 	l.cpMu.Lock()
 	last := l.lastCP
 	l.cpMu.Unlock()
-	if last != nil && l.Size() <= last.Size {
+	if last != nil && size <= last.Size {
 		return last, nil
 	}
-	return l.signCheckpoint(ctx)
+	return l.signCheckpoint(ctx, true)
 }
 
-// Run signs checkpoints until ctx ends: every CheckpointEvery when entries
-// were appended, and at least every IdleCheckpointEvery otherwise.
+// leader reports whether this instance signs checkpoints: it holds the
+// lease, or there is no lease.
+func (l *Log) leader(ctx context.Context) bool {
+	if l.cfg.Lease == nil {
+		return true
+	}
+	held, err := l.cfg.Lease.Hold(ctx)
+	if err != nil {
+		l.log.Warn("audit: checkpointer lease", "err", err)
+	}
+	return held
+}
+
+func (l *Log) releaseLease(ctx context.Context) {
+	if l.cfg.Lease != nil {
+		l.cfg.Lease.Release(ctx)
+	}
+}
+
+// integrateEvery is how often the checkpointer reads new entries into the
+// tree, and how often it renews its lease.
+const integrateEvery = time.Second
+
+// Run signs checkpoints until ctx ends, while this instance holds the
+// checkpointer lease (another instance takes over within the lease's TTL
+// when this one dies): every CheckpointEvery when entries were appended,
+// and at least every IdleCheckpointEvery otherwise. In between it reads
+// new entries into the tree every second, so a checkpoint is quick to
+// sign.
 func (l *Log) Run(ctx context.Context) {
 	if l.cfg.ReadOnly {
 		return
 	}
-	tick := time.NewTicker(l.cfg.CheckpointEvery)
+	tick := time.NewTicker(min(integrateEvery, l.cfg.CheckpointEvery))
 	defer tick.Stop()
+	wasLeader := false
+	var signed time.Time // when this instance last stored a checkpoint
 	for {
-		l.cpMu.Lock()
-		last, lastAt := l.lastCP, l.lastCPAt
-		l.cpMu.Unlock()
-		var err error
-		if last == nil || l.cfg.Now().Sub(lastAt) >= l.cfg.IdleCheckpointEvery {
-			_, err = l.signCheckpoint(ctx)
-		} else {
-			_, err = l.checkpointIfGrown(ctx)
+		isLeader := l.leader(ctx)
+		l.m.leader.Set(b2f(isLeader))
+		if isLeader && !wasLeader {
+			// Start from what the previous holder signed.
+			if cp, err := l.latestCheckpoint(ctx); err == nil {
+				l.setLastCheckpoint(cp)
+			}
+			signed = time.Now()
+			l.log.Info("audit: this instance signs checkpoints now")
 		}
-		if err != nil && ctx.Err() == nil {
-			l.log.Error("audit checkpoint failed", "err", err)
+		wasLeader = isLeader
+		if isLeader {
+			ok, err := l.checkpointIfDue(ctx, time.Since(signed) >= l.cfg.CheckpointEvery)
+			if err != nil && ctx.Err() == nil {
+				l.log.Error("audit checkpoint failed", "err", err)
+			}
+			if ok {
+				signed = time.Now()
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -341,6 +595,31 @@ func (l *Log) Run(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+}
+
+// checkpointIfDue integrates new entries and stores a checkpoint when one
+// is due: there is none yet, the idle interval passed, or the tree grew and
+// cadence says the interval since the last one passed.
+func (l *Log) checkpointIfDue(ctx context.Context, cadence bool) (bool, error) {
+	size, err := l.Size(ctx)
+	if err != nil {
+		return false, err
+	}
+	l.cpMu.Lock()
+	last, lastAt := l.lastCP, l.lastCPAt
+	l.cpMu.Unlock()
+	if last != nil && l.cfg.Now().Sub(lastAt) < l.cfg.IdleCheckpointEvery && (size <= last.Size || !cadence) {
+		return false, nil
+	}
+	_, err = l.signCheckpoint(ctx, true)
+	return err == nil, err
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Checkpoint returns the latest stored signed checkpoint (signed-note text).

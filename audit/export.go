@@ -95,10 +95,15 @@ var errStopRead = errors.New("stop")
 func (l *Log) Export(ctx context.Context, w io.Writer, f Filter) error {
 	var rec *checkpointRecord
 	var err error
-	if l.cfg.ReadOnly {
+	switch {
+	case l.cfg.ReadOnly:
 		rec, err = l.latestCheckpoint(ctx)
-	} else {
+	case l.leader(ctx):
 		rec, err = l.checkpointIfGrown(ctx)
+	default:
+		// Another instance stores checkpoints; this one signs the tree as
+		// it stands for this export only.
+		rec, err = l.signCheckpoint(ctx, false)
 	}
 	if err != nil {
 		return fmt.Errorf("audit: export: %w", err)
@@ -113,10 +118,33 @@ func (l *Log) Export(ctx context.Context, w io.Writer, f Filter) error {
 		}
 		delete(want, id)
 	}
-	first := true
-	var skipBelow uint64
-	cutoff := l.cfg.Now().Add(-l.cfg.Retention).Add(pruneSlack)
+	st, err := l.entries.State(ctx)
+	if err != nil {
+		return fmt.Errorf("audit: export: %w", err)
+	}
+	// A log whose oldest entries expired starts from the checkpoint that
+	// covers them; the entries stored before that checkpoint ends cannot
+	// be proven and are left out.
+	var skipTo uint64
+	if st.Msgs > 0 && st.FirstSeq > 1 {
+		base, err := l.baseCheckpoint(ctx, st.FirstSeq-1)
+		if err != nil {
+			return fmt.Errorf("audit: export: %w", err)
+		}
+		if rng, err = base.compactRange(); err != nil {
+			return fmt.Errorf("audit: export: %w: base checkpoint: %w", ErrTampered, err)
+		}
+		skipTo = base.LastSeq
+	}
+	expect := st.FirstSeq
 	err = scan(ctx, l.entries, 0, func(m *queue.Msg) error {
+		if m.Seq != expect {
+			return fmt.Errorf("%w: seq %d..%d are missing; run verify", ErrTampered, expect, m.Seq-1)
+		}
+		expect++
+		if m.Seq <= skipTo {
+			return nil
+		}
 		for _, line := range splitBatch(m.Data) {
 			if rng.End() >= size {
 				return errStopRead
@@ -125,26 +153,9 @@ func (l *Log) Export(ctx context.Context, w io.Writer, f Filter) error {
 			if err != nil {
 				return fmt.Errorf("%w: seq %d: %w", ErrTampered, m.Seq, err)
 			}
-			if first {
-				first = false
-				if r.Index != 0 {
-					if r.PrevTime.IsZero() || r.PrevTime.After(cutoff) {
-						return fmt.Errorf("%w: entries before %d are missing but cannot have expired; run verify", ErrTampered, r.Index)
-					}
-					if rng, err = l.baseRange(ctx, r.Index); err != nil {
-						return err
-					}
-					skipBelow = rng.End()
-				}
-			}
-			if r.Index < skipBelow && r.Index < rng.End() {
-				continue // before the base checkpoint of a pruned log
-			}
-			if r.Index != rng.End() {
-				return fmt.Errorf("%w: seq %d holds index %d, want %d; run verify", ErrTampered, m.Seq, r.Index, rng.End())
-			}
+			index := rng.End()
 			if f.match(&r.Entry) {
-				it, err := newExportItem(m.Seq, r.Index, size, line, rng)
+				it, err := newExportItem(m.Seq, index, size, line, rng)
 				if err != nil {
 					return err
 				}
@@ -245,18 +256,19 @@ func newExportItem(seq, index, size uint64, record []byte, rng *compact.Range) (
 	return it, nil
 }
 
-// baseRange returns, for a log whose oldest entries expired, the compact
-// range of the smallest stored checkpoint at or after index. Entries before
-// it cannot be proven and are left out of exports.
-func (l *Log) baseRange(ctx context.Context, index uint64) (*compact.Range, error) {
-	var found *compact.Range
+// baseCheckpoint returns, for a log whose oldest entries expired (the
+// stream's first sequence is after gone), the checkpoint that first covered
+// sequence gone; entries up to its end cannot be proven and are left out
+// of exports. It refuses when those entries cannot have expired yet.
+func (l *Log) baseCheckpoint(ctx context.Context, gone uint64) (*checkpointRecord, error) {
+	var found *checkpointRecord
 	err := scan(ctx, l.cps, 0, func(m *queue.Msg) error {
 		rec, err := decodeCheckpointRecord(m)
-		if err != nil || rec.Size < index || (found != nil && rec.Size >= found.End()) {
+		if err != nil || rec.LastSeq < gone || rec.Range == nil || (found != nil && rec.Size >= found.Size) {
 			return nil
 		}
-		if rng, err := rec.compactRange(); err == nil {
-			found = rng
+		if _, err := rec.compactRange(); err == nil {
+			found = rec
 		}
 		return nil
 	})
@@ -264,7 +276,10 @@ func (l *Log) baseRange(ctx context.Context, index uint64) (*compact.Range, erro
 		return nil, err
 	}
 	if found == nil {
-		return nil, fmt.Errorf("%w: the oldest stored entry is %d and no checkpoint at or after it holds its range", ErrTampered, index)
+		return nil, fmt.Errorf("%w: seq 1..%d are missing and no checkpoint holds their range", ErrTampered, gone)
+	}
+	if cutoff := l.cfg.Now().Add(-l.cfg.Retention).Add(pruneSlack); found.Time.After(cutoff) {
+		return nil, fmt.Errorf("%w: seq 1..%d are missing but cannot have expired; run verify", ErrTampered, gone)
 	}
 	return found, nil
 }
@@ -326,7 +341,7 @@ func VerifyExport(r io.Reader, keys *signer.KeySet) error {
 			if err != nil {
 				return fmt.Errorf("audit export line %d: %w", lineNo, err)
 			}
-			if rec.Index != e.Index {
+			if rec.V == recordV1 && rec.Index != e.Index {
 				return fmt.Errorf("audit export line %d: record index %d, line index %d", lineNo, rec.Index, e.Index)
 			}
 			if e.Index >= cp.Size {

@@ -140,7 +140,7 @@ func TestExportProofsAgainstReference(t *testing.T) {
 					t.Fatal(err)
 				}
 				if i == n/2 {
-					if _, err := l.signCheckpoint(ctx); err != nil {
+					if _, err := l.signCheckpoint(ctx, true); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -297,7 +297,7 @@ func TestHandlerExportsOwnTenant(t *testing.T) {
 		})
 	}
 	// The export was itself audited.
-	if got := l.Size(); got != 13 {
+	if got, _ := l.Size(ctx); got != 13 {
 		t.Fatalf("size %d after one export, want 13", got)
 	}
 	// While the export slots are taken, another export waits its turn.
@@ -318,6 +318,7 @@ func TestCheckpointHandlerAndGolden(t *testing.T) {
 	keys := &testKeys{cur: newTestKey(t, "a"), prev: []signer.PrivateKey{newTestKey(t, "b")}}
 	entries, cps := plainStreams(t, c, "GOLDEN")
 	l := openLog(t, entries, cps, keys, nil)
+	l.writerID = "00000000000000a1" // for the golden export
 	rec := httptest.NewRecorder()
 	l.CheckpointHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/v1/audit/checkpoint", nil))
 	if rec.Code != http.StatusServiceUnavailable {

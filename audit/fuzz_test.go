@@ -16,16 +16,22 @@ import (
 // one byte string, one leaf hash).
 func FuzzDecodeRecord(f *testing.F) {
 	e := normalize(testEntry(1, "acme"), time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC))
-	first, err := encodeRecord(e, 0, link{})
+	const w = "0123456789abcdef"
+	first, err := encodeRecord(e, head{v: recordV2, writer: w})
 	if err != nil {
 		f.Fatal(err)
 	}
-	second, err := encodeRecord(e, 1, link{hash: leafHash(first), time: e.Time})
+	second, err := encodeRecord(e, head{v: recordV2, writer: w, n: 1, prev: leafHash(first)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	v1, err := encodeRecord(e, head{v: recordV1, n: 1, prev: leafHash(first), prevTime: e.Time})
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Add(first)
 	f.Add(second)
+	f.Add(v1)
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`{"v":1,"index":0,"action":"a","actor":"b","outcome":"success","time":"2026-11-23T10:00:00Z"}`))
 	f.Add([]byte(`{"V":1,"index":0,"action":"a","actor":"b","outcome":"success","time":"2026-11-23T10:00:00Z"}`))
@@ -43,7 +49,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		if err != nil {
 			return
 		}
-		again, err := encodeRecord(r.Entry, r.Index, r.link())
+		again, err := encodeRecord(r.Entry, r.head())
 		if err != nil {
 			t.Fatalf("accepted record does not re-encode: %v", err)
 		}
@@ -99,15 +105,18 @@ func FuzzCanonicalEncoding(f *testing.F) {
 		if validate(&e) != nil || index > maxIndex {
 			return
 		}
-		var prev link
+		h := head{v: recordV2, writer: "0123456789abcdef", n: index}
+		if nanos%3 == 0 {
+			h = head{v: recordV1, n: index}
+		}
 		if index > 0 {
-			prev = link{hash: leafHash([]byte(actor))}
-			if nanos%2 == 0 {
-				prev.time = e.Time.Add(-time.Second)
+			h.prev = leafHash([]byte(actor))
+			if h.v == recordV1 && nanos%2 == 0 {
+				h.prevTime = e.Time.Add(-time.Second)
 			}
 		}
-		got, err1 := encodeRecord(e, index, prev)
-		want, err2 := encodeRecordGeneric(e, index, prev)
+		got, err1 := encodeRecord(e, h)
+		want, err2 := encodeRecordGeneric(e, h)
 		if err1 != nil || err2 != nil {
 			if len(want) <= MaxEntrySize || err2 != nil {
 				t.Fatalf("encode errors: %v, %v", err1, err2)

@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -27,6 +26,8 @@ const (
 	EntriesSubject     = "audit.entries"
 	CheckpointsStream  = "AUDIT_CHECKPOINTS"
 	CheckpointsSubject = "audit.checkpoints"
+	// LeaseBucket holds the checkpointer lease.
+	LeaseBucket = "AUDIT_LEASE"
 )
 
 // DefaultRetention is 12 months plus a 30-day margin.
@@ -38,8 +39,8 @@ var (
 	ErrClosed = errors.New("audit log closed")
 	// ErrReadOnly: the log was opened without signing keys or with ReadOnly.
 	ErrReadOnly = errors.New("audit log is read-only")
-	// ErrTampered: the stored log does not continue the tree this process
-	// knows; run verify.
+	// ErrTampered: the stored log does not continue the signed tree; run
+	// verify.
 	ErrTampered = errors.New("audit log is inconsistent")
 	// ErrNoCheckpoint: no signed checkpoint exists yet.
 	ErrNoCheckpoint = errors.New("no audit checkpoint")
@@ -58,19 +59,24 @@ type KeySource interface {
 type Config struct {
 	// Conn is used to declare the AUDIT and AUDIT_CHECKPOINTS streams (deny
 	// delete, deny purge, MaxAge Retention, the connection's replica count)
-	// when Stream and Checkpoints are nil.
+	// when Stream and Checkpoints are nil, and the checkpointer lease's
+	// bucket when Lease is nil.
 	Conn *queue.Conn
 	// Stream holds the entries and Checkpoints the signed checkpoints. When
 	// set they are used as they are (tests, tools reading a copy).
 	Stream, Checkpoints *queue.Stream
+	// Lease elects the one instance that signs checkpoints. Nil with a Conn:
+	// the "checkpointer" key of the AUDIT_LEASE bucket. Nil without a Conn:
+	// this log always signs (one instance).
+	Lease *queue.Lease
 	// Subject entries are published on; default EntriesSubject. Checkpoint
 	// is the checkpoints' subject; default CheckpointsSubject.
 	Subject, CheckpointSubject string
 	// Keys signs checkpoints. Nil makes the log read-only (verify, export of
 	// the stored checkpoints).
 	Keys KeySource
-	// ReadOnly opens the log without recovering the tree: Append and the
-	// checkpoint loop are refused, Verify and Export work. For tools.
+	// ReadOnly opens the log for reading only: Append and the checkpoint
+	// loop are refused, Verify and Export work. For tools.
 	ReadOnly bool
 	// Origin is the checkpoint origin line and the note key name, e.g.
 	// "sealpost.example/audit". Required; no spaces or '+'.
@@ -91,9 +97,14 @@ type Config struct {
 	// IdleCheckpointEvery is the longest time between checkpoints when
 	// nothing was appended. Default 1 hour.
 	IdleCheckpointEvery time.Duration
-	// StoreTimeout bounds one publish. Default 5s.
+	// StoreTimeout bounds one publish attempt. Default 2s.
 	StoreTimeout time.Duration
-	Logger       *slog.Logger
+	// RetryFor is how long the writer keeps trying to store a batch whose
+	// publish failed (the same message, so JetStream keeps one copy) before
+	// giving its entries up. Default 60s; at most a minute, inside
+	// JetStream's two-minute duplicate window.
+	RetryFor time.Duration
+	Logger   *slog.Logger
 	// Registerer receives the log's metrics; nil registers none.
 	Registerer prometheus.Registerer
 	// Now is the clock; default time.Now.
@@ -109,6 +120,13 @@ var hasher = rfc6962.DefaultHasher
 var rangeFactory = &compact.RangeFactory{Hash: hasher.HashChildren}
 
 // Log is the append-only audit log.
+//
+// Appends from every instance go straight to the stream: each instance's
+// writer publishes batches of records chained to its own previous records,
+// so instances never wait for each other and the order of the leaves is
+// the stream's order. The instance holding the checkpointer lease (Run)
+// reads what was stored, integrates it into the Merkle tree and signs
+// checkpoints.
 type Log struct {
 	cfg     Config
 	log     *slog.Logger
@@ -123,22 +141,14 @@ type Log struct {
 	closeMu sync.RWMutex
 	closing bool
 
-	// mu guards the tree state below. The writer holds it while publishing
-	// so checkpoints see whole batches.
-	mu       sync.Mutex
-	rng      *compact.Range // [0, size)
-	lastLeaf []byte         // leaf hash of record size-1
-	lastAt   time.Time      // when record size-1 was stored (at the latest)
-	lastSeq  uint64         // stream sequence of the newest record
-	synced   time.Time      // when the state was last compared with the stream
-	broken   error          // set when the stored log does not continue our tree
-	writerID string         // random, names this process's messages
-	calls    uint64         // publish calls so far, in message ids
-	// lookFor maps the message ids of the publish in progress to the
-	// number of entries each holds; syncLocked sets found to the one it
-	// reads back, which makes it durable.
-	lookFor map[string]int
-	found   string
+	// The writer's chain; only the writer goroutine touches it.
+	writerID string
+	next     uint64 // number of the writer's next record
+	lastLeaf []byte // leaf hash of the writer's newest stored record
+
+	// tmu guards the checkpointer's tree.
+	tmu  sync.Mutex
+	tree tree
 
 	// exportSlots bounds the tenant exports (GET /v1/audit) running at
 	// once: each reads the whole log to build its proofs.
@@ -177,10 +187,13 @@ func OpenStreams(ctx context.Context, c *queue.Conn, retention time.Duration) (e
 	return entries, checkpoints, nil
 }
 
-// Open opens the log. Unless ReadOnly, it recovers the tree state (the
-// compact range, not every leaf) from the latest checkpoint and the entries
-// stored after it, and starts the writer. It fails with ErrTampered when the
-// stored entries do not continue the checkpointed tree.
+// leaseTTL is how long the checkpointer lease lasts without renewal: the
+// longest another instance waits to take checkpointing over.
+const leaseTTL = 6 * time.Second
+
+// Open opens the log and, unless ReadOnly, starts the writer. It reads
+// nothing of the stored log: checkpointing (Run) checks that the stored
+// entries continue the signed tree.
 func Open(ctx context.Context, c Config) (*Log, error) {
 	if c.Origin == "" || !validOrigin(c.Origin) {
 		return nil, fmt.Errorf("audit: origin %q must be non-empty without spaces or '+'", c.Origin)
@@ -207,7 +220,10 @@ func Open(ctx context.Context, c Config) (*Log, error) {
 		c.IdleCheckpointEvery = time.Hour
 	}
 	if c.StoreTimeout <= 0 {
-		c.StoreTimeout = 5 * time.Second
+		c.StoreTimeout = 2 * time.Second
+	}
+	if c.RetryFor <= 0 || c.RetryFor > time.Minute {
+		c.RetryFor = time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -219,7 +235,7 @@ func Open(ctx context.Context, c Config) (*Log, error) {
 		c.ReadOnly = true
 	}
 	l := &Log{cfg: c, log: c.Logger, entries: c.Stream, cps: c.Checkpoints, m: newMetrics(c.Registerer),
-		rng: rangeFactory.NewEmptyRange(0), writerID: randomID(), exportSlots: make(chan struct{}, maxTenantExports)}
+		writerID: randomID(), exportSlots: make(chan struct{}, maxTenantExports)}
 	if l.entries == nil || l.cps == nil {
 		if c.Conn == nil {
 			return nil, errors.New("audit: conn or both streams are required")
@@ -232,8 +248,12 @@ func Open(ctx context.Context, c Config) (*Log, error) {
 	if c.ReadOnly {
 		return l, nil
 	}
-	if err := l.recover(ctx); err != nil {
-		return nil, err
+	if l.cfg.Lease == nil && c.Conn != nil {
+		kv, err := c.Conn.KV(ctx, queue.KVConfig{Bucket: LeaseBucket})
+		if err != nil {
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+		l.cfg.Lease = kv.Lease("checkpointer", l.writerID, leaseTTL, c.Now)
 	}
 	l.in = make(chan []*pending, 4*c.BatchMax)
 	l.stop = make(chan struct{})
@@ -256,135 +276,6 @@ func validOrigin(s string) bool {
 		}
 	}
 	return true
-}
-
-// recover rebuilds the tree state from the newest checkpoint that carries
-// its compact range, then reads the entries stored after it.
-func (l *Log) recover(ctx context.Context) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	cp, err := l.latestCheckpoint(ctx)
-	switch {
-	case errors.Is(err, ErrNoCheckpoint):
-	case err != nil:
-		return err
-	default:
-		if err := l.signedByUs(ctx, cp); err != nil {
-			// Not a checkpoint this keyring signed: do not build on it.
-			l.log.Warn("audit: newest checkpoint does not verify; rebuilding the tree from the first entry", "err", err)
-			break
-		}
-		rng, err := cp.compactRange()
-		if err != nil {
-			return fmt.Errorf("audit: %w: checkpoint at size %d: %w", ErrTampered, cp.Size, err)
-		}
-		if cp.Size > 0 {
-			// The stored message the checkpoint ends with must still be
-			// there and end with the checkpointed leaf.
-			m, err := l.entries.Get(ctx, cp.LastSeq)
-			if err != nil && !errors.Is(err, queue.ErrNotFound) {
-				return fmt.Errorf("audit: %w: %w", ErrUnavailable, err)
-			}
-			if err != nil {
-				return fmt.Errorf("audit: %w: seq %d, the last one checkpointed, is missing", ErrTampered, cp.LastSeq)
-			}
-			lines := splitBatch(m.Data)
-			if !bytes.Equal(leafHash(lines[len(lines)-1]), cp.lastLeaf()) {
-				return fmt.Errorf("audit: %w: seq %d differs from the checkpointed entry", ErrTampered, cp.LastSeq)
-			}
-		}
-		l.rng, l.lastLeaf, l.lastSeq, l.lastAt = rng, cp.lastLeaf(), cp.LastSeq, cp.LastAt
-		l.setLastCheckpoint(cp)
-	}
-	if err := l.syncLocked(ctx); err != nil {
-		return err
-	}
-	l.log.Info("audit log opened", "size", l.rng.End(), "last_seq", l.lastSeq)
-	return nil
-}
-
-// signedByUs checks a stored checkpoint against the keyring's current and
-// previous keys, so a record planted in the checkpoints stream cannot steer
-// the tree this process continues.
-func (l *Log) signedByUs(ctx context.Context, cp *checkpointRecord) error {
-	cur, prev, err := l.cfg.Keys.SigningKeys(ctx, l.cfg.Now())
-	if err != nil {
-		return fmt.Errorf("signing keys: %w", err)
-	}
-	ks := &signer.KeySet{}
-	for _, k := range append([]signer.PrivateKey{cur}, prev...) {
-		if pub := k.Public(); pub != nil {
-			ks.Keys = append(ks.Keys, signer.PublicKey{KID: k.KID, Key: pub})
-		}
-	}
-	c, err := OpenCheckpoint([]byte(cp.Note), l.cfg.Origin, ks)
-	if err != nil {
-		return err
-	}
-	if c.Size != cp.Size || b64.EncodeToString(c.Root) != cp.Root {
-		return errors.New("checkpoint record differs from its signed note")
-	}
-	return nil
-}
-
-// syncLocked reads records stored after lastSeq (by another instance, or by
-// a publish whose answer was lost) into the tree. l.mu must be held.
-func (l *Log) syncLocked(ctx context.Context) error {
-	st, err := l.entries.State(ctx)
-	if err != nil {
-		return fmt.Errorf("audit: %w: %w", ErrUnavailable, err)
-	}
-	l.synced = l.cfg.Now()
-	if st.LastSeq < l.lastSeq {
-		l.broken = fmt.Errorf("audit: %w: the stream ends at seq %d, before seq %d already written", ErrTampered, st.LastSeq, l.lastSeq)
-		return l.broken
-	}
-	if st.LastSeq == l.lastSeq || st.Msgs == 0 {
-		return nil
-	}
-	start := l.lastSeq + 1
-	if start < st.FirstSeq {
-		if l.rng.End() != 0 || l.lastSeq != 0 {
-			return fmt.Errorf("audit: %w: entries after seq %d have expired before a checkpoint covered them", ErrTampered, l.lastSeq)
-		}
-		start = st.FirstSeq
-	}
-	err = scan(ctx, l.entries, start, func(m *queue.Msg) error {
-		for _, line := range splitBatch(m.Data) {
-			r, err := DecodeRecord(line)
-			if err != nil {
-				return fmt.Errorf("audit: %w: seq %d: %w", ErrTampered, m.Seq, err)
-			}
-			size := l.rng.End()
-			if size == 0 && l.lastLeaf == nil && r.Index != 0 {
-				return fmt.Errorf("audit: %w: the oldest stored entry has index %d and no checkpoint covers the ones before it", ErrTampered, r.Index)
-			}
-			if r.Index != size {
-				return fmt.Errorf("audit: %w: seq %d holds index %d, want %d", ErrTampered, m.Seq, r.Index, size)
-			}
-			if !bytes.Equal(r.prevHash(), l.lastLeaf) {
-				return fmt.Errorf("audit: %w: seq %d index %d does not link to the entry before it", ErrTampered, m.Seq, r.Index)
-			}
-			h := leafHash(line)
-			if err := l.rng.Append(h, nil); err != nil {
-				return err
-			}
-			l.lastLeaf, l.lastAt = h, m.Time.UTC().Truncate(time.Microsecond)
-		}
-		l.lastSeq = m.Seq
-		if _, ok := l.lookFor[m.Header["Nats-Msg-Id"]]; ok {
-			l.found = m.Header["Nats-Msg-Id"]
-		}
-		return nil
-	})
-	if err != nil {
-		if errors.Is(err, ErrTampered) {
-			l.broken = err
-			return err
-		}
-		return fmt.Errorf("audit: %w: read: %w", ErrUnavailable, err)
-	}
-	return nil
 }
 
 // Append validates e, removes mail local parts, and returns once the entry
@@ -428,12 +319,11 @@ func (l *Log) AppendAll(ctx context.Context, es ...Entry) error {
 	return nil
 }
 
-// enqueue hands entries to the writer, refusing them once Close began so
-// that every queued entry is answered.
 // AppendAsync queues entries to be written with the next batch and returns
 // without waiting for them to be durable: for records that must not hold up
-// an answer and whose loss costs no message. Invalid entries and a closed
-// log are errors; a failed write is logged and counted
+// an answer and whose loss costs no message. An entry queued before one
+// that Append waits for is stored no later than it. Invalid entries and a
+// closed log are errors; a failed write is logged and counted
 // (sealpost_audit_appends_total{result="error"}). Close writes what is
 // queued.
 func (l *Log) AppendAsync(ctx context.Context, es ...Entry) error {
@@ -458,7 +348,7 @@ func (l *Log) prepare(es []Entry, async bool) ([]*pending, error) {
 			return nil, err
 		}
 		// Encode once here to report size errors to the caller, not the batch.
-		if _, err := encodeRecord(e, maxIndex, link{hash: make([]byte, sha256.Size), time: e.Time}); err != nil {
+		if _, err := encodeRecord(e, head{v: recordV2, writer: l.writerID, n: maxIndex, prev: make([]byte, sha256.Size)}); err != nil {
 			l.m.appends.WithLabelValues("invalid").Add(float64(len(es)))
 			return nil, err
 		}
@@ -467,6 +357,8 @@ func (l *Log) prepare(es []Entry, async bool) ([]*pending, error) {
 	return ps, nil
 }
 
+// enqueue hands entries to the writer, refusing them once Close began so
+// that every queued entry is answered.
 func (l *Log) enqueue(ctx context.Context, ps []*pending) error {
 	l.closeMu.RLock()
 	defer l.closeMu.RUnlock()
@@ -569,133 +461,69 @@ func (l *Log) commit(batch []*pending) {
 	}
 }
 
-// publish writes a prefix of batch as one message and returns its length.
-//
-// Several sealpost instances may append to one stream, so every publish
-// carries the stream sequence it expects to follow (JetStream's
-// Nats-Expected-Last-Sequence): the store refuses it when someone else wrote
-// first, and the writer then reads what was written, renumbers the batch and
-// tries again. The message id is unique to this writer and batch, so a
-// publish whose answer was lost is recognised when reading back.
+// publish writes a prefix of batch as one message, chained to this
+// writer's previous one, and returns its length. A failed publish is
+// repeated with the same bytes and message id, so JetStream stores it once
+// even when an earlier answer was lost; after RetryFor the entries are
+// given up and the writer starts a new chain, since its last message may or
+// may not have been stored.
 func (l *Log) publish(batch []*pending) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.broken != nil {
-		return len(batch), l.broken
+	var data []byte
+	prev := l.lastLeaf
+	n := 0
+	for _, p := range batch {
+		rec, err := encodeRecord(p.e, head{v: recordV2, writer: l.writerID, n: l.next + uint64(n), prev: prev})
+		if err != nil { // checked in Append; only a bug gets here
+			return max(n, 1), err
+		}
+		if n > 0 && len(data)+1+len(rec) > maxBatchBytes {
+			break
+		}
+		if n > 0 {
+			data = append(data, '\n')
+		}
+		data = append(data, rec...)
+		prev = leafHash(rec)
+		n++
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*l.cfg.StoreTimeout)
-	defer cancel()
-	// Every attempt's message id is watched for in every read-back of this
-	// call: an attempt whose answer was lost may be stored at any later
-	// moment, and must then count as this batch, not be written again.
-	l.lookFor, l.found = map[string]int{}, ""
-	defer func() { l.lookFor, l.found = nil, "" }()
-	// Ids name this call: an earlier call's message that lands late is
-	// someone else's entries to this one, not its own.
-	l.calls++
-	callID := "audit-" + l.writerID + "-" + strconv.FormatUint(l.calls, 10) + "-"
-	// Records of this batch name this moment as their predecessor's store
-	// time; it is no later than the store's own timestamp. It is fixed for
-	// the call, so attempts at the same index build the same bytes.
-	built := l.cfg.Now().UTC().Truncate(time.Microsecond)
-	var lastErr error
-	for attempt := 0; attempt < 6; attempt++ {
-		if attempt > 0 || l.cfg.Now().Sub(l.synced) > 30*time.Second {
-			if err := l.syncLocked(ctx); err != nil {
-				return len(batch), err
-			}
-			if n, ok := l.lookFor[l.found]; ok {
-				l.published(n)
-				return n, nil
-			}
-		}
-		first := l.rng.End()
-		prev := l.lastLeaf
-		prevAt := l.lastAt
-		var data []byte
-		var leaves [][]byte
-		n := 0
-		for _, p := range batch {
-			rec, err := encodeRecord(p.e, first+uint64(n), link{hash: prev, time: prevAt})
-			if err != nil { // checked in Append; only a bug gets here
-				return max(n, 1), err
-			}
-			if n > 0 && len(data)+1+len(rec) > maxBatchBytes {
-				break
-			}
-			if n > 0 {
-				data = append(data, '\n')
-			}
-			data = append(data, rec...)
-			prev, prevAt = leafHash(rec), built
-			leaves = append(leaves, prev)
-			n++
-		}
-		msgID := callID + strconv.FormatUint(first, 10)
-		hdr := map[string]string{
-			"Audit-Index":                 strconv.FormatUint(first, 10),
-			"Audit-Count":                 strconv.Itoa(n),
-			"Nats-Expected-Last-Sequence": strconv.FormatUint(l.lastSeq, 10),
-		}
-		l.lookFor[msgID] = n
-		c, cancelStore := context.WithTimeout(ctx, l.cfg.StoreTimeout)
-		seq, dup, err := l.entries.AppendOnce(c, l.cfg.Subject, msgID, hdr, data)
-		cancelStore()
-		if err == nil && !dup && seq == l.lastSeq+1 {
-			for _, h := range leaves {
-				if err := l.rng.Append(h, nil); err != nil {
-					return n, err
-				}
-			}
-			l.lastLeaf, l.lastSeq, l.lastAt = prev, seq, built
-			l.published(n)
+	msgID := "audit-" + l.writerID + "-" + strconv.FormatUint(l.next, 10)
+	hdr := map[string]string{"Audit-Writer": l.writerID, "Audit-N": strconv.FormatUint(l.next, 10), "Audit-Count": strconv.Itoa(n)}
+	start := l.cfg.Now()
+	backoff := 50 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.StoreTimeout)
+		_, _, err := l.entries.AppendOnce(ctx, l.cfg.Subject, msgID, hdr, data)
+		cancel()
+		if err == nil {
+			l.next += uint64(n)
+			l.lastLeaf = prev
+			l.m.publishes.Inc()
+			l.m.batchSize.Observe(float64(n))
 			return n, nil
 		}
-		switch {
-		case err == nil && dup:
-			// An earlier attempt with this id is stored (a cluster checks
-			// duplicates before the expected sequence): read it back.
-			err = fmt.Errorf("duplicate of seq %d", seq)
-		case err == nil:
-			err = fmt.Errorf("stored at seq %d, expected %d", seq, l.lastSeq+1)
+		if l.cfg.Now().Sub(start)+backoff >= l.cfg.RetryFor {
+			l.log.Error("audit: publish failed; entries given up, starting a new chain", "entries", n, "err", err)
+			l.writerID, l.next, l.lastLeaf = randomID(), 0, nil
+			return n, fmt.Errorf("audit: %w: %w", ErrUnavailable, err)
 		}
-		lastErr = err
-		// Another writer came first, or the answer was lost: read what is
-		// stored. Finding our own message there means it is durable.
-		if serr := l.syncLocked(ctx); serr != nil {
-			return n, serr
-		}
-		if n, ok := l.lookFor[l.found]; ok {
-			l.published(n)
-			return n, nil
-		}
-		if attempt > 0 {
-			select {
-			case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
-			case <-ctx.Done():
-				return n, fmt.Errorf("audit: %w: %w", ErrUnavailable, ctx.Err())
+		select {
+		case <-l.stop:
+			// Closing: no more than one store timeout of retries.
+			if l.cfg.Now().Sub(start) > l.cfg.StoreTimeout {
+				l.writerID, l.next, l.lastLeaf = randomID(), 0, nil
+				return n, fmt.Errorf("audit: %w: %w", ErrUnavailable, err)
 			}
+		default:
 		}
+		l.log.Warn("audit: publish failed; retrying", "entries", n, "err", err)
+		time.Sleep(backoff)
+		backoff = min(2*backoff, time.Second)
 	}
-	l.log.Warn("audit publish failed", "err", lastErr)
-	return len(batch), fmt.Errorf("audit: %w: %w", ErrUnavailable, lastErr)
 }
 
-func (l *Log) published(n int) {
-	l.m.publishes.Inc()
-	l.m.batchSize.Observe(float64(n))
-	l.m.treeSize.Set(float64(l.rng.End()))
-}
-
-// Size returns the number of entries in the tree this process knows.
-func (l *Log) Size() uint64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.rng.End()
-}
-
-// Close stops accepting entries, writes the queued ones and signs a final
-// checkpoint when entries were added since the last one.
+// Close stops accepting entries, writes the queued ones, and, on the
+// instance that holds the checkpointer lease, signs a final checkpoint when
+// entries were added since the last one and gives the lease up.
 func (l *Log) Close(ctx context.Context) error {
 	if l.cfg.ReadOnly {
 		return nil
@@ -711,6 +539,10 @@ func (l *Log) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("audit: close: %w", ctx.Err())
 	}
+	if !l.leader(ctx) {
+		return nil
+	}
+	defer l.releaseLease(ctx)
 	if _, err := l.checkpointIfGrown(ctx); err != nil {
 		return fmt.Errorf("audit: close: %w", err)
 	}

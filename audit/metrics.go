@@ -9,6 +9,8 @@ type metrics struct {
 	batchSize     prometheus.Histogram
 	treeSize      prometheus.Gauge
 	checkpoints   *prometheus.CounterVec
+	leader        prometheus.Gauge
+	consistent    prometheus.Gauge
 }
 
 // newMetrics builds the log's metrics and registers them on r when r is
@@ -35,15 +37,24 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		}),
 		treeSize: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sealpost_audit_tree_size",
-			Help: "Entries in the audit Merkle tree.",
+			Help: "Entries in the audit Merkle tree, as far as this instance integrated it.",
 		}),
 		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sealpost_audit_checkpoints_total",
 			Help: "Audit checkpoints signed, by result (ok, error).",
 		}, []string{"result"}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sealpost_audit_checkpointer",
+			Help: "1 while this instance holds the checkpointer lease (integrates entries and signs checkpoints).",
+		}),
+		consistent: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sealpost_audit_consistent",
+			Help: "0 once the checkpointer found that the stored audit log does not continue the signed tree (run audit verify).",
+		}),
 	}
+	m.consistent.Set(1)
 	if r != nil {
-		r.MustRegister(m.appends, m.appendSeconds, m.publishes, m.batchSize, m.treeSize, m.checkpoints)
+		r.MustRegister(m.appends, m.appendSeconds, m.publishes, m.batchSize, m.treeSize, m.checkpoints, m.leader, m.consistent)
 	}
 	return m
 }

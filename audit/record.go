@@ -33,24 +33,39 @@ const (
 // that does not decode).
 var ErrInvalidEntry = errors.New("invalid audit entry")
 
-// recordVersion is the "v" member of every stored record.
-const recordVersion = 1
+// Record versions. Version 2 records are written; version 1 records,
+// written by earlier sealpost releases, are still read and verified.
+const (
+	recordV1 = 1
+	recordV2 = 2
+)
 
-// Record is an entry as stored: the entry's fields plus its leaf index and
-// the leaf hash of the entry before it. The leaf hash of a record is
-// SHA-256(0x00 || JCS(record)) as in RFC 6962; storing the index and the link
-// inside the hashed bytes lets verify tell deleted, reordered and inserted
-// entries apart from modified ones.
+// Record is an entry as stored: the entry's fields plus what ties it to the
+// records before it. The leaf hash of a record is SHA-256(0x00 ||
+// JCS(record)) as in RFC 6962, and the records are the leaves of the
+// Merkle tree in the stream's order.
+//
+// A version 2 record names its writer (a random id of the process that
+// wrote it), its number N among that writer's records, and the leaf hash of
+// that writer's previous record: each writer's records form a hash chain,
+// so verify tells deleted, reordered and inserted entries apart from
+// modified ones without the writers of several instances ever waiting for
+// each other. A version 1 record holds its leaf index, the leaf hash of
+// the record at index-1 and that record's store time: one chain through
+// the whole log.
 type Record struct {
-	V     int    `json:"v"`
-	Index uint64 `json:"index"`
-	// Prev is the base64 (standard, padded) leaf hash of the record at
-	// Index-1; empty for the first record.
+	V int `json:"v"`
+	// Writer (version 2) names the writing process.
+	Writer string `json:"w,omitempty"`
+	// N (version 2) numbers the writer's records from 0.
+	N uint64 `json:"n,omitempty"`
+	// Index (version 1) is the leaf index.
+	Index uint64 `json:"index,omitempty"`
+	// Prev is the base64 (standard, padded) leaf hash of the record before
+	// in the chain; empty for a chain's first record.
 	Prev string `json:"prev,omitempty"`
-	// PrevTime is when the record at Index-1 was handed to the store (the
-	// writer's clock, UTC, microseconds), or zero when unknown. It lets
-	// verify tell entries that expired under the retention from deleted
-	// ones.
+	// PrevTime (version 1) is when the record at Index-1 was handed to the
+	// store, or zero when unknown.
 	PrevTime time.Time `json:"prev_time,omitzero"`
 	Entry
 }
@@ -60,15 +75,6 @@ func leafHash(canon []byte) []byte {
 	h := sha256.New()
 	h.Write([]byte{0})
 	h.Write(canon)
-	return h.Sum(nil)
-}
-
-// nodeHash returns the RFC 6962 interior node hash.
-func nodeHash(l, r []byte) []byte {
-	h := sha256.New()
-	h.Write([]byte{1})
-	h.Write(l)
-	h.Write(r)
 	return h.Sum(nil)
 }
 
@@ -165,18 +171,26 @@ func checkField(name, v string) error {
 	return nil
 }
 
-// link ties a record to the one before it.
-type link struct {
-	hash []byte    // leaf hash of the previous record; nil for index 0
-	time time.Time // when the previous record was stored; may be zero
+// head is what a record holds besides its entry.
+type head struct {
+	v      int
+	writer string // version 2
+	// n is the writer's record number (version 2) or the leaf index
+	// (version 1).
+	n        uint64
+	prev     []byte    // leaf hash of the chain's previous record; nil for the first
+	prevTime time.Time // version 1 only
 }
 
-// encodeRecord returns JCS(record) for entry e at index with link prev.
-func encodeRecord(e Entry, index uint64, prev link) ([]byte, error) {
-	if index > maxIndex {
-		return nil, fmt.Errorf("%w: index %d beyond 2^53", ErrInvalidEntry, index)
+// writerRE is the shape of a writer id.
+var writerRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
+// encodeRecord returns JCS(record) for entry e with head h.
+func encodeRecord(e Entry, h head) ([]byte, error) {
+	if h.n > maxIndex {
+		return nil, fmt.Errorf("%w: record number %d beyond 2^53", ErrInvalidEntry, h.n)
 	}
-	canon := appendRecordJCS(make([]byte, 0, 512), &e, index, prev)
+	canon := appendRecordJCS(make([]byte, 0, 512), &e, h)
 	if len(canon) > MaxEntrySize {
 		return nil, fmt.Errorf("%w: %d bytes encoded, limit %d", ErrInvalidEntry, len(canon), MaxEntrySize)
 	}
@@ -185,14 +199,27 @@ func encodeRecord(e Entry, index uint64, prev link) ([]byte, error) {
 
 // encodeRecordGeneric is encodeRecord through encoding/json and a generic
 // JCS implementation; tests hold the two equal.
-func encodeRecordGeneric(e Entry, index uint64, prev link) ([]byte, error) {
-	r := Record{V: recordVersion, Index: index, Entry: e, PrevTime: prev.time}
-	if prev.hash != nil {
-		r.Prev = b64.EncodeToString(prev.hash)
+func encodeRecordGeneric(e Entry, h head) ([]byte, error) {
+	r := Record{V: h.v, Entry: e}
+	switch h.v {
+	case recordV1:
+		r.Index, r.PrevTime = h.n, h.prevTime
+	default:
+		r.Writer, r.N = h.writer, h.n
+	}
+	if h.prev != nil {
+		r.Prev = b64.EncodeToString(h.prev)
 	}
 	raw, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidEntry, err)
+	}
+	if h.v == recordV2 && h.n == 0 {
+		// omitempty drops n=0, which version 2 writes.
+		raw = append(raw[:len(raw)-1], `,"n":0}`...)
+	}
+	if h.v == recordV1 && h.n == 0 {
+		raw = append(raw[:len(raw)-1], `,"index":0}`...)
 	}
 	canon, err := jcs.Transform(raw)
 	if err != nil {
@@ -203,8 +230,8 @@ func encodeRecordGeneric(e Entry, index uint64, prev link) ([]byte, error) {
 
 // DecodeRecord parses one stored record. It is strict: the bytes must be the
 // JCS form of a record with no unknown members, a known version, a valid
-// entry and a well-formed link, so that one record has exactly one accepted
-// byte string and therefore one leaf hash.
+// entry and a well-formed chain link, so that one record has exactly one
+// accepted byte string and therefore one leaf hash.
 func DecodeRecord(b []byte) (Record, error) {
 	var r Record
 	if len(b) > MaxEntrySize {
@@ -218,16 +245,23 @@ func DecodeRecord(b []byte) (Record, error) {
 	if dec.More() {
 		return Record{}, fmt.Errorf("%w: data after the record", ErrInvalidEntry)
 	}
-	if r.V != recordVersion {
-		return Record{}, fmt.Errorf("%w: record version %d, want %d", ErrInvalidEntry, r.V, recordVersion)
+	switch r.V {
+	case recordV1:
+	case recordV2:
+		if !writerRE.MatchString(r.Writer) {
+			return Record{}, fmt.Errorf("%w: writer is not 16 hex digits", ErrInvalidEntry)
+		}
+	default:
+		return Record{}, fmt.Errorf("%w: record version %d, want %d or %d", ErrInvalidEntry, r.V, recordV1, recordV2)
 	}
 	if err := validate(&r.Entry); err != nil {
 		return Record{}, err
 	}
+	h := r.head()
 	switch {
-	case r.Index == 0 && (r.Prev != "" || !r.PrevTime.IsZero()):
-		return Record{}, fmt.Errorf("%w: first record has a prev link", ErrInvalidEntry)
-	case r.Index > 0:
+	case h.n == 0 && (r.Prev != "" || !r.PrevTime.IsZero()):
+		return Record{}, fmt.Errorf("%w: first record of a chain has a prev link", ErrInvalidEntry)
+	case h.n > 0:
 		p, err := b64.Strict().DecodeString(r.Prev)
 		if err != nil || len(p) != sha256.Size {
 			return Record{}, fmt.Errorf("%w: prev link is not a base64 sha-256 hash", ErrInvalidEntry)
@@ -235,16 +269,32 @@ func DecodeRecord(b []byte) (Record, error) {
 	}
 	// The bytes must be exactly the JCS form of what was decoded. This also
 	// refuses what encoding/json lets through: member names in another
-	// case, repeated members, escapes JCS does not use, trailing data.
-	again, err := encodeRecord(r.Entry, r.Index, r.link())
+	// case, repeated members, escapes JCS does not use, trailing data, and
+	// members of the other version.
+	again, err := encodeRecord(r.Entry, h)
 	if err != nil || !bytes.Equal(again, b) {
 		return Record{}, fmt.Errorf("%w: record is not in canonical (JCS) form", ErrInvalidEntry)
 	}
 	return r, nil
 }
 
-// link returns the record's link to the one before it.
-func (r Record) link() link { return link{hash: r.prevHash(), time: r.PrevTime} }
+// head returns the record's chain data.
+func (r Record) head() head {
+	h := head{v: r.V, prev: r.prevHash()}
+	if r.V == recordV1 {
+		h.n, h.prevTime = r.Index, r.PrevTime
+	} else {
+		h.writer, h.n = r.Writer, r.N
+	}
+	return h
+}
+
+// chain names the hash chain a record belongs to: its writer, or "" for
+// the single chain of version 1 records.
+func (r Record) chain() string { return r.Writer }
+
+// number is the record's place in its chain.
+func (r Record) number() uint64 { return r.head().n }
 
 // prevHash returns the decoded link hash, or nil.
 func (r Record) prevHash() []byte {

@@ -115,7 +115,7 @@ func TestVerifyPrunedLog(t *testing.T) {
 	}
 	for _, from := range []int{10, 5, 20} {
 		t.Run(fmt.Sprint(from), func(t *testing.T) {
-			l, _ := f.copyLog(t, fmt.Sprintf("PRUNED%d", from), f.msgs[from:], later)
+			l, _ := f.copyLogFrom(t, fmt.Sprintf("PRUNED%d", from), uint64(from)+1, f.msgs[from:], later)
 			rep, err := l.Verify(ctx, f.keys.keySet())
 			if err != nil {
 				t.Fatal(err)
@@ -136,21 +136,21 @@ func TestVerifyPrunedLog(t *testing.T) {
 	// range still catches it.
 	msgs := append([][]byte{}, f.msgs[5:]...)
 	msgs[4] = bytes.Replace(msgs[4], []byte(`"req-0009"`), []byte(`"req-9999"`), 1)
-	l, _ := f.copyLog(t, "PRUNEDEDIT", msgs, later)
+	l, _ := f.copyLogFrom(t, "PRUNEDEDIT", 6, msgs, later)
 	rep, err := l.Verify(ctx, f.keys.keySet())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.OK || rep.FirstBadSeq != 5 {
-		t.Fatalf("report %+v, want a problem at seq 5", rep)
+	if rep.OK || rep.FirstBadSeq != 10 {
+		t.Fatalf("report %+v, want a problem at seq 10", rep)
 	}
 	// The same oldest entries missing before they could have expired: deleted.
-	l, _ = f.copyLog(t, "HEADLESS", f.msgs[3:])
+	l, _ = f.copyLogFrom(t, "HEADLESS", 4, f.msgs[3:])
 	rep, err = l.Verify(ctx, f.keys.keySet())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.OK || rep.FirstBadSeq != 1 || rep.Problems[0].Kind != KindDeleted {
-		t.Fatalf("report %+v, want deleted at seq 1", rep)
+	if rep.OK || rep.FirstBadSeq != 4 || rep.Problems[0].Kind != KindDeleted {
+		t.Fatalf("report %+v, want deleted at seq 4", rep)
 	}
 }

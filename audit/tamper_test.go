@@ -53,12 +53,13 @@ func newTamperFixture(t *testing.T) *tamperFixture {
 		t.Fatal(err)
 	}
 	l := openLog(t, f.entries, f.cps, f.keys, nil)
+	l.writerID = "00000000000000a1" // for the golden report
 	for i := range 33 {
 		if err := l.Append(ctx, testEntry(i, "acme")); err != nil {
 			t.Fatal(err)
 		}
 		if i == 9 || i == 19 || i == 29 {
-			if _, err := l.signCheckpoint(ctx); err != nil {
+			if _, err := l.signCheckpoint(ctx, true); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -82,9 +83,15 @@ func newTamperFixture(t *testing.T) *tamperFixture {
 // copyLog stores msgs in a new stream without the deny flags and returns a
 // read-only log over it and the genuine checkpoints.
 func (f *tamperFixture) copyLog(t *testing.T, name string, msgs [][]byte, mods ...func(*Config)) (*Log, jetstream.Stream) {
+	return f.copyLogFrom(t, name, 1, msgs, mods...)
+}
+
+// copyLogFrom is copyLog with the copy's first message at stream sequence
+// first, as a log whose oldest messages expired keeps its sequences.
+func (f *tamperFixture) copyLogFrom(t *testing.T, name string, first uint64, msgs [][]byte, mods ...func(*Config)) (*Log, jetstream.Stream) {
 	t.Helper()
 	ctx := context.Background()
-	s, err := f.c.Stream(ctx, queue.StreamConfig{Name: name, Subjects: []string{"t." + name}})
+	raw, err := f.js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{"t." + name}, FirstSeq: first})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +100,7 @@ func (f *tamperFixture) copyLog(t *testing.T, name string, msgs [][]byte, mods .
 			t.Fatal(err)
 		}
 	}
-	raw, err := f.js.Stream(ctx, name)
+	s, err := f.c.Stream(ctx, queue.StreamConfig{Name: name, Subjects: []string{"t." + name}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,9 +112,8 @@ func (f *tamperFixture) copyLog(t *testing.T, name string, msgs [][]byte, mods .
 	}), raw
 }
 
-// forge re-encodes the genuine record at index i with another actor and the
-// same index and link, as someone who knows the format (but not the signing
-// key) would.
+// forge re-encodes a genuine record with another actor and the same chain
+// data, as someone who knows the format (but not the signing key) would.
 func forge(t *testing.T, rec []byte) []byte {
 	t.Helper()
 	r, err := DecodeRecord(rec)
@@ -115,7 +121,7 @@ func forge(t *testing.T, rec []byte) []byte {
 		t.Fatal(err)
 	}
 	r.Actor = "admin"
-	out, err := encodeRecord(r.Entry, r.Index, r.link())
+	out, err := encodeRecord(r.Entry, r.head())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +276,7 @@ func TestVerifyDetectsBadCheckpoints(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	forged, err := ol.signCheckpoint(ctx)
+	forged, err := ol.signCheckpoint(ctx, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,64 +352,109 @@ func TestStreamRefusesDeleteAndPurge(t *testing.T) {
 	}
 }
 
-func TestOpenRefusesTamperedTail(t *testing.T) {
+// storedLog stores msgs in a new stream and opens a writable log over it
+// and the fixture's checkpoints.
+func (f *tamperFixture) storedLog(t *testing.T, name string, msgs [][]byte) *Log {
+	t.Helper()
 	ctx := context.Background()
-	f := newTamperFixture(t)
-	// The newest checkpoint covers all 33; an entry stored after it that
-	// does not continue the tree stops a writer from opening.
-	msgs := append(append([][]byte{}, f.msgs...), forge(t, f.msgs[32]))
-	s, err := f.c.Stream(ctx, queue.StreamConfig{Name: "TAIL", Subjects: []string{"t.TAIL"}})
+	s, err := f.c.Stream(ctx, queue.StreamConfig{Name: name, Subjects: []string{"t." + name}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range msgs {
-		if _, err := s.Append(ctx, "t.TAIL", "", nil, m); err != nil {
+		if _, err := s.Append(ctx, "t."+name, "", nil, m); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, err = Open(ctx, Config{Stream: s, Checkpoints: f.cps, Subject: "t.TAIL", CheckpointSubject: "t.GEN_cp", Keys: f.keys, Origin: testOrigin})
-	if !errors.Is(err, ErrTampered) {
-		t.Fatalf("Open = %v, want ErrTampered", err)
+	// Opening reads nothing: a gateway with a damaged log still starts.
+	l, err := Open(ctx, Config{Stream: s, Checkpoints: f.cps, Subject: "t." + name, CheckpointSubject: "t.GEN_cp", Keys: f.keys, Origin: testOrigin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close(ctx) })
+	return l
+}
+
+// TestCheckpointerRefusesTamperedTail: entries stored after the newest
+// checkpoint that do not continue their writer's chain are never signed.
+func TestCheckpointerRefusesTamperedTail(t *testing.T) {
+	ctx := context.Background()
+	f := newTamperFixture(t)
+	last := f.msgs[32]
+	tails := map[string][][]byte{
+		"forged repeat": {forge(t, last)},
+		"gap":           {nextRecord(t, last, 2)},
+		"bad link":      {nextRecord(t, forge(t, last), 1)},
+		"not a record":  {[]byte(`{"hello":"world"}`)},
+	}
+	i := 0
+	for name, tail := range tails {
+		t.Run(name, func(t *testing.T) {
+			i++
+			l := f.storedLog(t, fmt.Sprintf("TAIL%d", i), append(append([][]byte{}, f.msgs...), tail...))
+			if _, err := l.signCheckpoint(ctx, true); !errors.Is(err, ErrTampered) {
+				t.Fatalf("signCheckpoint = %v, want ErrTampered", err)
+			}
+			if l.Consistent() == nil {
+				t.Fatal("Consistent() = nil after an inconsistency")
+			}
+			// Appends still work: the log stays append-only.
+			if err := l.Append(ctx, testEntry(99, "acme")); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	// A genuine continuation is signed.
+	l := f.storedLog(t, "TAILOK", append(append([][]byte{}, f.msgs...), nextRecord(t, last, 1)))
+	if rec, err := l.signCheckpoint(ctx, true); err != nil || rec.Size != 34 {
+		t.Fatalf("signCheckpoint = %+v, %v; want size 34", rec, err)
 	}
 }
 
-func TestOpenRefusesTruncatedOrEditedCheckpointedTail(t *testing.T) {
+// nextRecord returns a record that follows rec in its writer's chain after
+// skip-1 missing ones.
+func nextRecord(t *testing.T, rec []byte, skip uint64) []byte {
+	t.Helper()
+	r, err := DecodeRecord(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := r.head()
+	h.n += skip
+	h.prev = leafHash(rec)
+	r.RequestID = "req-next"
+	out, err := encodeRecord(r.Entry, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestCheckpointerRefusesTruncatedOrEditedCheckpointedTail(t *testing.T) {
 	ctx := context.Background()
 	f := newTamperFixture(t)
 	edited := append([][]byte{}, f.msgs...)
 	edited[32] = bytes.Replace(edited[32], []byte(`"req-0032"`), []byte(`"req-9999"`), 1)
 	for i, msgs := range [][][]byte{f.msgs[:30], edited} {
-		name := fmt.Sprintf("CPTAIL%d", i)
-		s, err := f.c.Stream(ctx, queue.StreamConfig{Name: name, Subjects: []string{"t." + name}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range msgs {
-			if _, err := s.Append(ctx, "t."+name, "", nil, m); err != nil {
-				t.Fatal(err)
-			}
-		}
-		_, err = Open(ctx, Config{Stream: s, Checkpoints: f.cps, Subject: "t." + name, CheckpointSubject: "t.GEN_cp", Keys: f.keys, Origin: testOrigin})
-		if !errors.Is(err, ErrTampered) {
-			t.Fatalf("case %d: Open = %v, want ErrTampered", i, err)
+		l := f.storedLog(t, fmt.Sprintf("CPTAIL%d", i), msgs)
+		if _, err := l.Size(ctx); !errors.Is(err, ErrTampered) {
+			t.Fatalf("case %d: Size = %v, want ErrTampered", i, err)
 		}
 	}
 }
 
-func TestVerifyGivesUpWaitingForMissingEntries(t *testing.T) {
+func TestVerifyReportsMissingEntries(t *testing.T) {
 	ctx := context.Background()
 	f := newTamperFixture(t)
-	defer func(n int) { maxReorder = n }(maxReorder)
-	maxReorder = 3
-	l, _ := f.copyLog(t, "GIVEUP", without(without(f.msgs, 12), 12))
+	l, _ := f.copyLog(t, "MISSING", without(without(f.msgs, 12), 12))
 	rep, err := l.Verify(ctx, f.keys.keySet())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.OK || rep.FirstBadSeq != 13 || len(rep.Problems) != 1 || rep.Problems[0].Kind != KindDeleted || rep.Size != 33 {
-		t.Fatalf("report %+v, want entries 12..13 deleted at seq 13 and the rest read", rep)
+	if rep.OK || rep.FirstBadSeq != 13 || len(rep.Problems) != 1 || rep.Problems[0].Kind != KindDeleted || rep.Size != 31 {
+		t.Fatalf("report %+v, want records 12..13 deleted at seq 13 and the rest read", rep)
 	}
 	if !strings.Contains(rep.Problems[0].Detail, "12..13") {
-		t.Errorf("detail %q does not name entries 12..13", rep.Problems[0].Detail)
+		t.Errorf("detail %q does not name records 12..13", rep.Problems[0].Detail)
 	}
 }

@@ -78,60 +78,72 @@ type verifiedCP struct {
 	// seq locates the stored record; its compact range is loaded only for
 	// the one checkpoint a pruned log starts from, so memory stays small
 	// with a year of checkpoints.
-	seq      uint64
-	hasRange bool
-	rec      *checkpointRecord // loaded on demand
+	seq     uint64
+	lastSeq uint64 // the record's hint: entries stream sequence of leaf Size-1
+	at      time.Time
 }
 
-// mismatch is a checkpoint root that the entries [p.Index, end) failed.
+// mismatch is a checkpoint root that the entries [from, end) failed.
 type mismatch struct {
-	p   Problem
-	end uint64
+	p    Problem
+	from uint64
+	end  uint64
 }
 
-type bufRec struct {
-	hash, prev []byte
-	seq        uint64
+// chainState follows one writer's hash chain (or the single chain of
+// version 1 records).
+type chainState struct {
+	next    uint64 // number expected next
+	last    []byte // leaf hash of the newest record
+	lastSeq uint64 // where it is stored
+	lastIdx uint64
+	// gaps are numbers skipped so far; one found later is reordered, the
+	// rest are deleted.
+	gaps []gap
 }
 
-// verifier recomputes the tree over the records in index order while
-// watching that stream order matches it.
+type gap struct {
+	from, to uint64 // missing numbers, inclusive
+	seq, idx uint64 // where the gap was noticed
+	// explained: a missing stream sequence before it already reports it.
+	explained bool
+}
+
+// verifier recomputes the tree over the records in stream order and
+// follows every writer's chain.
 type verifier struct {
 	rep *Report
 	cps []verifiedCP // sorted by size
 	ci  int
 
-	next     uint64
 	rng      *compact.Range
-	lastLeaf []byte
-	lastSeq  uint64            // seq of the record at next-1
-	seqOf    map[uint64]uint64 // seq of the first record after each checkpoint size
-	goodSize uint64            // largest size whose root matched
-	reported bool              // a root mismatch was noted since goodSize
-	mismatch []mismatch        // root mismatches, reported unless pinpointed
+	started  bool        // leaves go into rng (false before a pruned log's base)
+	base     *verifiedCP // checkpoint a pruned log starts from
+	next     uint64      // leaf index of the next record
+	goodSize uint64      // largest size whose root matched
+	reported bool        // a root mismatch was noted since goodSize
+	seqOf    map[uint64]uint64
+	mismatch []mismatch
 
-	buf     map[uint64]bufRec
-	gapSeq  uint64 // seq of the first record that came ahead of a missing one
-	gapFrom uint64 // the sequence right after the last record before the gap
-	maxIdx  uint64 // highest index seen plus one
-	noTree  bool   // records went missing for good; roots cannot be compared
+	chains   map[string]*chainState
+	pruned   bool   // the oldest entries are gone (expired, or deleted: reported)
+	expect   uint64 // next stream sequence
+	lastGap  uint64 // newest missing stream sequence
+	missing  uint64 // records known missing (chain gaps)
+	lastSeen uint64 // sequence of the newest message read
 
-	cutoff   time.Time   // entries stored before it may have expired
-	base     *verifiedCP // checkpoint the tree starts from, when the log was pruned
-	load     func(seq uint64) (*checkpointRecord, error)
-	started  bool
-	baseFrom uint64
+	load func(seq uint64) (*checkpointRecord, error)
 }
 
 // Verify reads every checkpoint and every entry, checks the checkpoints'
 // signatures against keys, recomputes the tree and compares it with every
-// checkpoint. It reports modified, deleted, reordered, inserted and
-// truncated entries and bad signatures; Report.OK is false when there is any.
-// An error means the store could not be read, not that the log is bad.
+// checkpoint, and follows every writer's hash chain. It reports modified,
+// deleted, reordered, inserted and truncated entries and bad signatures;
+// Report.OK is false when there is any. An error means the store could not
+// be read, not that the log is bad.
 func (l *Log) Verify(ctx context.Context, keys *signer.KeySet) (*Report, error) {
 	rep := &Report{}
-	v := &verifier{rep: rep, rng: rangeFactory.NewEmptyRange(0), seqOf: map[uint64]uint64{}, buf: map[uint64]bufRec{},
-		cutoff: l.cfg.Now().Add(-l.cfg.Retention).Add(pruneSlack)}
+	v := &verifier{rep: rep, rng: rangeFactory.NewEmptyRange(0), seqOf: map[uint64]uint64{}, chains: map[string]*chainState{}}
 	v.load = func(seq uint64) (*checkpointRecord, error) {
 		m, err := l.cps.Get(ctx, seq)
 		if err != nil {
@@ -144,23 +156,17 @@ func (l *Log) Verify(ctx context.Context, keys *signer.KeySet) (*Report, error) 
 		return nil, err
 	}
 	rep.Checkpoints = len(v.cps)
-	first := true
+	st, err := l.entries.State(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("audit: verify: %w", err)
+	}
+	v.start(st, l.cfg.Now().Add(-l.cfg.Retention).Add(pruneSlack))
 	err = scan(ctx, l.entries, 0, func(m *queue.Msg) error {
-		for _, line := range splitBatch(m.Data) {
-			rep.Entries++
-			if first {
-				first = false
-				v.start(line, m.Seq)
-			}
-			v.record(line, m.Seq)
-		}
+		v.message(m)
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("audit: verify: %w", err)
-	}
-	if first {
-		v.start(nil, 0)
 	}
 	v.finish()
 	rep.Size = v.next
@@ -219,7 +225,11 @@ func (l *Log) readCheckpoints(ctx context.Context, keys *signer.KeySet, rep *Rep
 			rep.add(Problem{Seq: m.Seq, Kind: KindBadSignature, Detail: fmt.Sprintf("checkpoint record %d: fields differ from the signed note", m.Seq)})
 			return nil
 		}
-		out = append(out, verifiedCP{Checkpoint: c, seq: m.Seq, hasRange: rec.Range != nil})
+		at := rec.Time
+		if at.IsZero() {
+			at = m.Time
+		}
+		out = append(out, verifiedCP{Checkpoint: c, seq: m.Seq, lastSeq: rec.LastSeq, at: at})
 		return nil
 	})
 	if err != nil {
@@ -239,185 +249,188 @@ func (l *Log) readCheckpoints(ctx context.Context, keys *signer.KeySet, rep *Rep
 // when deciding whether entries can have expired.
 const pruneSlack = time.Hour
 
-// start looks at the oldest stored record. When it is not index 0, the
-// entries before it are missing: that is expected only when they expired
-// under the retention, which the oldest record's link time tells (the time
-// its predecessor was stored). The tree then starts from the first
-// checkpoint at or after it, whose compact range the checkpoint record
-// carries; records between the two are checked by their links.
-func (v *verifier) start(line []byte, seq uint64) {
-	idx := uint64(0)
-	if line != nil {
-		var probe struct {
-			Index uint64 `json:"index"`
-		}
-		if json.Unmarshal(line, &probe) == nil {
-			idx = probe.Index
-		}
-	}
-	if idx == 0 {
+// start looks at where the stored log begins. When its first message is
+// not sequence 1, the messages before it are gone: that is expected only
+// when they expired under the retention, which the checkpoint that first
+// covered them tells (it was signed right after they were stored). The
+// tree then starts from that checkpoint's compact range, which the
+// checkpoint record carries; the records stored before the checkpoint ends
+// are checked by their chains only.
+func (v *verifier) start(st queue.StreamState, cutoff time.Time) {
+	v.expect = max(st.FirstSeq, 1)
+	if st.Msgs == 0 || st.FirstSeq <= 1 {
 		v.started = true
-		v.compare(seq)
+		v.compare(0)
 		return
 	}
-	if r, err := DecodeRecord(line); err != nil || r.PrevTime.IsZero() || r.PrevTime.After(v.cutoff) {
-		at := "at an unknown time"
-		if err == nil && !r.PrevTime.IsZero() {
-			at = "at " + r.PrevTime.Format(time.RFC3339)
-		}
-		v.rep.add(Problem{Seq: seq, Index: 0, Kind: KindDeleted,
-			Detail: fmt.Sprintf("entries 0..%d are missing; entry %d was stored %s, too recently to have expired", idx-1, idx-1, at)})
-	}
+	v.pruned = true
+	gone := st.FirstSeq - 1
 	for i := range v.cps {
 		c := &v.cps[i]
-		if c.Size < idx || !c.hasRange {
+		if c.lastSeq < gone {
 			continue
 		}
 		rec, err := v.load(c.seq)
-		if err != nil || rec.Size != c.Size || rec.Root != b64.EncodeToString(c.Root) {
+		if err != nil || rec.Size != c.Size || rec.Root != b64.EncodeToString(c.Root) || rec.Range == nil {
 			continue
 		}
 		if _, err := rec.compactRange(); err != nil {
 			continue
 		}
-		c.rec = rec
-		v.base, v.baseFrom, v.next = c, idx, idx
-		if c.Size == idx {
-			v.startFromBase()
-			v.compare(seq)
+		if c.at.After(cutoff) {
+			v.rep.add(Problem{Seq: st.FirstSeq, Kind: KindDeleted,
+				Detail: fmt.Sprintf("seq 1..%d are missing; the checkpoint covering them was signed at %s, too recently for them to have expired", gone, c.at.Format(time.RFC3339))})
+		}
+		v.base = &verifiedCP{Checkpoint: c.Checkpoint, seq: c.seq, lastSeq: c.lastSeq, at: c.at}
+		if c.lastSeq == gone {
+			v.startFromBase(rec)
 		}
 		return
 	}
-	v.rep.add(Problem{Seq: seq, Index: 0, Kind: KindDeleted,
-		Detail: fmt.Sprintf("the oldest stored entry has index %d and no signed checkpoint covers the entries before it", idx)})
-	v.next = idx
+	v.rep.add(Problem{Seq: st.FirstSeq, Kind: KindDeleted,
+		Detail: fmt.Sprintf("seq 1..%d are missing and no signed checkpoint covers them", gone)})
+	v.started = true // positions are unknown; roots will not match
 }
 
-func (v *verifier) startFromBase() {
-	rng, _ := v.base.rec.compactRange()
-	v.rng = rng
-	if v.lastLeaf != nil && !bytes.Equal(v.lastLeaf, v.base.rec.lastLeaf()) {
-		v.rep.add(Problem{Seq: v.lastSeq, Index: v.next - 1, Kind: KindModified,
-			Detail: "entry differs from the one the checkpoint's range was built from"})
-	}
-	v.lastLeaf = v.base.rec.lastLeaf()
-	v.started = true
-	v.goodSize = v.base.Size
-	for v.ci < len(v.cps) && v.cps[v.ci].Size < v.next {
+// startFromBase starts the tree from the base checkpoint's range.
+func (v *verifier) startFromBase(rec *checkpointRecord) {
+	rng, _ := rec.compactRange()
+	v.rng, v.next, v.started, v.goodSize = rng, rec.Size, true, rec.Size
+	for v.ci < len(v.cps) && v.cps[v.ci].Size <= v.next {
 		v.ci++
 	}
 }
 
-// record handles one stored record in stream order.
-func (v *verifier) record(line []byte, seq uint64) {
-	h := leafHash(line)
-	r, err := DecodeRecord(line)
-	if err == nil {
-		v.maxIdx = max(v.maxIdx, r.Index+1)
+// message handles one stored message in stream order.
+func (v *verifier) message(m *queue.Msg) {
+	if m.Seq > v.expect {
+		v.rep.add(Problem{Seq: v.expect, Index: v.next, Kind: KindDeleted,
+			Detail: fmt.Sprintf("seq %d..%d are missing", v.expect, m.Seq-1)})
+		v.lastGap = m.Seq - 1
 	}
-	if err != nil {
-		// The leaf sits at its stream position; its hash will not match.
-		v.rep.add(Problem{Seq: seq, Index: v.next, Kind: KindModified, Detail: fmt.Sprintf("entry %d does not decode: %v", v.next, err)})
-		v.accept(v.next, h, nil, seq, false)
-		return
-	}
-	switch {
-	case r.Index == v.next:
-		v.accept(r.Index, h, r.prevHash(), seq, true)
-		for {
-			b, ok := v.buf[v.next]
-			if !ok {
-				break
+	v.expect = m.Seq + 1
+	v.lastSeen = m.Seq
+	lines := splitBatch(m.Data)
+	for i, line := range lines {
+		v.rep.Entries++
+		h := leafHash(line)
+		v.chain(line, h, m.Seq)
+		if v.started {
+			_ = v.rng.Append(h, nil)
+			if _, ok := v.seqOf[v.next]; !ok && v.next == v.goodSize {
+				v.seqOf[v.next] = m.Seq
 			}
-			delete(v.buf, v.next)
-			v.accept(v.next, b.hash, b.prev, b.seq, true)
+			v.next++
+			v.compare(m.Seq)
 		}
-		if len(v.buf) == 0 && v.gapSeq != 0 {
-			v.rep.add(Problem{Seq: v.gapSeq, Index: r.Index, Kind: KindReordered,
-				Detail: fmt.Sprintf("entry %d is stored after entries with higher indices", r.Index)})
-			v.gapSeq = 0
+		if !v.started && v.base != nil && m.Seq == v.base.lastSeq && i == len(lines)-1 {
+			rec, err := v.load(v.base.seq)
+			if err == nil {
+				if !bytes.Equal(h, rec.lastLeaf()) {
+					v.rep.add(Problem{Seq: m.Seq, Index: rec.Size - 1, Kind: KindModified,
+						Detail: "entry differs from the one the checkpoint's range was built from"})
+				}
+				v.startFromBase(rec)
+			}
 		}
-	case r.Index > v.next:
-		if _, dup := v.buf[r.Index]; dup {
-			v.rep.add(Problem{Seq: seq, Index: r.Index, Kind: KindInserted, Detail: fmt.Sprintf("a second entry claims index %d", r.Index)})
+	}
+}
+
+// chainHead is what verify needs of a record that may not decode.
+type chainHead struct {
+	V     int    `json:"v"`
+	W     string `json:"w"`
+	N     uint64 `json:"n"`
+	Index uint64 `json:"index"`
+}
+
+// chain checks a record against its writer's chain.
+func (v *verifier) chain(line, h []byte, seq uint64) {
+	idx := v.next
+	r, err := DecodeRecord(line)
+	var name string
+	var n uint64
+	var prev []byte
+	if err != nil {
+		v.rep.add(Problem{Seq: seq, Index: idx, Kind: KindModified, Detail: fmt.Sprintf("entry %d does not decode: %v", idx, err)})
+		// Keep following its chain if it still says where it belongs.
+		var ch chainHead
+		if json.Unmarshal(line, &ch) != nil || (ch.V != recordV1 && ch.V != recordV2) {
 			return
 		}
-		if v.gapSeq == 0 {
-			// The missing records were in the messages after the last
-			// accepted one, or in this message itself when it holds a
-			// batch that lost a line.
-			v.gapSeq, v.gapFrom = seq, min(seq, v.lastSeq+1)
+		name, n = ch.W, ch.N
+		if ch.V == recordV1 {
+			name, n = "", ch.Index
 		}
-		v.buf[r.Index] = bufRec{hash: h, prev: r.prevHash(), seq: seq}
-		if len(v.buf) > maxReorder {
-			v.skipGap()
+	} else {
+		name, n, prev = r.chain(), r.number(), r.prevHash()
+	}
+	c := v.chains[name]
+	if c == nil {
+		c = &chainState{}
+		v.chains[name] = c
+		if n > 0 && !v.pruned {
+			v.rep.add(Problem{Seq: seq, Index: idx, Kind: KindDeleted,
+				Detail: fmt.Sprintf("records 0..%d of %s are missing", n-1, chainName(name))})
+			v.missing += n
 		}
+		c.next = n
+	}
+	switch {
+	case n == c.next:
+		if err == nil && c.last != nil && !bytes.Equal(prev, c.last) {
+			// The link names the hash of the record before as it was
+			// written.
+			v.rep.add(Problem{Seq: c.lastSeq, Index: c.lastIdx, Kind: KindModified,
+				Detail: fmt.Sprintf("entry %d does not hash to the link stored in entry %d", c.lastIdx, idx)})
+		}
+	case n > c.next:
+		c.gaps = append(c.gaps, gap{from: c.next, to: n - 1, seq: seq, idx: idx, explained: v.lastGap > c.lastSeq})
+		v.missing += n - c.next
 	default:
-		v.rep.add(Problem{Seq: seq, Index: r.Index, Kind: KindInserted, Detail: fmt.Sprintf("a second entry claims index %d", r.Index)})
-	}
-}
-
-// maxReorder bounds how many records verify holds while waiting for a
-// missing one to turn up later in the stream.
-var maxReorder = 1 << 16 // a variable so tests can lower it
-
-// skipGap gives up waiting for the missing records: they are reported as
-// deleted, the tree can no longer be compared with checkpoints, and reading
-// goes on from the lowest held record.
-func (v *verifier) skipGap() {
-	lowest := v.lowestHeld()
-	v.rep.add(Problem{Seq: v.gapFrom, Index: v.next, Kind: KindDeleted,
-		Detail: fmt.Sprintf("entries %d..%d are missing", v.next, lowest-1)})
-	v.noTree, v.gapSeq = true, 0
-	v.next = lowest
-	for {
-		b, ok := v.buf[v.next]
-		if !ok {
-			break
+		for i, g := range c.gaps {
+			if n >= g.from && n <= g.to {
+				v.rep.add(Problem{Seq: g.seq, Index: g.idx, Kind: KindReordered,
+					Detail: fmt.Sprintf("entry %d (%s record %d) is stored after records that follow it", idx, chainName(name), n)})
+				v.missing--
+				c.gaps = splitGap(c.gaps, i, n)
+				return
+			}
 		}
-		delete(v.buf, v.next)
-		v.accept(v.next, b.hash, b.prev, b.seq, false)
+		v.rep.add(Problem{Seq: seq, Index: idx, Kind: KindInserted,
+			Detail: fmt.Sprintf("a second entry claims %s record %d", chainName(name), n)})
+		return
 	}
+	c.next, c.last, c.lastSeq, c.lastIdx = n+1, h, seq, idx
 }
 
-func (v *verifier) lowestHeld() uint64 {
-	lowest := uint64(0)
-	first := true
-	for i := range v.buf {
-		if first || i < lowest {
-			lowest, first = i, false
-		}
+func chainName(w string) string {
+	if w == "" {
+		return "the version 1 chain"
 	}
-	return lowest
+	return "writer " + w
 }
 
-// accept adds the record at index idx (== v.next) to the tree.
-func (v *verifier) accept(idx uint64, h, prev []byte, seq uint64, checkLink bool) {
-	if checkLink && v.started && !bytes.Equal(prev, v.lastLeaf) && !(idx == 0 && prev == nil) {
-		// The link names the hash of entry idx-1 as it was written.
-		v.rep.add(Problem{Seq: v.lastSeq, Index: idx - 1, Kind: KindModified,
-			Detail: fmt.Sprintf("entry %d does not hash to the link stored in entry %d", idx-1, idx)})
-	} else if checkLink && !v.started && v.lastLeaf != nil && !bytes.Equal(prev, v.lastLeaf) {
-		v.rep.add(Problem{Seq: v.lastSeq, Index: idx - 1, Kind: KindModified,
-			Detail: fmt.Sprintf("entry %d does not hash to the link stored in entry %d", idx-1, idx)})
+// splitGap removes number n from gap i.
+func splitGap(gs []gap, i int, n uint64) []gap {
+	g := gs[i]
+	out := append([]gap{}, gs[:i]...)
+	if g.from < n {
+		lo := g
+		lo.to = n - 1
+		out = append(out, lo)
 	}
-	if v.started {
-		_ = v.rng.Append(h, nil)
+	if n < g.to {
+		hi := g
+		hi.from = n + 1
+		out = append(out, hi)
 	}
-	v.lastLeaf, v.lastSeq = h, seq
-	v.next = idx + 1
-	if _, ok := v.seqOf[idx]; !ok && (idx == v.goodSize) {
-		v.seqOf[idx] = seq
-	}
-	if !v.started && v.base != nil && v.next == v.base.Size {
-		v.startFromBase()
-	}
-	v.compare(seq)
+	return append(out, gs[i+1:]...)
 }
 
 // compare checks the tree against every checkpoint of the current size.
 func (v *verifier) compare(seq uint64) {
-	if !v.started || v.noTree {
+	if !v.started {
 		return
 	}
 	for v.ci < len(v.cps) && v.cps[v.ci].Size < v.next {
@@ -437,20 +450,29 @@ func (v *verifier) compare(seq uint64) {
 			if from == 0 {
 				from = seq
 			}
-			v.mismatch = append(v.mismatch, mismatch{end: c.Size, p: Problem{Seq: from, Index: v.goodSize, Kind: KindModified,
+			v.mismatch = append(v.mismatch, mismatch{from: v.goodSize, end: c.Size, p: Problem{Seq: from, Index: v.goodSize, Kind: KindModified,
 				Detail: fmt.Sprintf("entries %d..%d do not hash to the root signed for size %d", v.goodSize, c.Size-1, c.Size)}})
 			v.reported = true
 		}
 	}
 }
 
-// finish reports entries still missing and checkpoints beyond the end, and
-// root mismatches not already explained by a pinpointed modification.
+// finish reports records still missing, checkpoints beyond the end, and
+// root mismatches no other finding explains.
 func (v *verifier) finish() {
+	for name, c := range v.chains {
+		for _, g := range c.gaps {
+			if g.explained {
+				continue
+			}
+			v.rep.add(Problem{Seq: g.seq, Index: g.idx, Kind: KindDeleted,
+				Detail: fmt.Sprintf("%s records %d..%d are missing", chainName(name), g.from, g.to)})
+		}
+	}
 	for _, m := range v.mismatch {
 		explained := false
 		for _, p := range v.rep.Problems {
-			if p.Kind == KindModified && p.Index >= m.p.Index && p.Index < m.end {
+			if p.Kind != KindBadSignature && p.Kind != KindTruncated && p.Index >= m.from && p.Index < m.end {
 				explained = true
 			}
 		}
@@ -458,18 +480,9 @@ func (v *verifier) finish() {
 			v.rep.add(m.p)
 		}
 	}
-	if len(v.buf) > 0 {
-		lowest := v.lowestHeld()
-		v.rep.add(Problem{Seq: v.gapFrom, Index: v.next, Kind: KindDeleted,
-			Detail: fmt.Sprintf("entries %d..%d are missing", v.next, lowest-1)})
-	}
-	stored := max(v.next, v.maxIdx)
+	stored := v.next + v.missing
 	if n := len(v.cps); n > 0 && v.cps[n-1].Size > stored {
-		end := v.lastSeq + 1
-		for _, b := range v.buf {
-			end = max(end, b.seq+1)
-		}
-		v.rep.add(Problem{Seq: end, Index: stored, Kind: KindTruncated,
+		v.rep.add(Problem{Seq: v.lastSeen + 1, Index: stored, Kind: KindTruncated,
 			Detail: fmt.Sprintf("a signed checkpoint covers %d entries, %d are stored", v.cps[n-1].Size, stored)})
 	}
 }

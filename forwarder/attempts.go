@@ -3,13 +3,11 @@ package forwarder
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/sealpost/sealpost/keyring/kms"
-	"github.com/sealpost/sealpost/queue"
 )
 
 // Attempt is the record of one delivery attempt. It never holds a body.
@@ -47,76 +45,90 @@ const (
 	ResultFailed       = "failed"
 )
 
-// hdrAttempt and hdrNextAt carry Attempt.N and Attempt.NextAt (unix
-// milliseconds) in the clear, so the next attempt's number and due time
-// are known without opening the record.
-const (
-	hdrAttempt = "Sealpost-Attempt"
-	hdrNextAt  = "Sealpost-Next-At"
-	// hdrResult carries Attempt.Result, so that a redelivered message whose
-	// last attempt succeeded is acked, not posted again.
-	hdrResult = "Sealpost-Result"
-)
-
 // maxAttemptsListed bounds what Attempts returns.
 const maxAttemptsListed = 1000
-
-func attemptsSubject(tenant, id string) string { return "attempts." + tenant + "." + id }
 
 func attemptsContext(tenant, id string) kms.Context {
 	return kms.Context{Tenant: tenant, Purpose: kms.PurposeAttempts, ObjectID: id}
 }
 
-// recordAttempt appends a sealed attempt record.
-func (w *Worker) recordAttempt(ctx context.Context, tenant, id string, a Attempt) error {
+// An attempt record's fields, in the clear so that the next attempt's
+// number and due time are known without opening it: id, number, result,
+// next due time (unix milliseconds, 0 for none), trigger, error class. The
+// blob is the sealed Attempt.
+const attemptFields = 6
+
+// attemptRecord returns the record of attempt a of id, sealed.
+func (w *Worker) attemptRecord(ctx context.Context, tenant, id string, a Attempt) (record, error) {
 	plain, err := json.Marshal(a)
 	if err != nil {
-		return fmt.Errorf("forwarder: encode attempt: %w", err)
+		return record{}, fmt.Errorf("forwarder: encode attempt: %w", err)
 	}
 	sealed, err := w.cfg.Sealer.Seal(ctx, attemptsContext(tenant, id), plain)
 	if err != nil {
-		return fmt.Errorf("forwarder: seal attempt: %w", err)
+		return record{}, fmt.Errorf("forwarder: seal attempt: %w", err)
 	}
-	h := map[string]string{hdrAttempt: strconv.Itoa(a.N), hdrResult: a.Result}
+	next := "0"
 	if !a.NextAt.IsZero() {
-		h[hdrNextAt] = strconv.FormatInt(a.NextAt.UnixMilli(), 10)
+		next = strconv.FormatInt(a.NextAt.UnixMilli(), 10)
 	}
-	if _, err := w.cfg.Attempts.Append(ctx, attemptsSubject(tenant, id), "", h, sealed); err != nil {
+	return record{fields: []string{id, strconv.Itoa(a.N), a.Result, next, a.Trigger, a.Class}, blob: sealed}, nil
+}
+
+// recordAttempt stores one attempt record of id.
+func (w *Worker) recordAttempt(ctx context.Context, tenant, id string, a Attempt) error {
+	k, err := groupOf(tenant, id)
+	if err != nil {
+		return err
+	}
+	r, err := w.attemptRecord(ctx, tenant, id, a)
+	if err != nil {
+		return err
+	}
+	if _, err := w.storeRecords(ctx, w.cfg.Attempts, attemptSubject(k.tenant, k.group), attemptsFormat, []record{r}); err != nil {
 		return fmt.Errorf("forwarder: record attempt: %w", err)
 	}
 	return nil
 }
 
-// lastAttempt is what the newest attempt record of a receipt says.
+// lastAttempt is what the attempt records of a receipt say of its schedule.
 type lastAttempt struct {
-	n         int       // number of the last scheduled attempt; 0 if none was made
-	due       time.Time // when the next attempt is due, if one was scheduled
-	delivered bool      // the last attempt succeeded
+	n      int       // number of the last scheduled attempt; 0 if none was made
+	result string    // its result; "" when there is none
+	class  string    // its error class
+	due    time.Time // when the next attempt is due, if one was scheduled
+	// delivered: some attempt, scheduled or not, got a 2xx answer.
+	delivered bool
 }
 
-// lastAttempt reads the newest attempt record of a receipt from its
-// headers, without opening it.
-func (w *Worker) lastAttempt(ctx context.Context, tenant, id string) (lastAttempt, error) {
-	m, err := w.cfg.Attempts.Last(ctx, attemptsSubject(tenant, id))
-	if errors.Is(err, queue.ErrNotFound) {
-		return lastAttempt{}, nil
-	}
-	if err != nil {
-		return lastAttempt{}, fmt.Errorf("forwarder: last attempt: %w", err)
-	}
-	n, err := strconv.Atoi(m.Header[hdrAttempt])
-	if err != nil || n < 0 {
-		return lastAttempt{}, fmt.Errorf("forwarder: attempt record without a number")
-	}
-	last := lastAttempt{n: n, delivered: m.Header[hdrResult] == ResultDelivered}
-	if v := m.Header[hdrNextAt]; v != "" {
-		ms, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return lastAttempt{}, fmt.Errorf("forwarder: attempt record with a bad due time")
+// lastAttempts returns, for each id of a group with attempt records, its
+// newest scheduled attempt and whether any attempt delivered it.
+func (w *Worker) lastAttempts(ctx context.Context, k groupKey) (map[string]lastAttempt, error) {
+	out := map[string]lastAttempt{}
+	err := eachRecord(ctx, w.cfg.Attempts, attemptSubject(k.tenant, k.group), attemptsFormat, func(seq uint64, f []string, _ []byte) error {
+		if len(f) != attemptFields {
+			return fmt.Errorf("forwarder: attempt record at seq %d has %d fields", seq, len(f))
 		}
-		last.due = time.UnixMilli(ms)
+		n, err1 := strconv.Atoi(f[1])
+		ms, err2 := strconv.ParseInt(f[3], 10, 64)
+		if err1 != nil || err2 != nil || n < 0 {
+			return fmt.Errorf("forwarder: attempt record at seq %d is malformed", seq)
+		}
+		last := out[f[0]]
+		last.delivered = last.delivered || f[2] == ResultDelivered
+		if f[4] == TriggerQueue {
+			last.n, last.result, last.class, last.due = n, f[2], f[5], time.Time{}
+			if ms > 0 {
+				last.due = time.UnixMilli(ms)
+			}
+		}
+		out[f[0]] = last
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("forwarder: read attempts: %w", err)
 	}
-	return last, nil
+	return out, nil
 }
 
 // Attempts lists the recorded attempts of a receipt, oldest first (at most
@@ -125,24 +137,30 @@ func (w *Worker) Attempts(ctx context.Context, tenant, id string) ([]Attempt, er
 	if err := checkTokens(tenant, id); err != nil {
 		return nil, err
 	}
+	k, err := groupOf(tenant, id)
+	if err != nil {
+		return nil, fmt.Errorf("%w: no attempts for %s", ErrNotFound, truncate(id, 64))
+	}
 	var out []Attempt
-	errEnough := errors.New("enough")
-	err := w.cfg.Attempts.Read(ctx, queue.ReadOptions{Filter: attemptsSubject(tenant, id)}, func(m *queue.Msg) error {
-		plain, err := w.cfg.Sealer.Open(ctx, attemptsContext(tenant, id), m.Data)
+	err = eachRecord(ctx, w.cfg.Attempts, attemptSubject(k.tenant, k.group), attemptsFormat, func(seq uint64, f []string, blob []byte) error {
+		if len(f) != attemptFields || f[0] != id {
+			return nil
+		}
+		plain, err := w.cfg.Sealer.Open(ctx, attemptsContext(tenant, id), blob)
 		if err != nil {
-			return fmt.Errorf("forwarder: open attempt %d: %w", m.Seq, err)
+			return fmt.Errorf("forwarder: open attempt at seq %d: %w", seq, err)
 		}
 		var a Attempt
 		if err := json.Unmarshal(plain, &a); err != nil {
-			return fmt.Errorf("forwarder: decode attempt %d: %w", m.Seq, err)
+			return fmt.Errorf("forwarder: decode attempt at seq %d: %w", seq, err)
 		}
 		out = append(out, a)
 		if len(out) >= maxAttemptsListed {
-			return errEnough
+			return errStop
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, errEnough) {
+	if err != nil {
 		return nil, err
 	}
 	if len(out) == 0 {

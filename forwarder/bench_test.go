@@ -53,7 +53,7 @@ func benchDeliver(b *testing.B, endpoints, limit, workers int, hang bool) {
 			}
 		}
 		ctx := context.Background()
-		pub := e.conn.Publisher(e.sealer)
+		pub := e.publisher()
 		for _, s := range subs {
 			if err := pub.Enqueue(ctx, s); err != nil {
 				b.Fatal(err)

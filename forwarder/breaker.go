@@ -59,15 +59,15 @@ const (
 )
 
 // acquire asks to send one request. When the endpoint is at its
-// concurrency limit it waits a while for a slot, so a busy but fast
-// endpoint keeps its workers (handing a backlog back to the queue would
-// only bring it back all at once). The wait is a few times the endpoint's
-// average answer time, at most maxWait, and short while that is not known
-// yet. Once a wait ran out without any of the endpoint's requests finishing
-// meanwhile, the endpoint counts as stalled and its requests are handed
-// back at once, without holding a worker, until one of them finishes. When acquire returns
-// admitted, the caller must call release exactly once; probe says the
-// request is a half-open probe.
+// concurrency limit it waits for a slot as long as the endpoint keeps
+// answering, at most maxWait, so a busy but fast endpoint keeps its
+// messages (handing a backlog back to the queue would only bring it back
+// all at once). The wait goes in periods of a few times the endpoint's
+// average answer time (short while that is not known yet); once a period
+// passes without any of the endpoint's requests finishing, the endpoint
+// counts as stalled and its requests are handed back at once until one of
+// them finishes. When acquire returns admitted, the caller must call
+// release exactly once; probe says the request is a half-open probe.
 func (b *breaker) acquire(ctx context.Context, now func() time.Time, maxWait time.Duration) (admission, bool) {
 	if !b.mayAdmit(now()) {
 		return circuitOpen, false
@@ -75,21 +75,7 @@ func (b *breaker) acquire(ctx context.Context, now func() time.Time, maxWait tim
 	select {
 	case b.slots <- struct{}{}:
 	default:
-		wait, seen := b.startWait(maxWait)
-		if wait <= 0 {
-			return busy, false
-		}
-		t := time.NewTimer(wait)
-		got := false
-		select {
-		case b.slots <- struct{}{}:
-			got = true
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		t.Stop()
-		b.endWait(got, seen)
-		if !got {
+		if !b.waitSlot(ctx, maxWait) {
 			return busy, false
 		}
 	}
@@ -111,12 +97,38 @@ func (b *breaker) acquire(ctx context.Context, now func() time.Time, maxWait tim
 	return admitted, false
 }
 
-// Bounds of the wait for a slot.
+// Bounds of one period of the wait for a slot.
 const (
 	unknownLatencyWait = 100 * time.Millisecond
 	minSlotWait        = 10 * time.Millisecond
+	maxSlotWait        = 2 * time.Second
 	waitPerLatency     = 8
 )
+
+// waitSlot waits for a free slot while the endpoint's requests keep
+// finishing, at most maxWait in all, and reports whether it got one.
+func (b *breaker) waitSlot(ctx context.Context, maxWait time.Duration) bool {
+	deadline := time.Now().Add(maxWait)
+	for {
+		wait, seen := b.startWait(time.Until(deadline))
+		if wait <= 0 {
+			return false
+		}
+		t := time.NewTimer(wait)
+		select {
+		case b.slots <- struct{}{}:
+			t.Stop()
+			return true
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		}
+		if b.endWait(seen) {
+			return false
+		}
+	}
+}
 
 // startWait returns how long to wait for a slot (zero: do not wait) and
 // the count of finished requests, for endWait.
@@ -129,7 +141,7 @@ func (b *breaker) startWait(maxWait time.Duration) (time.Duration, uint64) {
 	case b.latency == 0:
 		return min(maxWait, unknownLatencyWait), b.releases
 	}
-	return min(maxWait, max(minSlotWait, waitPerLatency*b.latency)), b.releases
+	return min(maxWait, maxSlotWait, max(minSlotWait, waitPerLatency*b.latency)), b.releases
 }
 
 // observe feeds the answer time of one request into the average.
@@ -143,15 +155,16 @@ func (b *breaker) observe(d time.Duration) {
 	b.latency += (d - b.latency) / 8
 }
 
-// endWait ends a wait that started when seen requests had finished. A
-// wait that ran out while others finished (and took the slots) does not
-// make the endpoint stalled.
-func (b *breaker) endWait(got bool, seen uint64) {
+// endWait ends a period of waiting that started when seen requests had
+// finished, and reports whether the endpoint is stalled: a period in which
+// others finished (and took the slots) does not make it so.
+func (b *breaker) endWait(seen uint64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !got && b.releases == seen {
+	if b.releases == seen {
 		b.stalled = true
 	}
+	return b.stalled
 }
 
 // mayAdmit is acquire's check before it waits for a slot.

@@ -131,11 +131,11 @@ func TestBreakerOpensAndProbes(t *testing.T) {
 	e.route("invoices", rc, nil)
 	ctx := context.Background()
 	for range 2 {
-		e.w.handle(ctx, submission(t, "invoices"), &fakeDelivery{})
+		e.handle(ctx, submission(t, "invoices"), &fakeDelivery{})
 	}
 	s := submission(t, "invoices")
 	d := &fakeDelivery{}
-	e.w.handle(ctx, s, d)
+	e.handle(ctx, s, d)
 	as, _ := e.w.Attempts(ctx, "acme", s.ID)
 	if d.decision() != "retry" || len(as) != 0 {
 		t.Fatalf("with the circuit open: %s %+v, want a retry that is not counted as an attempt", d.decision(), as)
@@ -149,7 +149,7 @@ func TestBreakerOpensAndProbes(t *testing.T) {
 	healthy.Store(true)
 	c.advance(time.Minute)
 	d = &fakeDelivery{}
-	e.w.handle(ctx, s, d)
+	e.handle(ctx, s, d)
 	if !d.acked {
 		t.Fatalf("probe: %s, want ack", d.decision())
 	}
@@ -180,13 +180,13 @@ func TestSlowEndpointDoesNotStarve(t *testing.T) {
 	done := make(chan *fakeDelivery)
 	go func() {
 		d := &fakeDelivery{}
-		e.w.handle(ctx, submission(t, "slow"), d)
+		e.handle(ctx, submission(t, "slow"), d)
 		done <- d
 	}()
 	<-arrived
 	s := submission(t, "slow")
 	d := &fakeDelivery{}
-	e.w.handle(ctx, s, d)
+	e.handle(ctx, s, d)
 	if d.decision() != "retry" || d.retries[0] > 2*busyDelay {
 		t.Errorf("second message to the busy endpoint: %s %v, want a short retry", d.decision(), d.retries)
 	}
@@ -194,7 +194,7 @@ func TestSlowEndpointDoesNotStarve(t *testing.T) {
 		t.Error("deferral was recorded as an attempt")
 	}
 	d = &fakeDelivery{}
-	e.w.handle(ctx, submission(t, "fast"), d)
+	e.handle(ctx, submission(t, "fast"), d)
 	if !d.acked {
 		t.Errorf("fast endpoint: %s, want ack while the slow one hangs", d.decision())
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -48,36 +47,48 @@ func dlqContext(tenant, id string) kms.Context {
 	return kms.Context{Tenant: tenant, Purpose: kms.PurposeDeadLetter, ObjectID: id}
 }
 
-// deadLetterDelivery stores a dead letter, audits it and removes the
-// message from the queue.
-func (w *Worker) deadLetterDelivery(ctx context.Context, log *slog.Logger, d delivery, tenant, route, id string, env []byte, reason string, n int) {
-	plain, err := ingress.EncodeJSON(deadLetter{ID: id, Tenant: tenant, Route: route, Reason: reason, Attempts: n,
-		Time: w.cfg.Now().UTC(), Envelope: env})
-	if err == nil {
-		var sealed []byte
-		sealed, err = w.cfg.Sealer.Seal(ctx, dlqContext(tenant, id), plain)
-		clear(plain)
-		if err == nil {
-			// The message id makes a repeated append (after a failure
-			// below) land once within the duplicate window.
-			_, err = w.cfg.DeadLetters.Append(ctx, dlqSubject(tenant, route, id), "dlq-"+id+"-"+strconv.Itoa(n),
-				map[string]string{hdrID: id, hdrState: stateDead}, sealed)
+// deadLetterAll stores the dead letters of items, audits them and finishes
+// the items; an item whose dead letter cannot be stored now is retried
+// later (its attempt record says dead_lettered, so it comes back here).
+func (w *Worker) deadLetterAll(ctx context.Context, items []*item) {
+	var entries []audit.Entry
+	var stored []*item
+	for _, it := range items {
+		if it.env == nil {
+			it.retryLater(w, errors.New("forwarder: dead letter without a receipt"))
+			continue
 		}
+		reason := it.deadLetter
+		plain, err := ingress.EncodeJSON(deadLetter{ID: it.s.ID, Tenant: it.s.Tenant, Route: it.s.Route, Reason: reason,
+			Attempts: it.n, Time: w.cfg.Now().UTC(), Envelope: it.env})
+		if err == nil {
+			var sealed []byte
+			sealed, err = w.cfg.Sealer.Seal(ctx, dlqContext(it.s.Tenant, it.s.ID), plain)
+			clear(plain)
+			if err == nil {
+				// The message id makes a repeated append (after a failure
+				// below) land once within the duplicate window.
+				_, err = w.cfg.DeadLetters.Append(ctx, dlqSubject(it.s.Tenant, it.s.Route, it.s.ID), "dlq-"+it.s.ID+"-"+strconv.Itoa(it.n),
+					map[string]string{hdrID: it.s.ID, hdrState: stateDead}, sealed)
+			}
+		}
+		if err != nil {
+			it.retryLater(w, fmt.Errorf("forwarder: dead letter: %w", err))
+			continue
+		}
+		entries = append(entries, audit.Entry{Actor: "system", Action: audit.ActionDeadLettered, Tenant: it.s.Tenant, Target: it.s.ID,
+			Outcome: audit.OutcomeFailure, Details: map[string]string{"route": it.s.Route, "attempts": strconv.Itoa(it.n), "class": reason}})
+		stored = append(stored, it)
 	}
-	if err != nil {
-		w.retryLater(log, d, fmt.Errorf("forwarder: dead letter: %w", err))
+	if err := w.auditAll(ctx, entries...); err != nil {
+		w.retryLaterAll(stored, err)
 		return
 	}
-	if err := w.audit(ctx, audit.Entry{Actor: "system", Action: audit.ActionDeadLettered, Tenant: tenant, Target: id,
-		Outcome: audit.OutcomeFailure, Details: map[string]string{"route": route, "attempts": strconv.Itoa(n), "class": reason}}); err != nil {
-		w.retryLater(log, d, err)
-		return
+	for _, it := range stored {
+		it.log().Warn("forwarder: dead-lettered", "attempts", it.n, "class", it.deadLetter)
+		it.finish(ackOutcome)
+		w.metrics.deliveries.WithLabelValues(ResultDeadLettered).Inc()
 	}
-	log.Warn("forwarder: dead-lettered", "attempts", n, "class", reason)
-	if err := d.Drop(); err != nil {
-		log.Warn("forwarder: removing dead-lettered message failed", "err", err)
-	}
-	w.metrics.deliveries.WithLabelValues(ResultDeadLettered).Inc()
 }
 
 // Redeliver sends a stored receipt again, now, with the same webhook-id,
@@ -112,10 +123,15 @@ func (w *Worker) redeliver(ctx context.Context, tenant, id, trigger string) erro
 	if err != nil {
 		return err
 	}
-	last, err := w.lastAttempt(ctx, tenant, id)
+	k, err := groupOf(tenant, id)
 	if err != nil {
 		return err
 	}
+	lasts, err := w.lastAttempts(ctx, k)
+	if err != nil {
+		return err
+	}
+	last := lasts[id]
 	start := w.cfg.Now()
 	a := Attempt{N: last.n, Trigger: trigger, Time: start.UTC()}
 	var res result

@@ -20,7 +20,7 @@ func deadLetterOne(t *testing.T, e *env, c *clock, s *ingress.Submission) {
 	t.Helper()
 	for range 2 {
 		d := &fakeDelivery{}
-		e.w.handle(context.Background(), s, d)
+		e.handle(context.Background(), s, d)
 		if len(d.retries) > 0 {
 			c.advance(d.retries[0])
 		}
@@ -147,7 +147,7 @@ func TestScheduleThroughJetStream(t *testing.T) {
 	e.route("invoices", rc, nil)
 	ctx := context.Background()
 	s := submission(t, "invoices")
-	if err := e.conn.Publisher(e.sealer).Enqueue(ctx, s); err != nil {
+	if err := e.publisher().Enqueue(ctx, s); err != nil {
 		t.Fatal(err)
 	}
 	cons, err := e.conn.Consume(ctx, queue.ConsumerConfig{Workers: 1}, e.sealer, e.w.Handle)

@@ -86,9 +86,10 @@ type Sealer interface {
 	Open(ctx context.Context, c kms.Context, s []byte) ([]byte, error)
 }
 
-// Auditor appends an entry to the audit log, returning once it is durable.
+// Auditor appends entries to the audit log, returning once they are
+// durable.
 type Auditor interface {
-	Append(ctx context.Context, e audit.Entry) error
+	AppendAll(ctx context.Context, es ...audit.Entry) error
 }
 
 var _ Sealer = (*kms.Envelope)(nil)
@@ -125,9 +126,9 @@ type Config struct {
 	// Auditor records message steps. Optional: nil records nothing.
 	Auditor Auditor
 
-	// Receipts holds the sealed receipts under "<tenant>.<id>"; declare it
-	// with ReceiptsBucket. Required.
-	Receipts *queue.KV
+	// Receipts holds the sealed receipts; declare it with ReceiptsStream.
+	// Required.
+	Receipts *queue.Stream
 	// DeadLetters is the dead-letter stream; declare it with
 	// DeadLetterStream. Required.
 	DeadLetters *queue.Stream
@@ -137,6 +138,10 @@ type Config struct {
 	// EndpointState holds disabled endpoints and stored endpoint secrets;
 	// declare it with EndpointStateBucket. Required.
 	EndpointState *queue.KV
+	// MaxMessageBytes is the largest message the queue server takes
+	// (queue.Conn.MaxPayload); receipts and attempt records are stored many
+	// to a message up to it. Default 1 MiB.
+	MaxMessageBytes int
 
 	// Schedule is the delay before each attempt; its length is the number of
 	// attempts. The first entry is ignored (the first attempt is made when
@@ -219,7 +224,7 @@ func New(c Config) (*Worker, error) {
 	case c.Sealer == nil:
 		return nil, errors.New("forwarder: config: sealer is required")
 	case c.Receipts == nil || c.EndpointState == nil:
-		return nil, errors.New("forwarder: config: receipts and endpoint state buckets are required")
+		return nil, errors.New("forwarder: config: receipts stream and endpoint state bucket are required")
 	case c.DeadLetters == nil || c.Attempts == nil:
 		return nil, errors.New("forwarder: config: dead-letter and attempts streams are required")
 	}
@@ -248,6 +253,9 @@ func New(c Config) (*Worker, error) {
 	setDefault(&c.TLSTimeout, defaultTLSTimeout)
 	setDefault(&c.Timeout, defaultTimeout)
 	setDefault(&c.BreakerCooldown, defaultBreakerCooldown)
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = 1 << 20
+	}
 	if c.BreakerFailures <= 0 {
 		c.BreakerFailures = defaultBreakerFailures
 	}
@@ -275,19 +283,3 @@ func setDefault(d *time.Duration, def time.Duration) {
 		*d = def
 	}
 }
-
-// Storage declarations. cmd/sealpost declares these on its queue.Conn and
-// passes them in Config.
-var (
-	// ReceiptsBucket holds sealed receipts under "<tenant>.<id>".
-	ReceiptsBucket = queue.KVConfig{Bucket: "RECEIPTS"}
-	// EndpointStateBucket holds disabled-endpoint markers and sealed
-	// endpoint secrets.
-	EndpointStateBucket = queue.KVConfig{Bucket: "ENDPOINTS", History: 5}
-	// DeadLetterStream holds sealed dead letters and the markers of their
-	// redelivery, on "dlq.<tenant>.<route>.<id>", for 90 days.
-	DeadLetterStream = queue.StreamConfig{Name: "DLQ", Subjects: []string{"dlq.>"}, DenyDelete: true, MaxAge: 90 * 24 * time.Hour}
-	// AttemptsStream records every attempt, sealed, on
-	// "attempts.<tenant>.<id>". Records older than 90 days are dropped.
-	AttemptsStream = queue.StreamConfig{Name: "ATTEMPTS", Subjects: []string{"attempts.>"}, MaxAge: 90 * 24 * time.Hour}
-)

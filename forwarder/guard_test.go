@@ -199,7 +199,7 @@ func TestSSRFWhenDialing(t *testing.T) {
 			e.routes.set(Route{Tenant: "acme", Name: "r", Endpoint: Endpoint{URL: tc.url, AllowHTTP: tc.allowHTTP}})
 			s := submission(t, "r")
 			d := &fakeDelivery{}
-			e.w.handle(context.Background(), s, d)
+			e.handle(context.Background(), s, d)
 			as, err := e.w.Attempts(context.Background(), "acme", s.ID)
 			if err != nil {
 				t.Fatal(err)
@@ -219,7 +219,7 @@ func TestSSRFWhenDialing(t *testing.T) {
 	e.w.client = newClient(e.w.cfg, e.w.guard, fakeDNS(t, netip.MustParseAddr("127.0.0.1")))
 	e.routes.set(Route{Tenant: "acme", Name: "r", Endpoint: Endpoint{URL: "https://example.com" + p + "/hook"}})
 	d := &fakeDelivery{}
-	e.w.handle(context.Background(), submission(t, "r"), d)
+	e.handle(context.Background(), submission(t, "r"), d)
 	if n := len(rc.requests()); n != 1 || !d.acked {
 		t.Errorf("allow-listed resolution: %d requests, decision %s; want 1, ack", n, d.decision())
 	}

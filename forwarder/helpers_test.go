@@ -72,13 +72,15 @@ type memAudit struct {
 	failAction string
 }
 
-func (a *memAudit) Append(_ context.Context, e audit.Entry) error {
+func (a *memAudit) AppendAll(_ context.Context, es ...audit.Entry) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.fail || e.Action == a.failAction {
-		return errAuditDown
+	for _, e := range es {
+		if a.fail || e.Action == a.failAction {
+			return errAuditDown
+		}
 	}
-	a.entries = append(a.entries, e)
+	a.entries = append(a.entries, es...)
 	return nil
 }
 
@@ -106,6 +108,18 @@ type env struct {
 	audit  *memAudit
 	w      *Worker
 	cfg    Config
+	// queued is what the queue keeps of each submission between handle
+	// calls.
+	mu     sync.Mutex
+	queued map[string]queued
+}
+
+// queued is a submission's state in the queue: what a copy handed out
+// next carries.
+type queued struct {
+	attempt     int
+	due         time.Time
+	redelivered bool
 }
 
 func newEnv(t testing.TB, mod func(*Config)) *env {
@@ -124,14 +138,14 @@ func newEnv(t testing.TB, mod func(*Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, conn: conn, sealer: sealer, routes: &staticRoutes{}, audit: &memAudit{},
+	e := &env{t: t, conn: conn, sealer: sealer, routes: &staticRoutes{}, audit: &memAudit{}, queued: map[string]queued{},
 		keys: &staticKeys{current: testKey(t, "current")}}
 	cfg := Config{
 		Routes: e.routes, Keys: e.keys, Sealer: sealer, Auditor: e.audit,
 		AllowNets: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		Jitter:    -1,
 	}
-	if cfg.Receipts, err = conn.KV(ctx, ReceiptsBucket); err != nil {
+	if cfg.Receipts, err = conn.Stream(ctx, ReceiptsStream); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.EndpointState, err = conn.KV(ctx, EndpointStateBucket); err != nil {
@@ -243,29 +257,59 @@ func submission(t testing.TB, route string) *ingress.Submission {
 	}
 }
 
-// fakeDelivery records what the worker decided.
-type fakeDelivery struct {
-	acked, dropped bool
-	retries        []time.Duration
+// publisher returns a publisher on the env's queue, closed with the test.
+func (e *env) publisher() *queue.Publisher {
+	e.t.Helper()
+	p, err := e.conn.Publisher(e.sealer, queue.PublisherConfig{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(p.Close)
+	return p
 }
 
-func (d *fakeDelivery) Ack(context.Context) error { d.acked = true; return nil }
-func (d *fakeDelivery) Retry(delay time.Duration) error {
-	d.retries = append(d.retries, delay)
-	return nil
+// fakeDelivery records what the worker decided for one handle call.
+type fakeDelivery struct {
+	acked   bool
+	retries []time.Duration
 }
-func (d *fakeDelivery) Drop() error { d.dropped = true; return nil }
 
 func (d *fakeDelivery) decision() string {
 	switch {
 	case d.acked:
 		return "ack"
-	case d.dropped:
-		return "drop"
 	case len(d.retries) > 0:
 		return "retry"
 	}
 	return "none"
+}
+
+// handle hands s to the worker the way the queue would: with the attempt
+// count and due time its queued copy carries, marked redelivered when an
+// earlier copy was handed out and not requeued (acked, or a retry that
+// changed nothing). It records the outcome in d and keeps what the queue
+// would keep.
+func (e *env) handle(ctx context.Context, s *ingress.Submission, d *fakeDelivery) {
+	e.mu.Lock()
+	q := e.queued[s.ID]
+	e.mu.Unlock()
+	out := e.w.Handle(ctx, []*queue.Delivery{{Submission: s, Attempt: q.attempt, Due: q.due, Redelivered: q.redelivered}})[0]
+	switch {
+	case !out.IsRetry():
+		d.acked = true
+		q.redelivered = true // any later copy is a duplicate
+	case out.Attempts() == q.attempt:
+		// The whole message goes back as it is.
+		d.retries = append(d.retries, out.Delay())
+		q.redelivered = true
+	default:
+		// Requeued alone with its new schedule.
+		d.retries = append(d.retries, out.Delay())
+		q = queued{attempt: out.Attempts(), due: e.w.cfg.Now().Add(out.Delay())}
+	}
+	e.mu.Lock()
+	e.queued[s.ID] = q
+	e.mu.Unlock()
 }
 
 func publicKey(k signer.PrivateKey) ed25519.PublicKey { return k.Public() }

@@ -16,7 +16,7 @@ func TestHandlers(t *testing.T) {
 	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int) { w.WriteHeader(int(status.Load())) })
 	e.route("invoices", rc, nil)
 	s := submission(t, "invoices")
-	e.w.handle(context.Background(), s, &fakeDelivery{})
+	e.handle(context.Background(), s, &fakeDelivery{})
 
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/receipts/{id}/redeliver", e.w.RedeliverHandler())

@@ -52,11 +52,11 @@ func TestMetrics(t *testing.T) {
 	e.route("gone", rc, nil)
 	e.route("down", rc, nil)
 	ctx := context.Background()
-	e.w.handle(ctx, submission(t, "ok"), &fakeDelivery{})
+	e.handle(ctx, submission(t, "ok"), &fakeDelivery{})
 	status = 410
-	e.w.handle(ctx, submission(t, "gone"), &fakeDelivery{})
+	e.handle(ctx, submission(t, "gone"), &fakeDelivery{})
 	status = 500
-	e.w.handle(ctx, submission(t, "down"), &fakeDelivery{})
+	e.handle(ctx, submission(t, "down"), &fakeDelivery{})
 	for _, tc := range []struct {
 		name string
 		got  float64
@@ -137,7 +137,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	for _, route := range []string{"invoices", "invoices", "internal", "gone-route"} {
 		s := submission(t, route)
 		for range 2 {
-			e.w.handle(ctx, s, &fakeDelivery{})
+			e.handle(ctx, s, &fakeDelivery{})
 		}
 	}
 	e.w.Redeliver(ctx, "acme", "rcpt_unknown")

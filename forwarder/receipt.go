@@ -1,71 +1,48 @@
 package forwarder
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/sealpost/sealpost/audit"
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/keyring/kms"
-	"github.com/sealpost/sealpost/queue"
 	"github.com/sealpost/sealpost/signer"
 )
-
-func receiptKey(tenant, id string) string { return tenant + "." + id }
 
 func receiptContext(tenant, id string) kms.Context {
 	return kms.Context{Tenant: tenant, Purpose: kms.PurposeReceipt, ObjectID: id}
 }
 
-// ensureReceipt returns the signed envelope of s. The first attempt builds
-// and signs it, records message.signed and stores it sealed with a
-// compare-and-set create; every later attempt (and a worker that lost the
-// race) opens the stored one, so the id and signed_at never change.
-//
-// The audit entry is written before the receipt is stored: every stored
-// receipt has its message.signed entry. A worker that loses the race leaves
-// an entry for a signature that was dropped, which says so in its details.
-func (w *Worker) ensureReceipt(ctx context.Context, s *ingress.Submission) ([]byte, error) {
-	key := receiptKey(s.Tenant, s.ID)
-	sealed, _, err := w.cfg.Receipts.Get(ctx, key)
-	switch {
-	case err == nil:
-		return w.openReceipt(ctx, s.Tenant, s.ID, sealed)
-	case !errors.Is(err, queue.ErrNotFound):
-		return nil, fmt.Errorf("forwarder: read receipt: %w", err)
-	}
-	now := w.cfg.Now()
-	cur, _, err := w.cfg.Keys.SigningKeys(ctx, now)
-	if err != nil {
-		return nil, fmt.Errorf("forwarder: signing keys: %w", err)
-	}
-	env, err := buildEnvelope(s, cur, now)
-	if err != nil {
-		return nil, err
-	}
-	sealed, err = w.cfg.Sealer.Seal(ctx, receiptContext(s.Tenant, s.ID), env)
-	if err != nil {
-		return nil, fmt.Errorf("forwarder: seal receipt: %w", err)
-	}
-	if err := w.audit(ctx, audit.Entry{Actor: "system", Action: audit.ActionSigned, Tenant: s.Tenant, Target: s.ID,
-		Outcome: audit.OutcomeSuccess, Details: map[string]string{"route": s.Route, "kid": cur.KID}}); err != nil {
-		return nil, err
-	}
-	if _, err := w.cfg.Receipts.Create(ctx, key, sealed); err != nil {
-		if !errors.Is(err, queue.ErrConflict) {
-			return nil, fmt.Errorf("forwarder: store receipt: %w", err)
+// storedReceipt is the first receipt stored for an id.
+type storedReceipt struct {
+	seq    uint64
+	route  string
+	sealed []byte
+}
+
+// receiptsOf returns the first receipt stored for each id of a group.
+func (w *Worker) receiptsOf(ctx context.Context, k groupKey) (map[string]storedReceipt, error) {
+	out := map[string]storedReceipt{}
+	err := eachRecord(ctx, w.cfg.Receipts, receiptSubject(k.tenant, k.group), receiptsFormat, func(seq uint64, f []string, blob []byte) error {
+		if len(f) != 2 {
+			return fmt.Errorf("forwarder: receipt record at seq %d has %d fields", seq, len(f))
 		}
-		// Another worker signed and stored it first: use theirs.
-		sealed, _, err := w.cfg.Receipts.Get(ctx, key)
-		if err != nil {
-			return nil, fmt.Errorf("forwarder: read receipt: %w", err)
+		if _, ok := out[f[0]]; !ok {
+			out[f[0]] = storedReceipt{seq: seq, route: f[1], sealed: bytes.Clone(blob)}
 		}
-		return w.openReceipt(ctx, s.Tenant, s.ID, sealed)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("forwarder: read receipts: %w", err)
 	}
-	return env, nil
+	return out, nil
 }
 
 func (w *Worker) openReceipt(ctx context.Context, tenant, id string, sealed []byte) ([]byte, error) {
@@ -74,6 +51,109 @@ func (w *Worker) openReceipt(ctx context.Context, tenant, id string, sealed []by
 		return nil, fmt.Errorf("forwarder: open receipt: %w", err)
 	}
 	return env, nil
+}
+
+// ensureReceipts gives every item without one its signed envelope: the
+// first time an id is handled its receipt is built and signed,
+// message.signed is recorded, and it is stored sealed; a receipt stored
+// first by another worker is used instead (see store.go). Items that cannot
+// get one now are concluded with an internal retry.
+func (w *Worker) ensureReceipts(ctx context.Context, items []*item) {
+	var todo []*item
+	for _, it := range items {
+		if !it.done && it.env == nil {
+			todo = append(todo, it)
+		}
+	}
+	if len(todo) == 0 {
+		return
+	}
+	now := w.cfg.Now()
+	cur, _, err := w.cfg.Keys.SigningKeys(ctx, now)
+	if err != nil {
+		w.retryLaterAll(todo, fmt.Errorf("forwarder: signing keys: %w", err))
+		return
+	}
+	signed := make([]audit.Entry, 0, len(todo))
+	groups := map[groupKey][]*item{}
+	var keys []groupKey
+	for _, it := range todo {
+		env, err := buildEnvelope(it.s, cur, now)
+		if err != nil {
+			// The submission passed Validate; only a bug or a payload JCS
+			// refuses gets here, and trying again will not help.
+			it.log().Error("forwarder: receipt cannot be built; dropped", "err", err)
+			it.finish(ackOutcome)
+			continue
+		}
+		sealed, err := w.cfg.Sealer.Seal(ctx, receiptContext(it.s.Tenant, it.s.ID), env)
+		if err != nil {
+			it.retryLater(w, fmt.Errorf("forwarder: seal receipt: %w", err))
+			continue
+		}
+		it.env, it.sealed = env, sealed
+		signed = append(signed, audit.Entry{Time: now.UTC(), Actor: "system", Action: audit.ActionSigned, Tenant: it.s.Tenant,
+			Target: it.s.ID, Outcome: audit.OutcomeSuccess, Details: map[string]string{"route": it.s.Route, "kid": cur.KID}})
+		if _, ok := groups[it.key]; !ok {
+			keys = append(keys, it.key)
+		}
+		groups[it.key] = append(groups[it.key], it)
+	}
+	if len(keys) == 0 {
+		return
+	}
+	// Every stored receipt has its message.signed entry.
+	if err := w.auditAll(ctx, signed...); err != nil {
+		for _, k := range keys {
+			w.retryLaterAll(groups[k], err)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for _, k := range keys {
+		wg.Go(func() { w.storeReceipts(ctx, k, groups[k]) })
+	}
+	wg.Wait()
+}
+
+// storeReceipts stores the sealed receipts of one group's items and reads
+// the group back, so that each item sends the receipt stored first.
+func (w *Worker) storeReceipts(ctx context.Context, k groupKey, its []*item) {
+	recs := make([]record, 0, len(its))
+	for _, it := range its {
+		if it.sealed != nil {
+			recs = append(recs, record{fields: []string{it.s.ID, it.s.Route}, blob: it.sealed})
+		}
+	}
+	seqs, err := w.storeRecords(ctx, w.cfg.Receipts, receiptSubject(k.tenant, k.group), receiptsFormat, recs)
+	if err != nil {
+		w.retryLaterAll(its, fmt.Errorf("forwarder: store receipts: %w", err))
+		return
+	}
+	stored, err := w.receiptsOf(ctx, k)
+	if err != nil {
+		w.retryLaterAll(its, err)
+		return
+	}
+	for _, it := range its {
+		if it.done || it.sealed == nil {
+			continue
+		}
+		first, ok := stored[it.s.ID]
+		switch {
+		case !ok:
+			it.retryLater(w, errors.New("forwarder: a stored receipt is not found"))
+		case !slices.Contains(seqs, first.seq):
+			// Another worker stored this id's receipt first: send theirs.
+			env, err := w.openReceipt(ctx, k.tenant, it.s.ID, first.sealed)
+			if err != nil {
+				it.retryLater(w, err)
+				continue
+			}
+			it.env = env
+		}
+		it.sealed = nil
+	}
 }
 
 // buildEnvelope makes the signed receipt envelope of s (DESIGN.md, receipt
@@ -105,14 +185,19 @@ func (w *Worker) Receipt(ctx context.Context, tenant, id string) ([]byte, error)
 	if err := checkTokens(tenant, id); err != nil {
 		return nil, err
 	}
-	sealed, _, err := w.cfg.Receipts.Get(ctx, receiptKey(tenant, id))
-	if errors.Is(err, queue.ErrNotFound) {
+	k, err := groupOf(tenant, id)
+	if err != nil {
+		return nil, fmt.Errorf("%w: receipt %s", ErrNotFound, truncate(id, 64))
+	}
+	stored, err := w.receiptsOf(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	r, ok := stored[id]
+	if !ok {
 		return nil, fmt.Errorf("%w: receipt %s", ErrNotFound, id)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("forwarder: read receipt: %w", err)
-	}
-	return w.openReceipt(ctx, tenant, id, sealed)
+	return w.openReceipt(ctx, tenant, id, r.sealed)
 }
 
 // routeOf reads receipt.route from an envelope.
@@ -146,15 +231,20 @@ func checkTokens(vs ...string) error {
 	return nil
 }
 
-func (w *Worker) audit(ctx context.Context, e audit.Entry) error {
-	if w.cfg.Auditor == nil {
+// auditAll appends entries and returns once they are durable.
+func (w *Worker) auditAll(ctx context.Context, es ...audit.Entry) error {
+	if w.cfg.Auditor == nil || len(es) == 0 {
 		return nil
 	}
-	if e.Time.IsZero() {
-		e.Time = w.cfg.Now().UTC()
+	for i := range es {
+		if es[i].Time.IsZero() {
+			es[i].Time = w.cfg.Now().UTC()
+		}
 	}
-	if err := w.cfg.Auditor.Append(ctx, e); err != nil {
-		return fmt.Errorf("forwarder: audit %s: %w", e.Action, err)
+	if err := w.cfg.Auditor.AppendAll(ctx, es...); err != nil {
+		return fmt.Errorf("forwarder: audit %s: %w", es[0].Action, err)
 	}
 	return nil
 }
+
+func (w *Worker) audit(ctx context.Context, e audit.Entry) error { return w.auditAll(ctx, e) }

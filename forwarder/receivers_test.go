@@ -48,7 +48,7 @@ func TestReceivers(t *testing.T) {
 			conn.(*tls.Conn).NetConn().(*net.TCPConn).SetLinger(0)
 			conn.(*tls.Conn).NetConn().Close()
 		}, 0, ClassConnect, "retry"},
-		{"410 dead-letters", func(w http.ResponseWriter, _ *http.Request, _ int) { w.WriteHeader(410) }, 410, ClassStatus, "drop"},
+		{"410 dead-letters", func(w http.ResponseWriter, _ *http.Request, _ int) { w.WriteHeader(410) }, 410, ClassStatus, "ack"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, func(c *Config) { c.Timeout = 500 * time.Millisecond })
@@ -56,7 +56,7 @@ func TestReceivers(t *testing.T) {
 			e.route("invoices", rc, nil)
 			s := submission(t, "invoices")
 			d := &fakeDelivery{}
-			e.w.handle(context.Background(), s, d)
+			e.handle(context.Background(), s, d)
 			if d.decision() != tc.decision {
 				t.Errorf("decision = %s, want %s", d.decision(), tc.decision)
 			}
@@ -97,7 +97,7 @@ func TestSlowReader(t *testing.T) {
 	e.route("invoices", rc, nil)
 	s := submission(t, "invoices")
 	d := &fakeDelivery{}
-	e.w.handle(context.Background(), s, d)
+	e.handle(context.Background(), s, d)
 	as, err := e.w.Attempts(context.Background(), "acme", s.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +114,7 @@ func TestUntrustedCertificate(t *testing.T) {
 	e.routes.set(Route{Tenant: "acme", Name: "invoices", Endpoint: Endpoint{URL: rc.srv.URL}})
 	s := submission(t, "invoices")
 	d := &fakeDelivery{}
-	e.w.handle(context.Background(), s, d)
+	e.handle(context.Background(), s, d)
 	as, _ := e.w.Attempts(context.Background(), "acme", s.ID)
 	if d.decision() != "retry" || len(as) != 1 || as[0].Class != ClassTLS {
 		t.Errorf("decision %s attempts %+v, want retry with class tls", d.decision(), as)
@@ -136,7 +136,7 @@ func TestConnectRefused(t *testing.T) {
 	e.routes.set(Route{Tenant: "acme", Name: "invoices", Endpoint: Endpoint{URL: "https://" + addr + "/hook"}})
 	s := submission(t, "invoices")
 	d := &fakeDelivery{}
-	e.w.handle(context.Background(), s, d)
+	e.handle(context.Background(), s, d)
 	as, _ := e.w.Attempts(context.Background(), "acme", s.ID)
 	if d.decision() != "retry" || len(as) != 1 || as[0].Class != ClassConnect {
 		t.Errorf("decision %s attempts %+v, want retry with class connect", d.decision(), as)
@@ -168,9 +168,9 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 			sub = second
 		}
 		d := &fakeDelivery{}
-		e.w.handle(ctx, sub, d)
-		if !d.dropped {
-			t.Fatalf("%s: decision %s, want drop (dead letter)", s.sub, d.decision())
+		e.handle(ctx, sub, d)
+		if !d.acked || !slices.Contains(e.audit.actions(sub.ID), audit.ActionDeadLettered) {
+			t.Fatalf("%s: decision %s, audit %v; want ack after dead-lettering", s.sub, d.decision(), e.audit.actions(sub.ID))
 		}
 		as, err := e.w.Attempts(ctx, "acme", sub.ID)
 		if err != nil || len(as) != 1 || as[0].Class != s.class || as[0].Result != ResultDeadLettered {
@@ -200,7 +200,7 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 	// A changed URL is a new endpoint: the marker of the old one does not apply.
 	gone = true
 	third := submission(t, "invoices")
-	e.w.handle(ctx, third, &fakeDelivery{})
+	e.handle(ctx, third, &fakeDelivery{})
 	e.route("invoices", rc, func(r *Route) { r.Endpoint.URL += "?v=2" })
 	if dis, _ := e.w.EndpointDisabled(ctx, "acme", "invoices"); dis {
 		t.Error("a new URL is still disabled")
@@ -221,7 +221,7 @@ func TestShutdownDoesNotCountAttempt(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-arrived; cancel() }()
 	d := &fakeDelivery{}
-	e.w.handle(ctx, s, d)
+	e.handle(ctx, s, d)
 	if d.decision() != "retry" {
 		t.Errorf("decision %s, want retry", d.decision())
 	}

@@ -24,16 +24,16 @@ func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
 
 func newClock() *clock { return &clock{t: time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)} }
 
-// runSchedule handles s until the worker acks or drops it, advancing the
-// clock by each requested delay, and returns the delays.
+// runSchedule handles s until the worker acks it, advancing the clock by
+// each requested delay, and returns the delays.
 func runSchedule(t *testing.T, e *env, c *clock, s *ingress.Submission, maxRuns int) ([]time.Duration, *fakeDelivery) {
 	t.Helper()
 	var delays []time.Duration
 	for range maxRuns {
 		d := &fakeDelivery{}
-		e.w.handle(context.Background(), s, d)
+		e.handle(context.Background(), s, d)
 		switch d.decision() {
-		case "ack", "drop":
+		case "ack":
 			return delays, d
 		case "retry":
 			delays = append(delays, d.retries[0])
@@ -53,8 +53,8 @@ func TestScheduleThenDeadLetter(t *testing.T) {
 	e.route("invoices", rc, nil)
 	s := submission(t, "invoices")
 	delays, d := runSchedule(t, e, c, s, 20)
-	if !d.dropped {
-		t.Fatalf("last decision %s, want drop after dead-lettering", d.decision())
+	if !d.acked {
+		t.Fatalf("last decision %s, want ack after dead-lettering", d.decision())
 	}
 	if want := DefaultSchedule[1:]; !slices.Equal(delays, want) {
 		t.Errorf("delays = %v, want %v", delays, want)
@@ -112,7 +112,7 @@ func TestJitter(t *testing.T) {
 	} {
 		t.Run(strconv.FormatFloat(tc.rand, 'f', -1, 64), func(t *testing.T) {
 			w, err := New(Config{Routes: &staticRoutes{}, Keys: &staticKeys{}, Sealer: nopSealer{},
-				Receipts: &queue.KV{}, EndpointState: &queue.KV{}, DeadLetters: &queue.Stream{}, Attempts: &queue.Stream{},
+				Receipts: &queue.Stream{}, EndpointState: &queue.KV{}, DeadLetters: &queue.Stream{}, Attempts: &queue.Stream{},
 				Rand: func() float64 { return tc.rand }})
 			if err != nil {
 				t.Fatal(err)
@@ -151,12 +151,14 @@ func TestRetryAfter(t *testing.T) {
 			e.route("invoices", rc, nil)
 			s := submission(t, "invoices")
 			for i := range tc.attempt {
-				if err := e.w.recordAttempt(context.Background(), "acme", s.ID, Attempt{N: i + 1, Trigger: TriggerQueue}); err != nil {
+				if err := e.w.recordAttempt(context.Background(), "acme", s.ID, Attempt{N: i + 1, Trigger: TriggerQueue, Result: ResultRetry}); err != nil {
 					t.Fatal(err)
 				}
 			}
+			// The queued copy carries the attempts made.
+			e.queued[s.ID] = queued{attempt: tc.attempt}
 			d := &fakeDelivery{}
-			e.w.handle(context.Background(), s, d)
+			e.handle(context.Background(), s, d)
 			if len(d.retries) != 1 || d.retries[0] != tc.want {
 				t.Errorf("retries = %v, want [%s]", d.retries, tc.want)
 			}
@@ -220,13 +222,13 @@ func TestEarlyRedeliveryKeepsSchedule(t *testing.T) {
 	ctx := context.Background()
 	for range 2 {
 		d := &fakeDelivery{}
-		e.w.handle(ctx, s, d)
+		e.handle(ctx, s, d)
 		c.advance(d.retries[0])
 	}
 	// Attempt 3 is due 5 minutes after attempt 2; redeliver after 2.
 	c.advance(-3 * time.Minute)
 	d := &fakeDelivery{}
-	e.w.handle(ctx, s, d)
+	e.handle(ctx, s, d)
 	if len(d.retries) != 1 || d.retries[0] != 3*time.Minute {
 		t.Errorf("early redelivery: retries %v, want [3m]", d.retries)
 	}
@@ -235,7 +237,7 @@ func TestEarlyRedeliveryKeepsSchedule(t *testing.T) {
 	}
 	c.advance(3 * time.Minute)
 	d = &fakeDelivery{}
-	e.w.handle(ctx, s, d)
+	e.handle(ctx, s, d)
 	as, _ := e.w.Attempts(ctx, "acme", s.ID)
 	if len(as) != 3 || as[2].N != 3 || d.retries[0] != 30*time.Minute {
 		t.Errorf("on time: %d attempts, next delay %v; want 3 and 30m", len(as), d.retries)

@@ -49,7 +49,7 @@ func TestV1InteropStandardWebhooks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.w.handle(ctx, submission(t, "invoices"), &fakeDelivery{})
+	e.handle(ctx, submission(t, "invoices"), &fakeDelivery{})
 	r := rc.requests()[0]
 	for name, secret := range map[string]string{"configured": configured, "rotated": rotated, "rotated again": rotatedAgain} {
 		wh, err := standardwebhooks.NewWebhook(secret)
@@ -117,7 +117,7 @@ func TestV1aWithPreviousKey(t *testing.T) {
 	rc := newReceiver(t, nil)
 	e.route("invoices", rc, nil)
 	s := submission(t, "invoices")
-	e.w.handle(context.Background(), s, &fakeDelivery{})
+	e.handle(context.Background(), s, &fakeDelivery{})
 	r := rc.requests()[0]
 	sig := r.header.Get("webhook-signature")
 	if n := strings.Count(sig, "v1a,"); n != 2 || strings.Contains(sig, "v1,") {
@@ -151,7 +151,7 @@ func v1aFixture(t *testing.T) (dir string) {
 	rc := newReceiver(t, nil)
 	e.route("invoices", rc, nil)
 	s := submission(t, "invoices")
-	e.w.handle(context.Background(), s, &fakeDelivery{})
+	e.handle(context.Background(), s, &fakeDelivery{})
 	r := rc.requests()[0]
 	sig, ok := strings.CutPrefix(strings.Fields(r.header.Get("webhook-signature"))[0], "v1a,")
 	if !ok {
@@ -256,7 +256,7 @@ func TestMalformedSecretSkipped(t *testing.T) {
 	good, _ := GenerateSecret()
 	e.route("invoices", rc, func(r *Route) { r.Endpoint.Secrets = []Secret{{Value: "whsec_broken"}, {Value: good}} })
 	d := &fakeDelivery{}
-	e.w.handle(context.Background(), submission(t, "invoices"), d)
+	e.handle(context.Background(), submission(t, "invoices"), d)
 	if !d.acked {
 		t.Fatalf("decision %s, want ack", d.decision())
 	}

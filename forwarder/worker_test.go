@@ -44,7 +44,7 @@ func TestDeliverThroughQueue(t *testing.T) {
 	e.route("invoices", rc, nil)
 	ctx := context.Background()
 	s := submission(t, "invoices")
-	if err := e.conn.Publisher(e.sealer).Enqueue(ctx, s); err != nil {
+	if err := e.publisher().Enqueue(ctx, s); err != nil {
 		t.Fatal(err)
 	}
 	cons, err := e.conn.Consume(ctx, queue.ConsumerConfig{Workers: 2}, e.sealer, e.w.Handle)
@@ -151,7 +151,7 @@ func TestSameReceiptOnRetry(t *testing.T) {
 	var decisions []string
 	for range 3 {
 		d := &fakeDelivery{}
-		e.w.handle(ctx, s, d)
+		e.handle(ctx, s, d)
 		decisions = append(decisions, d.decision())
 		clock = clock.Add(time.Hour)
 	}
@@ -191,21 +191,23 @@ func TestSameReceiptOnRetry(t *testing.T) {
 // not be written, so the message was not acked. When it comes back it is
 // audited and acked without a second POST, and never dead-lettered.
 func TestDeliveredNotPostedAgain(t *testing.T) {
-	e := newEnv(t, nil)
+	c := newClock()
+	e := newEnv(t, func(cfg *Config) { cfg.Now = c.now })
 	rc := newReceiver(t, nil)
 	e.route("invoices", rc, nil)
 	s := submission(t, "invoices")
 	e.audit.failAction = audit.ActionDelivered
 	for range len(e.w.cfg.Schedule) + 2 {
 		d := &fakeDelivery{}
-		e.w.handle(context.Background(), s, d)
+		e.handle(context.Background(), s, d)
 		if d.acked || len(d.retries) != 1 {
 			t.Fatalf("decision = %s while the audit log refuses message.delivered, want retry", d.decision())
 		}
+		c.advance(d.retries[0])
 	}
 	e.audit.failAction = ""
 	d := &fakeDelivery{}
-	e.w.handle(context.Background(), s, d)
+	e.handle(context.Background(), s, d)
 	if !d.acked {
 		t.Fatalf("decision = %s after the audit log came back, want ack", d.decision())
 	}
@@ -218,22 +220,24 @@ func TestDeliveredNotPostedAgain(t *testing.T) {
 }
 
 func TestNotAckedBeforeAudit(t *testing.T) {
-	e := newEnv(t, nil)
+	c := newClock()
+	e := newEnv(t, func(cfg *Config) { cfg.Now = c.now })
 	rc := newReceiver(t, nil)
 	e.route("invoices", rc, nil)
 	s := submission(t, "invoices")
 	e.audit.fail = true
 	d := &fakeDelivery{}
-	e.w.handle(context.Background(), s, d)
+	e.handle(context.Background(), s, d)
 	if d.acked || len(d.retries) != 1 {
 		t.Fatalf("decision = %s, want retry", d.decision())
 	}
 	if _, err := e.w.Receipt(context.Background(), "acme", s.ID); err == nil {
 		t.Error("a receipt was stored without its message.signed entry")
 	}
+	c.advance(d.retries[0])
 	e.audit.fail = false
 	d = &fakeDelivery{}
-	e.w.handle(context.Background(), s, d)
+	e.handle(context.Background(), s, d)
 	if !d.acked {
 		t.Fatalf("decision = %s after the audit log came back, want ack", d.decision())
 	}

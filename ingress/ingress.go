@@ -6,13 +6,10 @@ package ingress
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/oklog/ulid/v2"
 )
 
 // Channel names, as they appear in receipt.channel.
@@ -105,12 +102,6 @@ func IsTemporary(err error) bool {
 	return errors.Is(err, ErrTemporary) ||
 		errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, context.Canceled)
-}
-
-// NewID returns a new receipt id: "rcpt_" and a ULID whose time part is t.
-// ULIDs sort by time, which keeps ids roughly ordered in listings.
-func NewID(t time.Time) string {
-	return "rcpt_" + ulid.MustNew(ulid.Timestamp(t), rand.Reader).String()
 }
 
 // EncodeJSON encodes v without escaping <, > and &: mail text and HTML are

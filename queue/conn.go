@@ -64,6 +64,9 @@ type Conn struct {
 	js  jetstream.JetStream
 	// quarantined counts messages moved to QUARANTINE by this process.
 	quarantined atomic.Int64
+	// closed is closed by the client library once the connection is
+	// closed for good (after Drain).
+	closed chan struct{}
 }
 
 // Open connects to NATS, starting the embedded server when cfg.URL is empty,
@@ -87,8 +90,9 @@ func Open(ctx context.Context, cfg Config) (*Conn, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Conn{cfg: cfg, log: cfg.Logger}
+	c := &Conn{cfg: cfg, log: cfg.Logger, closed: make(chan struct{})}
 	opts := []nats.Option{
+		nats.ClosedHandler(func(*nats.Conn) { close(c.closed) }),
 		nats.Name(cfg.Name),
 		nats.Timeout(cfg.ConnectTimeout),
 		nats.MaxReconnects(-1),
@@ -122,7 +126,9 @@ func Open(ctx context.Context, cfg Config) (*Conn, error) {
 		return nil, fmt.Errorf("queue: connect: %w", err)
 	}
 	c.nc = nc
-	js, err := jetstream.New(nc)
+	// An asynchronous publish that gets no answer fails after this, so
+	// its caller's wait ends.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(publishTimeout))
 	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("queue: jetstream: %w", err)
@@ -199,13 +205,20 @@ func (c *Conn) Ready(ctx context.Context) error {
 	return nil
 }
 
+// drainTimeout bounds how long Close waits for pending messages to be
+// flushed and subscriptions to drain.
+const drainTimeout = 5 * time.Second
+
 // Close drains the connection and shuts the embedded server down.
 func (c *Conn) Close() {
 	if c.nc != nil {
-		_ = c.nc.Drain()
-		deadline := time.Now().Add(5 * time.Second)
-		for !c.nc.IsClosed() && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
+		if err := c.nc.Drain(); err == nil {
+			t := time.NewTimer(drainTimeout)
+			select {
+			case <-c.closed:
+			case <-t.C:
+			}
+			t.Stop()
 		}
 		c.nc.Close()
 	}

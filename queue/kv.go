@@ -39,7 +39,7 @@ func (c *Conn) KV(ctx context.Context, cfg KVConfig) (*KV, error) {
 	if cfg.History == 0 {
 		cfg.History = 1
 	}
-	kv, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := c.ensureKV(ctx, jetstream.KeyValueConfig{
 		Bucket:       cfg.Bucket,
 		History:      cfg.History,
 		MaxValueSize: cfg.MaxValueSize,
@@ -48,7 +48,7 @@ func (c *Conn) KV(ctx context.Context, cfg KVConfig) (*KV, error) {
 		Replicas:     c.replicas(),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("queue: bucket %s: %w", cfg.Bucket, err)
+		return nil, err
 	}
 	return &KV{kv: kv}, nil
 }

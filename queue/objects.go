@@ -30,9 +30,9 @@ func (c *Conn) Objects(ctx context.Context, cfg ObjectsConfig) (*Objects, error)
 	if cfg.MaxBytes == 0 {
 		oc.MaxBytes = -1
 	}
-	os, err := c.js.CreateOrUpdateObjectStore(ctx, oc)
+	os, err := c.ensureObjects(ctx, oc)
 	if err != nil {
-		return nil, fmt.Errorf("queue: object store %s: %w", cfg.Bucket, err)
+		return nil, err
 	}
 	return &Objects{os: os}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,42 +53,73 @@ func submission(id, marker string) *ingress.Submission {
 	}
 }
 
-// TestPublishConsume sends submissions through INGEST and checks that the
-// consumer gets them back intact, that the same id is stored once, and
-// that the payload is not on disk in plaintext.
+// publisher returns a Publisher on c that c's cleanup closes.
+func publisher(t *testing.T, c *queue.Conn, s queue.Sealer, cfg queue.PublisherConfig) *queue.Publisher {
+	t.Helper()
+	p, err := c.Publisher(s, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// ackAll is a handler that finishes every submission and reports them.
+func ackAll(got chan<- *queue.Delivery) queue.Handler {
+	return func(_ context.Context, ds []*queue.Delivery) []queue.Outcome {
+		outs := make([]queue.Outcome, len(ds))
+		for i, d := range ds {
+			outs[i] = queue.Ack()
+			got <- d
+		}
+		return outs
+	}
+}
+
+// TestPublishConsume sends concurrent submissions through INGEST and checks
+// that they share messages, that the consumer gets each back intact once,
+// and that the payload is not on disk in plaintext.
 func TestPublishConsume(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
 	c := openConn(t, dir)
 	env := sealer(t, dir)
-	pub := c.Publisher(env)
+	pub := publisher(t, c, env, queue.PublisherConfig{Flushers: 1})
 	const marker = "MARKER-7d1f0c3e-plaintext"
-	ids := []string{ingress.NewID(time.Now()), ingress.NewID(time.Now())}
-	for _, id := range ids {
-		if err := pub.Enqueue(ctx, submission(id, marker)); err != nil {
+	const n = 64
+	var ids [n]string
+	errs := make(chan error, n)
+	start := make(chan struct{})
+	for i := range n {
+		ids[i] = ingress.NewID(time.Now())
+		go func() {
+			<-start
+			errs <- pub.Enqueue(ctx, submission(ids[i], marker))
+		}()
+	}
+	close(start)
+	for range n {
+		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
 	}
-	// A retried publish of the same submission is stored once.
-	if err := pub.Enqueue(ctx, submission(ids[0], marker)); err != nil {
-		t.Fatal(err)
+	if got := gather(t, c)["sealpost_queue_stream_messages/INGEST"]; got >= n {
+		t.Errorf("%d concurrent submissions took %v messages, want fewer", n, got)
 	}
-	got := make(chan *queue.Delivery, 10)
-	cons, err := c.Consume(ctx, queue.ConsumerConfig{Workers: 2}, env, func(ctx context.Context, d *queue.Delivery) {
-		if err := d.Ack(ctx); err != nil {
-			t.Error(err)
-		}
-		got <- d
-	})
+	got := make(chan *queue.Delivery, 2*n)
+	cons, err := c.Consume(ctx, queue.ConsumerConfig{Workers: 2}, env, ackAll(got))
 	if err != nil {
 		t.Fatal(err)
 	}
 	seen := map[string]bool{}
-	for range ids {
+	for range n {
 		select {
 		case d := <-got:
-			if !strings.Contains(string(d.Submission.Payload), marker) || d.Attempt != 1 {
-				t.Errorf("delivery %s: payload %s attempt %d", d.Submission.ID, d.Submission.Payload, d.Attempt)
+			if !strings.Contains(string(d.Submission.Payload), marker) || d.Attempt != 0 || d.Redelivered || !d.Due.IsZero() {
+				t.Errorf("delivery %s: payload %s attempt %d redelivered %v due %v", d.Submission.ID, d.Submission.Payload, d.Attempt, d.Redelivered, d.Due)
+			}
+			if seen[d.Submission.ID] {
+				t.Errorf("duplicate delivery of %s", d.Submission.ID)
 			}
 			seen[d.Submission.ID] = true
 		case <-time.After(10 * time.Second):
@@ -96,14 +128,12 @@ func TestPublishConsume(t *testing.T) {
 	}
 	select {
 	case d := <-got:
-		t.Fatalf("duplicate delivery of %s", d.Submission.ID)
+		t.Fatalf("extra delivery of %s", d.Submission.ID)
 	case <-time.After(300 * time.Millisecond):
 	}
 	cons.Stop(ctx)
-	for _, id := range ids {
-		if !seen[id] {
-			t.Errorf("%s not delivered", id)
-		}
+	if g := gather(t, c)["sealpost_queue_stream_messages/INGEST"]; g != 0 {
+		t.Errorf("%v messages left in INGEST after every submission was acked", g)
 	}
 	err = filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
 		if err != nil || info.IsDir() {
@@ -123,38 +153,88 @@ func TestPublishConsume(t *testing.T) {
 	}
 }
 
-// TestRetryRedelivers checks that Retry hands the message back with a
-// higher attempt count.
-func TestRetryRedelivers(t *testing.T) {
+// TestOutcomesSettle: a retry that made an attempt comes back alone with
+// its new attempt count and due time while its neighbours are acked; a
+// retry of a whole message that changed nothing brings the message back as
+// it was.
+func TestOutcomesSettle(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
 	c := openConn(t, dir)
 	env := sealer(t, dir)
-	if err := c.Publisher(env).Enqueue(ctx, submission(ingress.NewID(time.Now()), "m")); err != nil {
-		t.Fatal(err)
-	}
-	attempts := make(chan int, 10)
-	cons, err := c.Consume(ctx, queue.ConsumerConfig{}, env, func(ctx context.Context, d *queue.Delivery) {
-		attempts <- d.Attempt
-		if d.Attempt < 3 {
-			_ = d.Retry(10 * time.Millisecond)
-			return
+	pub := publisher(t, c, env, queue.PublisherConfig{Flushers: 1})
+	retried, other := ingress.NewID(time.Now()), ingress.NewID(time.Now())
+	for _, id := range []string{retried, other} {
+		if err := pub.Enqueue(ctx, submission(id, "m")); err != nil {
+			t.Fatal(err)
 		}
-		_ = d.Ack(ctx)
+	}
+	type seen struct {
+		id          string
+		attempt     int
+		due         time.Time
+		redelivered bool
+	}
+	got := make(chan seen, 20)
+	var mu sync.Mutex
+	nakked := false
+	cons, err := c.Consume(ctx, queue.ConsumerConfig{Workers: 1}, env, func(_ context.Context, ds []*queue.Delivery) []queue.Outcome {
+		mu.Lock()
+		defer mu.Unlock()
+		outs := make([]queue.Outcome, len(ds))
+		for i, d := range ds {
+			got <- seen{d.Submission.ID, d.Attempt, d.Due, d.Redelivered}
+			switch {
+			case d.Submission.ID == other && !nakked:
+				// Nothing could be done: the message comes back as it is.
+				nakked = true
+				outs[i] = queue.Retry(10*time.Millisecond, d.Attempt)
+			case d.Submission.ID == retried && d.Attempt < 2:
+				outs[i] = queue.Retry(20*time.Millisecond, d.Attempt+1)
+			default:
+				outs[i] = queue.Ack()
+			}
+		}
+		return outs
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cons.Stop(ctx)
-	for want := 1; want <= 3; want++ {
+	var trace []seen
+	for len(trace) < 5 {
 		select {
-		case got := <-attempts:
-			if got != want {
-				t.Fatalf("attempt %d, want %d", got, want)
-			}
+		case s := <-got:
+			trace = append(trace, s)
 		case <-time.After(10 * time.Second):
-			t.Fatalf("attempt %d never came", want)
+			t.Fatalf("stalled after %+v", trace)
 		}
+	}
+	attempts := []int{}
+	for _, s := range trace {
+		if s.id == retried {
+			attempts = append(attempts, s.attempt)
+			if s.attempt > 0 && s.due.IsZero() {
+				t.Errorf("requeued retry without a due time: %+v", s)
+			}
+		}
+	}
+	if fmt.Sprint(attempts) != "[0 1 2]" {
+		t.Errorf("attempts of the retried submission %v, want [0 1 2]", attempts)
+	}
+	redelivered := 0
+	for _, s := range trace {
+		if s.id == other && s.redelivered {
+			redelivered++
+		}
+	}
+	if redelivered != 1 {
+		t.Errorf("the unchanged retry came back %d times as a redelivery, want 1: %+v", redelivered, trace)
+	}
+	select {
+	case s := <-got:
+		t.Fatalf("extra delivery %+v", s)
+	case <-time.After(300 * time.Millisecond):
 	}
 }
 
@@ -163,9 +243,25 @@ func TestEnqueueTooLarge(t *testing.T) {
 	dir := t.TempDir()
 	c := openConn(t, dir)
 	s := submission(ingress.NewID(time.Now()), strings.Repeat("x", 9<<20))
-	err := c.Publisher(sealer(t, dir)).Enqueue(context.Background(), s)
+	err := publisher(t, c, sealer(t, dir), queue.PublisherConfig{}).Enqueue(context.Background(), s)
 	if !errors.Is(err, ingress.ErrTooLarge) || ingress.IsTemporary(err) {
 		t.Fatalf("got %v, want a permanent ErrTooLarge", err)
+	}
+}
+
+// TestPublisherClose: after Close a submission is refused with a temporary
+// error, never left waiting.
+func TestPublisherClose(t *testing.T) {
+	dir := t.TempDir()
+	c := openConn(t, dir)
+	p, err := c.Publisher(sealer(t, dir), queue.PublisherConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	err = p.Enqueue(context.Background(), submission(ingress.NewID(time.Now()), "m"))
+	if !ingress.IsTemporary(err) {
+		t.Fatalf("Enqueue after Close = %v, want a temporary error", err)
 	}
 }
 
@@ -246,13 +342,14 @@ func TestCollector(t *testing.T) {
 	ctx := context.Background()
 	c := openConn(t, dir)
 	env := sealer(t, dir)
+	pub := publisher(t, c, env, queue.PublisherConfig{})
 	for range 3 {
-		if err := c.Publisher(env).Enqueue(ctx, submission(ingress.NewID(time.Now()), "m")); err != nil {
+		if err := pub.Enqueue(ctx, submission(ingress.NewID(time.Now()), "m")); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// The consumer exists once Consume declared it; stop it before it takes anything.
-	cons, err := c.Consume(ctx, queue.ConsumerConfig{}, env, func(context.Context, *queue.Delivery) {})
+	cons, err := c.Consume(ctx, queue.ConsumerConfig{}, env, func(context.Context, []*queue.Delivery) []queue.Outcome { return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,28 +366,25 @@ func TestCollector(t *testing.T) {
 	}
 }
 
-// TestUnopenableIsQuarantined: a message sealed under another master key
+// TestUnopenableIsQuarantined: a submission sealed under another master key
 // is not deleted: it moves, still sealed, to QUARANTINE, and the handler
-// never sees it.
+// never sees it, while the submissions sharing its message go on.
 func TestUnopenableIsQuarantined(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
 	c := openConn(t, dir)
 	other := sealer(t, t.TempDir()) // another instance's local master key
 	id := ingress.NewID(time.Now())
-	if err := c.Publisher(other).Enqueue(ctx, submission(id, "q")); err != nil {
+	if err := publisher(t, c, other, queue.PublisherConfig{}).Enqueue(ctx, submission(id, "q")); err != nil {
 		t.Fatal(err)
 	}
-	called := make(chan struct{}, 1)
+	called := make(chan *queue.Delivery, 1)
 	recorded := make(chan string, 4)
 	cfg := queue.ConsumerConfig{Quarantined: func(_ context.Context, tenant, id, class string) error {
 		recorded <- tenant + " " + id + " " + class
 		return nil
 	}}
-	cons, err := c.Consume(ctx, cfg, sealer(t, dir), func(ctx context.Context, d *queue.Delivery) {
-		called <- struct{}{}
-		_ = d.Ack(ctx)
-	})
+	cons, err := c.Consume(ctx, cfg, sealer(t, dir), ackAll(called))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,12 +411,22 @@ func TestUnopenableIsQuarantined(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Header["Sealpost-Tenant"] != "acme" || m.Header["Sealpost-Quarantine-Reason"] == "" || strings.Contains(string(m.Data), `"marker"`) {
+	if m.Header["Sealpost-Quarantine-Reason"] == "" || m.Header["Sealpost-Count"] != "1" || strings.Contains(string(m.Data), `"marker"`) {
 		t.Errorf("quarantined message %+v", m.Header)
 	}
-	// The quarantined copy still opens with the key that sealed it.
-	if _, err := other.Open(ctx, kms.Context{Tenant: "acme", Purpose: kms.PurposeIngest, ObjectID: m.Header["Sealpost-Id"]}, m.Data); err != nil {
-		t.Errorf("quarantined copy does not open with its key: %v", err)
+	// The quarantined copy is the submission's record, still sealed: it
+	// opens with the key that sealed it.
+	opened := 0
+	err = queue.EachRecord(m.Data, func(f []string, blob []byte) error {
+		if f[0] != "acme" || f[1] != id {
+			t.Errorf("quarantined record of %v", f)
+		}
+		_, err := other.Open(ctx, kms.Context{Tenant: "acme", Purpose: kms.PurposeIngest, ObjectID: id}, blob)
+		opened++
+		return err
+	})
+	if err != nil || opened != 1 {
+		t.Errorf("quarantined copy does not open with its key (%d records): %v", opened, err)
 	}
 	select {
 	case r := <-recorded:
@@ -390,9 +494,11 @@ func TestConsumerSurvivesDeletion(t *testing.T) {
 	defer c.Close()
 	env := sealer(t, dir)
 	got := make(chan string, 10)
-	cons, err := c.Consume(ctx, queue.ConsumerConfig{}, env, func(ctx context.Context, d *queue.Delivery) {
-		_ = d.Ack(ctx)
-		got <- d.Submission.ID
+	cons, err := c.Consume(ctx, queue.ConsumerConfig{}, env, func(_ context.Context, ds []*queue.Delivery) []queue.Outcome {
+		for _, d := range ds {
+			got <- d.Submission.ID
+		}
+		return make([]queue.Outcome, len(ds))
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -408,7 +514,7 @@ func TestConsumerSurvivesDeletion(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := ingress.NewID(time.Now())
-	if err := c.Publisher(env).Enqueue(ctx, submission(id, "after")); err != nil {
+	if err := publisher(t, c, env, queue.PublisherConfig{}).Enqueue(ctx, submission(id, "after")); err != nil {
 		t.Fatal(err)
 	}
 	select {

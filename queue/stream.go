@@ -64,13 +64,14 @@ func (c *Conn) Stream(ctx context.Context, cfg StreamConfig) (*Stream, error) {
 		Storage:           jetstream.FileStorage,
 		Replicas:          c.replicas(),
 		Discard:           jetstream.DiscardOld,
+		AllowDirect:       true,
 	}
 	if cfg.MaxBytes == 0 {
 		sc.MaxBytes = -1
 	}
-	s, err := c.js.CreateOrUpdateStream(ctx, sc)
+	s, err := c.ensureStream(ctx, sc)
 	if err != nil {
-		return nil, fmt.Errorf("queue: stream %s: %w", cfg.Name, err)
+		return nil, err
 	}
 	return &Stream{js: c.js, s: s, name: cfg.Name}, nil
 }
@@ -167,10 +168,15 @@ type ReadOptions struct {
 	StartTime time.Time
 }
 
+// readInactive is how long after a read its consumer lingers on the server.
+const readInactive = 5 * time.Second
+
 // Read calls fn, in stream order, for every message selected by o that exists
 // when Read starts, then returns. An error from fn stops Read and is returned.
 func (s *Stream) Read(ctx context.Context, o ReadOptions, fn func(*Msg) error) error {
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	// The server removes the consumer a few seconds after the read ends,
+	// so reads never pile consumers up on a stream.
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: readInactive}
 	if o.Filter != "" {
 		cfg.FilterSubjects = []string{o.Filter}
 	}
@@ -244,4 +250,59 @@ func (s *Stream) Read(ctx context.Context, o ReadOptions, fn func(*Msg) error) e
 			return nil
 		}
 	}
+}
+
+// maxEach bounds the messages one Each call visits.
+const maxEach = 10000
+
+// Each calls fn, in stream order, for every message stored on subject (a
+// subject without wildcards, or one with them), up to 10,000. It reads
+// message by message through the stream's subject index, so it needs no
+// consumer and suits subjects that hold a few messages. An error from fn
+// stops Each and is returned.
+func (s *Stream) Each(ctx context.Context, subject string, fn func(*Msg) error) error {
+	seq := uint64(1)
+	for range maxEach {
+		raw, err := s.s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("queue: read %s %s: %w", s.name, subject, err)
+		}
+		if err := fn(rawMsg(raw)); err != nil {
+			return err
+		}
+		seq = raw.Sequence + 1
+	}
+	return fmt.Errorf("queue: read %s %s: more than %d messages", s.name, subject, maxEach)
+}
+
+// AppendAsync publishes data to subject without waiting; the returned
+// function waits for the store's answer and returns the sequence. It lets
+// one caller have several writes in flight.
+func (s *Stream) AppendAsync(subject, msgID string, header map[string]string, data []byte) (wait func(ctx context.Context) (uint64, error), err error) {
+	m := nats.NewMsg(subject)
+	m.Data = data
+	for k, v := range header {
+		m.Header.Set(k, v)
+	}
+	opts := []jetstream.PublishOpt{jetstream.WithExpectStream(s.name)}
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	f, err := s.js.PublishMsgAsync(m, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("queue: append to %s: %w", s.name, err)
+	}
+	return func(ctx context.Context) (uint64, error) {
+		select {
+		case ack := <-f.Ok():
+			return ack.Sequence, nil
+		case err := <-f.Err():
+			return 0, fmt.Errorf("queue: append to %s: %w", s.name, err)
+		case <-ctx.Done():
+			return 0, fmt.Errorf("queue: append to %s: %w", s.name, ctx.Err())
+		}
+	}, nil
 }

@@ -36,7 +36,7 @@ func (g *gateway) buildServers() error {
 		return err
 	}
 	ingest, err := httpin.New(httpin.Config{
-		Enqueuer: g.enqueuer(), Keys: g.tables.keys, Routes: g.tables,
+		Enqueuer: g.enqueuer(), Keys: g.tables.keys, Routes: g.tables, NewID: g.ids.New,
 		Auditor: requestAuditor{g}, Idempotency: g.idempotency, Authenticated: noteKey,
 		MaxBodyBytes: g.cfg.Ingest.MaxBodyBytes, RatePerSecond: g.cfg.Ingest.RatePerSecond, Burst: g.cfg.Ingest.Burst,
 		Logger: g.log, Registerer: g.reg,
@@ -203,30 +203,30 @@ func (g *gateway) apiCalls(server string, calls *prometheus.CounterVec, next htt
 // entries when the store is slow or down.
 const requestAuditTimeout = time.Second
 
-// appendAudit records an entry of the request path; a failure is logged
-// (and counted by the audit log), not turned into an error for the client.
+// appendAudit records an entry of the request path (an API call, an
+// authentication) without holding the request up: it is queued for the
+// audit log's next write, ahead of any entry the request then waits for
+// (message.received), so an accepted message's entries are all durable
+// before its answer. A failure is logged and counted by the audit log, not
+// turned into an error for the client.
 func (g *gateway) appendAudit(ctx context.Context, e audit.Entry) {
 	if !g.anonLimit.allow(e) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestAuditTimeout)
 	defer cancel()
-	if err := g.auditLog.Append(ctx, e); err != nil {
+	if err := g.auditLog.AppendAsync(ctx, e); err != nil {
 		g.log.Error("audit append failed", "action", e.Action, "err", err)
 	}
 }
 
-// requestAuditor is the Auditor handed to the ingest handler: bounded like
-// appendAudit.
+// requestAuditor is the Auditor handed to the ingest handler: its entries
+// are queued like appendAudit's.
 type requestAuditor struct{ g *gateway }
 
 func (a requestAuditor) Append(ctx context.Context, e audit.Entry) error {
-	if !a.g.anonLimit.allow(e) {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestAuditTimeout)
-	defer cancel()
-	return a.g.auditLog.Append(ctx, e)
+	a.g.appendAudit(ctx, e)
+	return nil
 }
 
 func newRequestID() string {

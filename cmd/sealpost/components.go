@@ -86,7 +86,7 @@ func (a *keyringAuditor) attach(ctx context.Context, l *audit.Log) error {
 }
 
 func (g *gateway) openForwarder(ctx context.Context) error {
-	receipts, err := g.q.KV(ctx, forwarder.ReceiptsBucket)
+	receipts, err := g.q.Stream(ctx, forwarder.ReceiptsStream)
 	if err != nil {
 		return err
 	}
@@ -118,7 +118,8 @@ func (g *gateway) openForwarder(ctx context.Context) error {
 	g.fwd, err = forwarder.New(forwarder.Config{
 		Routes: &forwarder2httpRoutes{g.tables}, Keys: g.keys, Sealer: g.sealer, Auditor: g.auditLog,
 		Receipts: receipts, DeadLetters: dlq, Attempts: attempts, EndpointState: state,
-		Schedule: schedule, Timeout: time.Duration(g.cfg.Forward.Timeout), AllowNets: allow,
+		MaxMessageBytes: int(g.q.MaxPayload()),
+		Schedule:        schedule, Timeout: time.Duration(g.cfg.Forward.Timeout), AllowNets: allow,
 		BreakerFailures: g.cfg.Forward.BreakerFailures, BreakerCooldown: time.Duration(g.cfg.Forward.BreakerCooldown),
 		Logger: g.log, Registerer: g.reg,
 	})
@@ -143,7 +144,7 @@ func (g *gateway) buildSMTP() error {
 	}
 	g.smtp, err = smtpin.New(smtpin.Config{
 		Hostname: host, TLSConfig: g.certs.serverTLS(), Routes: g.tables.smtp,
-		Enqueuer: g.enqueuer(), Blobs: g.blobs, Dedup: dedup,
+		Enqueuer: g.enqueuer(), Blobs: g.blobs, Dedup: dedup, NewID: g.ids.New,
 		Resolver: net.DefaultResolver, Logger: g.log, Registerer: g.reg,
 		MaxMessageBytes: g.cfg.SMTP.MaxMessageBytes, MaxRecipients: g.cfg.SMTP.MaxRecipients,
 		MaxConnsPerIP:  g.cfg.SMTP.MaxConnsPerIP,
@@ -162,7 +163,7 @@ func (g *gateway) buildSMTP() error {
 // publisher, with message.received recorded before and message.queued once
 // the queue acknowledged.
 func (g *gateway) enqueuer() ingress.Enqueuer {
-	return &auditedEnqueuer{next: g.q.Publisher(g.sealer), audit: g.auditLog, log: g.log}
+	return &auditedEnqueuer{next: g.pub, audit: g.auditLog, log: g.log}
 }
 
 type auditedEnqueuer struct {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sealpost/sealpost/audit"
 	"github.com/sealpost/sealpost/forwarder"
+	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/ingress/smtpin"
 	"github.com/sealpost/sealpost/keyring"
 	"github.com/sealpost/sealpost/keyring/kms"
@@ -88,13 +89,17 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 // gateway is every running component, built in order by newGateway and
 // stopped in reverse by shutdown.
 type gateway struct {
-	cfg      *Config
-	log      *slog.Logger
-	reg      *prometheus.Registry
-	dev      *devSetup
-	certs    *certStore
-	sealer   *kms.Envelope
-	q        *queue.Conn
+	cfg    *Config
+	log    *slog.Logger
+	reg    *prometheus.Registry
+	dev    *devSetup
+	certs  *certStore
+	sealer *kms.Envelope
+	q      *queue.Conn
+	// pub bundles accepted submissions into INGEST; ids mints their
+	// receipt ids in groups.
+	pub      *queue.Publisher
+	ids      ingress.IDs
 	keys     *keyring.Keyring
 	auditLog *audit.Log
 	blobs    *blobStore // attachments and large bodies of mail
@@ -160,6 +165,10 @@ func newGateway(ctx context.Context, cfg *Config, devMode bool, dev *devSetup, s
 	if err := g.reg.Register(g.q.Collector("")); err != nil {
 		return nil, err
 	}
+	if g.pub, err = g.q.Publisher(g.sealer, queue.PublisherConfig{Logger: g.log, Registerer: g.reg}); err != nil {
+		return nil, err
+	}
+	g.closers = append(g.closers, g.pub.Close)
 	// A body at the ingest limit must fit one queue message once wrapped
 	// (base64 for non-JSON bodies, the submission's other members, sealing).
 	if need := cfg.Ingest.MaxBodyBytes*4/3 + 64<<10; need > g.q.MaxPayload() {
@@ -265,11 +274,8 @@ func (g *gateway) serve(ctx context.Context, stdout io.Writer, hup <-chan os.Sig
 		g.close()
 		return err
 	}
-	// A delivery must end well inside the ack wait, or the queue hands the
-	// message to a second worker while the first is still posting it.
-	ackWait := max(45*time.Second, 2*time.Duration(g.cfg.Forward.Timeout)+15*time.Second)
 	g.consumer, err = g.q.Consume(ctx, queue.ConsumerConfig{
-		Workers: g.cfg.Forward.Workers, AckWait: ackWait, MaxAckPending: g.cfg.Forward.MaxUnacked, Logger: g.log,
+		Workers: g.cfg.Forward.Workers, MaxAckPending: g.cfg.Forward.MaxUnacked, Logger: g.log, Registerer: g.reg,
 		Quarantined: func(ctx context.Context, tenant, id, class string) error {
 			return g.auditLog.Append(ctx, audit.Entry{Actor: "system", Action: audit.ActionQuarantined, Tenant: tenant, Target: id,
 				Outcome: audit.OutcomeFailure, Details: map[string]string{"class": class}})

@@ -74,6 +74,10 @@ type Config struct {
 	Authenticated func(r *http.Request, key *APIKey)
 	// Idempotency stores Idempotency-Key uses; nil disables the header.
 	Idempotency Idempotency
+	// NewID mints receipt ids. Default ingress.NewID; a shared *ingress.IDs
+	// (its New method) groups ids minted together, which lets receipts be
+	// stored many to a write.
+	NewID func(time.Time) string
 	// MaxBodyBytes is the largest accepted body. Default 1 MiB.
 	MaxBodyBytes int64
 	// RatePerSecond and Burst limit requests per API key. Default 100/s, burst 200.
@@ -117,6 +121,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.NewID == nil {
+		cfg.NewID = ingress.NewID
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -231,7 +238,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 		return "", err
 	}
 	sub := &ingress.Submission{
-		ID:         ingress.NewID(now),
+		ID:         h.cfg.NewID(now),
 		Tenant:     route.Tenant,
 		Route:      route.Name,
 		Channel:    ingress.ChannelHTTPS,

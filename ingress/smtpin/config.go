@@ -100,6 +100,10 @@ type Config struct {
 	// Dedup gives a retried message the receipt ids of its first delivery.
 	// Optional: without it each delivery gets new ids.
 	Dedup Dedup
+	// NewID mints receipt ids. Default ingress.NewID; a shared *ingress.IDs
+	// (its New method) groups ids minted together, which lets receipts be
+	// stored many to a write.
+	NewID func(time.Time) string
 	// Resolver answers the DNS queries of SPF, DKIM and DMARC. Required
 	// (use net.DefaultResolver in production).
 	Resolver Resolver
@@ -158,6 +162,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.NewID == nil {
+		c.NewID = ingress.NewID
 	}
 	setDefault(&c.MaxMessageBytes, DefaultMaxMessageBytes)
 	setDefault(&c.MaxRecipients, DefaultMaxRecipients)

@@ -251,7 +251,7 @@ func (ss *session) receive(r io.Reader) (ids []string, size int64, err error) {
 // Dedup, the id an earlier delivery of the same bytes from the same sender
 // to the same recipients of the route got.
 func (s *Server) receiptID(ctx context.Context, at time.Time, rawSHA, from string, rcpts []string, route *Route) (string, error) {
-	id := ingress.NewID(at)
+	id := s.cfg.NewID(at)
 	if s.cfg.Dedup == nil {
 		return id, nil
 	}

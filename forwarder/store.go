@@ -1,0 +1,133 @@
+package forwarder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sealpost/sealpost/ingress"
+	"github.com/sealpost/sealpost/queue"
+)
+
+// Receipts and attempt records are stored many to a message: the records
+// of one tenant's receipt ids of one id group (see ingress.IDs) that were
+// handled together share a message on "receipt.<tenant>.<group>" and
+// "attempts.<tenant>.<group>". With every write flushed to disk, a message
+// of N records costs one flush instead of N, and the id alone still finds
+// its records: the group's subject holds a handful of messages, read
+// through the stream's subject index.
+//
+// A receipt id may get more than one signed receipt when two instances
+// handle the same submission at once (a redelivery while the first is
+// still busy, or a sender's retry of a submission whose first copy was
+// queued after all). The first one stored wins everywhere: a worker reads
+// its group back after storing and sends the winner.
+
+// Storage declarations. cmd/sealpost declares these on its queue.Conn and
+// passes them in Config.
+var (
+	// ReceiptsStream holds sealed receipt envelopes on
+	// "receipt.<tenant>.<group>".
+	ReceiptsStream = queue.StreamConfig{Name: "RECEIPTS", Subjects: []string{"receipt.>"}}
+	// AttemptsStream records every attempt, sealed, on
+	// "attempts.<tenant>.<group>". Records older than 90 days are dropped.
+	AttemptsStream = queue.StreamConfig{Name: "ATTEMPTS", Subjects: []string{"attempts.>"}, MaxAge: 90 * 24 * time.Hour}
+	// EndpointStateBucket holds disabled-endpoint markers and sealed
+	// endpoint secrets.
+	EndpointStateBucket = queue.KVConfig{Bucket: "ENDPOINTS", History: 5}
+	// DeadLetterStream holds sealed dead letters and the markers of their
+	// redelivery, on "dlq.<tenant>.<route>.<id>", for 90 days.
+	DeadLetterStream = queue.StreamConfig{Name: "DLQ", Subjects: []string{"dlq.>"}, DenyDelete: true, MaxAge: 90 * 24 * time.Hour}
+)
+
+// Body formats, in the Sealpost-Format header.
+const (
+	hdrFormat      = "Sealpost-Format"
+	receiptsFormat = "receipts/1"
+	attemptsFormat = "attempts/1"
+)
+
+// recordHeadroom is what a message leaves of the server's limit for
+// headers and framing.
+const recordHeadroom = 4 << 10
+
+func receiptSubject(tenant, group string) string { return "receipt." + tenant + "." + group }
+func attemptSubject(tenant, group string) string { return "attempts." + tenant + "." + group }
+
+// groupKey names the records of one tenant's id group.
+type groupKey struct{ tenant, group string }
+
+func groupOf(tenant, id string) (groupKey, error) {
+	g := ingress.IDGroup(id)
+	if g == "" {
+		return groupKey{}, fmt.Errorf("%w: %q is not a receipt id", ErrInvalidInput, truncate(id, 64))
+	}
+	return groupKey{tenant: tenant, group: g}, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// record is one record to store: its fields and sealed blob.
+type record struct {
+	fields []string
+	blob   []byte
+}
+
+// storeRecords writes recs on subject, as few messages as the message
+// limit allows, and returns the sequence of each message written.
+func (w *Worker) storeRecords(ctx context.Context, s *queue.Stream, subject, format string, recs []record) ([]uint64, error) {
+	limit := w.cfg.MaxMessageBytes - recordHeadroom
+	var seqs []uint64
+	var data []byte
+	flush := func() error {
+		if len(data) == 0 {
+			return nil
+		}
+		seq, err := s.Append(ctx, subject, "", map[string]string{hdrFormat: format}, data)
+		if err != nil {
+			return err
+		}
+		seqs = append(seqs, seq)
+		data = nil
+		return nil
+	}
+	for _, r := range recs {
+		n := queue.RecordSize(r.fields, len(r.blob))
+		if n > limit {
+			return seqs, fmt.Errorf("forwarder: a record of %d bytes over the %d-byte message limit", n, limit)
+		}
+		if len(data)+n > limit {
+			if err := flush(); err != nil {
+				return seqs, err
+			}
+		}
+		data = queue.AppendRecord(data, r.fields, r.blob)
+	}
+	return seqs, flush()
+}
+
+// errStop ends a read early.
+var errStop = errors.New("stop")
+
+// eachRecord calls fn for every record stored on subject, in stream order,
+// with the sequence of the message holding it.
+func eachRecord(ctx context.Context, s *queue.Stream, subject, format string, fn func(seq uint64, fields []string, blob []byte) error) error {
+	err := s.Each(ctx, subject, func(m *queue.Msg) error {
+		if m.Header[hdrFormat] != format {
+			return fmt.Errorf("forwarder: %s seq %d: format %q, want %q", s.Name(), m.Seq, truncate(m.Header[hdrFormat], 40), format)
+		}
+		return queue.EachRecord(m.Data, func(fields []string, blob []byte) error {
+			return fn(m.Seq, fields, blob)
+		})
+	})
+	if errors.Is(err, errStop) {
+		return nil
+	}
+	return err
+}

@@ -234,7 +234,7 @@ func parseSignature(raw json.RawMessage) (Signature, []byte, error) {
 		if !ok {
 			return Signature{}, nil, fmt.Errorf("signature has no %q member", name)
 		}
-		if err := json.Unmarshal(v, dst); err != nil {
+		if *dst, ok = jsonString(v); !ok {
 			return Signature{}, nil, fmt.Errorf("signature %q is not a string", name)
 		}
 	}
@@ -244,7 +244,7 @@ func parseSignature(raw json.RawMessage) (Signature, []byte, error) {
 	if s.Alg != Alg {
 		return Signature{}, nil, fmt.Errorf("signature alg %q is not %q", truncate(s.Alg), Alg)
 	}
-	sig, err := b64.DecodeString(s.Sig)
+	sig, err := decodeB64(s.Sig)
 	if err != nil || len(sig) != ed25519.SignatureSize {
 		return Signature{}, nil, errors.New("sig is not 64 bytes of base64url without padding")
 	}

@@ -41,10 +41,14 @@ type VerifyError struct {
 }
 
 func (e *VerifyError) Error() string {
-	if e.Cause != nil {
-		return fmt.Sprintf("verify receipt: %s: %v: %v", e.Step, e.Err, e.Cause)
+	what := "verify receipt"
+	if webhookStep(e.Step) {
+		what = "verify webhook"
 	}
-	return fmt.Sprintf("verify receipt: %s: %v", e.Step, e.Err)
+	if e.Cause != nil {
+		return fmt.Sprintf("%s: %s: %v: %v", what, e.Step, e.Err, e.Cause)
+	}
+	return fmt.Sprintf("%s: %s: %v", what, e.Step, e.Err)
 }
 
 // Unwrap returns the sentinel and the cause, for errors.Is and errors.As.

@@ -65,11 +65,11 @@ func VerifyWebhookV1a(pub ed25519.PublicKey, msgID string, ts int64, body []byte
 
 // webhookSignatures returns the decoded signatures of one version in a
 // webhook-signature header: entries "<version>,<standard base64>" separated
-// by spaces. Entries of other versions, and entries that do not decode to
-// size bytes, are skipped.
+// by ASCII whitespace (as the receiver kits split them). Entries of other
+// versions, and entries that do not decode to size bytes, are skipped.
 func webhookSignatures(header, version string, size int) [][]byte {
 	var out [][]byte
-	for _, entry := range strings.Fields(header) {
+	for _, entry := range strings.FieldsFunc(header, isASCIISpace) {
 		v, sig64, ok := strings.Cut(entry, ",")
 		if !ok || v != version {
 			continue
@@ -81,4 +81,8 @@ func webhookSignatures(header, version string, size int) [][]byte {
 		out = append(out, sig)
 	}
 	return out
+}
+
+func isASCIISpace(r rune) bool {
+	return r == ' ' || r == '\t' || r == '\n' || r == '\v' || r == '\f' || r == '\r'
 }

@@ -63,6 +63,20 @@ func vectorKeys(t *testing.T, sets map[string]string, name string) *KeySet {
 	return ks
 }
 
+// vectorBytes returns a vector's document: its text, or the bytes of its
+// base64 form when it is not UTF-8.
+func vectorBytes(t *testing.T, text, b64 string) []byte {
+	t.Helper()
+	if b64 == "" {
+		return []byte(text)
+	}
+	b, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // checkOutcome compares a Verify or VerifyWebhook outcome with a vector's.
 func checkOutcome(t *testing.T, want vectorExpect, v *Verified, err error) {
 	t.Helper()
@@ -101,14 +115,7 @@ func TestSharedVectors(t *testing.T) {
 		f := loadVectors[receiptVector](t, "receipts.json")
 		for _, c := range f.Cases {
 			t.Run(c.Name, func(t *testing.T) {
-				env := []byte(c.Envelope)
-				if c.EnvelopeBase64 != "" {
-					var err error
-					if env, err = base64.StdEncoding.DecodeString(c.EnvelopeBase64); err != nil {
-						t.Fatal(err)
-					}
-				}
-				v, err := Verify(env, vectorKeys(t, f.KeySets, c.KeySet))
+				v, err := Verify(vectorBytes(t, c.Envelope, c.EnvelopeBase64), vectorKeys(t, f.KeySets, c.KeySet))
 				checkOutcome(t, c.Expect, v, err)
 			})
 		}
@@ -139,14 +146,7 @@ func TestSharedVectors(t *testing.T) {
 		f := loadVectors[jcsVector](t, "jcs.json")
 		for _, c := range f.Cases {
 			t.Run(c.Name, func(t *testing.T) {
-				in := []byte(c.Input)
-				if c.InputBase64 != "" {
-					var err error
-					if in, err = base64.StdEncoding.DecodeString(c.InputBase64); err != nil {
-						t.Fatal(err)
-					}
-				}
-				got, err := Canonicalize(in)
+				got, err := Canonicalize(vectorBytes(t, c.Input, c.InputBase64))
 				switch {
 				case c.Expect.OK && (err != nil || string(got) != c.Expect.Output):
 					t.Fatalf("Canonicalize = %s, %v; want %s", got, err, c.Expect.Output)

@@ -200,7 +200,8 @@ const EXACT = /^-?[0-9]{1,15}$/;
  */
 export function checkNumber(text) {
   const value = Number(text);
-  if (EXACT.test(text)) return value;
+  // String(value) is the JCS text itself: a text equal to it keeps its value.
+  if (EXACT.test(text) || String(value) === text) return value;
   if (!Number.isFinite(value)) throw new JSONError('lossy_number', `${shorten(text)} is outside the range of a double`);
   const canon = formatNumber(value);
   if (decimalKey(text) !== decimalKey(canon)) {

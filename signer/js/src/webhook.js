@@ -29,7 +29,11 @@ export function decodeSecret(secret, index = 0) {
 /** header reads one header from a fetch Headers object, node's req.headers or a plain object. */
 function header(headers, name) {
   if (headers && typeof headers.get === 'function') return headers.get(name) ?? '';
-  const v = headers?.[name] ?? headers?.[name.toLowerCase()];
+  let v = headers?.[name];
+  if (v === undefined && headers) {
+    const key = Object.keys(headers).find((k) => k.toLowerCase() === name);
+    if (key !== undefined) v = headers[key];
+  }
   if (Array.isArray(v)) return v.join(', ');
   return typeof v === 'string' ? v : '';
 }

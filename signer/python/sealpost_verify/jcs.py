@@ -44,7 +44,9 @@ def check_number(text: str) -> float:
     lies beyond a double's range.
     """
     value = float(text)
-    if _EXACT.fullmatch(text):
+    if _EXACT.fullmatch(text) or repr(value) == text:
+        # repr is the shortest text of the double: a text equal to it keeps
+        # its value.
         return value
     if math.isinf(value):
         raise JSONError("lossy_number", f"{shorten(text)} is outside the range of a double")

@@ -290,8 +290,8 @@ func parseJWK(raw json.RawMessage) (PublicKey, error) {
 			}
 			return "", nil
 		}
-		var s string
-		if err := json.Unmarshal(v, &s); err != nil {
+		s, ok := jsonString(v)
+		if !ok {
 			return "", fmt.Errorf("%q is not a string", name)
 		}
 		return s, nil
@@ -326,7 +326,7 @@ func parseJWK(raw json.RawMessage) (PublicKey, error) {
 	if err != nil {
 		return PublicKey{}, err
 	}
-	pub, err := b64.DecodeString(x)
+	pub, err := decodeB64(x)
 	if err != nil || len(pub) != ed25519.PublicKeySize {
 		return PublicKey{}, errors.New("x is not 32 bytes of base64url without padding")
 	}

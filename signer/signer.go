@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -158,8 +159,10 @@ func Thumbprint(pub ed25519.PublicKey) string {
 var b64 = base64.RawURLEncoding.Strict()
 
 // Canonicalize returns the JCS (RFC 8785) form of doc. It rejects documents
-// larger than MaxDocumentSize, invalid JSON, duplicate object members and
-// trailing data.
+// larger than MaxDocumentSize, invalid JSON, duplicate object members,
+// trailing data, and numbers whose value JCS would change (ErrLossyNumber):
+// no document is ever signed or verified with a number other than the one
+// it carries.
 func Canonicalize(doc []byte) ([]byte, error) {
 	if len(doc) > MaxDocumentSize {
 		return nil, fmt.Errorf("canonicalize: %w: %d bytes, limit %d", ErrTooLarge, len(doc), MaxDocumentSize)
@@ -168,6 +171,11 @@ func Canonicalize(doc []byte) ([]byte, error) {
 		doc = []byte{}
 	}
 	out, err := jcs.Transform(doc)
+	if lossy := checkNumbers(doc); lossy != nil {
+		// Also when jcs failed: it refuses a number beyond a double's
+		// range, which is a lossy number too.
+		return nil, fmt.Errorf("canonicalize: %w", lossy)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("canonicalize: %s", lowerFirst(err.Error()))
 	}
@@ -286,8 +294,32 @@ func isDigest(s string) bool {
 	if len(s) != 43 {
 		return false
 	}
-	b, err := b64.DecodeString(s)
+	b, err := decodeB64(s)
 	return err == nil && len(b) == sha256.Size
+}
+
+// decodeB64 decodes base64url without padding. encoding/base64 skips CR and
+// LF even in strict mode; they are refused here, so that one value has
+// exactly one accepted text, as receivers in other languages expect.
+func decodeB64(s string) ([]byte, error) {
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, errors.New("base64url text contains a line break")
+	}
+	return b64.DecodeString(s)
+}
+
+// jsonString decodes raw, a JSON value, as a string. Unlike json.Unmarshal
+// into a string it refuses null, which would otherwise read as "".
+func jsonString(raw json.RawMessage) (string, bool) {
+	t := bytes.TrimLeft(raw, " \t\r\n")
+	if len(t) == 0 || t[0] != '"' {
+		return "", false
+	}
+	var s string
+	if err := json.Unmarshal(t, &s); err != nil {
+		return "", false
+	}
+	return s, true
 }
 
 // truncate shortens untrusted text before it goes into an error message.

@@ -423,6 +423,15 @@ func TestVerify(t *testing.T) {
 			return replace(s.Sig, s.Sig+"==")
 		}(), keys: set(nil), want: ErrMalformed, step: StepSignature},
 		{name: "signature truncated", env: replace(`","kid":"`+k.KID+`","sig":"`, `","kid":"`+k.KID+`","sig":"AA`), keys: set(nil), want: ErrMalformed, step: StepSignature},
+		{name: "signature kid null", env: replace(`"kid":"`+k.KID+`","sig"`, `"kid":null,"sig"`), keys: set(nil), want: ErrMalformed, step: StepSignature},
+		{name: "signature with a line break", env: func() []byte {
+			var m map[string]json.RawMessage
+			_ = json.Unmarshal(good, &m)
+			var s Signature
+			_ = json.Unmarshal(m["signature"], &s)
+			return replace(s.Sig, s.Sig[:40]+`\r\n`+s.Sig[40:])
+		}(), keys: set(nil), want: ErrMalformed, step: StepSignature},
+		{name: "payload with a lossy number", env: replace(`"qty":2`, `"qty":2.0000000000000001`), keys: set(nil), want: ErrMalformed, step: StepEnvelope},
 		{name: "signature extra member", env: replace(`"alg":"Ed25519"`, `"alg":"Ed25519","x5c":[]`), keys: set(nil), want: ErrMalformed, step: StepSignature},
 		{name: "signature member in other case", env: replace(`"alg":"Ed25519"`, `"ALG":"Ed25519"`), keys: set(nil), want: ErrMalformed, step: StepSignature},
 	} {

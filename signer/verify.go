@@ -41,10 +41,14 @@ type VerifyError struct {
 }
 
 func (e *VerifyError) Error() string {
-	if e.Cause != nil {
-		return fmt.Sprintf("verify receipt: %s: %v: %v", e.Step, e.Err, e.Cause)
+	what := "verify receipt"
+	if webhookStep(e.Step) {
+		what = "verify webhook"
 	}
-	return fmt.Sprintf("verify receipt: %s: %v", e.Step, e.Err)
+	if e.Cause != nil {
+		return fmt.Sprintf("%s: %s: %v: %v", what, e.Step, e.Err, e.Cause)
+	}
+	return fmt.Sprintf("%s: %s: %v", what, e.Step, e.Err)
 }
 
 // Unwrap returns the sentinel and the cause, for errors.Is and errors.As.
@@ -234,7 +238,7 @@ func parseSignature(raw json.RawMessage) (Signature, []byte, error) {
 		if !ok {
 			return Signature{}, nil, fmt.Errorf("signature has no %q member", name)
 		}
-		if err := json.Unmarshal(v, dst); err != nil {
+		if *dst, ok = jsonString(v); !ok {
 			return Signature{}, nil, fmt.Errorf("signature %q is not a string", name)
 		}
 	}
@@ -244,7 +248,7 @@ func parseSignature(raw json.RawMessage) (Signature, []byte, error) {
 	if s.Alg != Alg {
 		return Signature{}, nil, fmt.Errorf("signature alg %q is not %q", truncate(s.Alg), Alg)
 	}
-	sig, err := b64.DecodeString(s.Sig)
+	sig, err := decodeB64(s.Sig)
 	if err != nil || len(sig) != ed25519.SignatureSize {
 		return Signature{}, nil, errors.New("sig is not 64 bytes of base64url without padding")
 	}

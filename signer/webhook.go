@@ -50,22 +50,39 @@ func VerifyWebhookV1a(pub ed25519.PublicKey, msgID string, ts int64, body []byte
 	if len(header) > MaxWebhookSignatureHeader {
 		return fmt.Errorf("verify webhook signature: %w: header is %d bytes, limit %d", ErrTooLarge, len(header), MaxWebhookSignatureHeader)
 	}
-	var input []byte
-	for _, entry := range strings.Fields(header) {
-		version, sig64, ok := strings.Cut(entry, ",")
-		if !ok || version != "v1a" {
-			continue
-		}
-		sig, err := base64.StdEncoding.Strict().DecodeString(sig64)
-		if err != nil || len(sig) != ed25519.SignatureSize {
-			continue
-		}
-		if input == nil {
-			input = webhookSigningInput(msgID, ts, body)
-		}
+	sigs := webhookSignatures(header, "v1a", ed25519.SignatureSize)
+	if len(sigs) == 0 {
+		return ErrWebhookSignature
+	}
+	input := webhookSigningInput(msgID, ts, body)
+	for _, sig := range sigs {
 		if ed25519.Verify(pub, input, sig) {
 			return nil
 		}
 	}
 	return ErrWebhookSignature
+}
+
+// webhookSignatures returns the decoded signatures of one version in a
+// webhook-signature header: entries "<version>,<standard base64>" separated
+// by ASCII whitespace (as the receiver kits split them). Entries of other
+// versions, and entries that do not decode to size bytes, are skipped.
+func webhookSignatures(header, version string, size int) [][]byte {
+	var out [][]byte
+	for _, entry := range strings.FieldsFunc(header, isASCIISpace) {
+		v, sig64, ok := strings.Cut(entry, ",")
+		if !ok || v != version {
+			continue
+		}
+		sig, err := base64.StdEncoding.Strict().DecodeString(sig64)
+		if err != nil || len(sig) != size {
+			continue
+		}
+		out = append(out, sig)
+	}
+	return out
+}
+
+func isASCIISpace(r rune) bool {
+	return r == ' ' || r == '\t' || r == '\n' || r == '\v' || r == '\f' || r == '\r'
 }

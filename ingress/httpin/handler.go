@@ -148,6 +148,7 @@ func New(cfg Config) (*Handler, error) {
 // Errors of the ingest API, mapped to problem types by writeError.
 var (
 	errBadJSON      = errors.New("request body is not valid JSON")
+	errLossyNumber  = errors.New("request body has a number that would be signed with another value; send it as a string")
 	errForbidden    = errors.New("api key is not allowed to post to this route")
 	errNoRoute      = errors.New("unknown route")
 	errTooLarge     = errors.New("request body too large")
@@ -350,7 +351,9 @@ func toPayload(contentType string, raw []byte) (json.RawMessage, error) {
 		if len(bytes.TrimSpace(raw)) == 0 || !json.Valid(raw) {
 			return nil, errBadJSON
 		}
-		if err := checkJSON(raw); err != nil {
+		if err := checkJSON(raw); errors.Is(err, signer.ErrLossyNumber) {
+			return nil, fmt.Errorf("%w: %w", errLossyNumber, err)
+		} else if err != nil {
 			return nil, fmt.Errorf("%w: %w", errBadJSON, err)
 		}
 		return raw, nil
@@ -362,9 +365,12 @@ func toPayload(contentType string, raw []byte) (json.RawMessage, error) {
 }
 
 // checkJSON rejects what JCS cannot sign reproducibly: duplicate member
-// names, and anything the canonicalizer refuses.
+// names, and anything the canonicalizer refuses, such as a number that an
+// IEEE-754 double cannot hold (signer.ErrLossyNumber).
 func checkJSON(raw []byte) error {
-	if err := noDuplicateKeys(json.NewDecoder(bytes.NewReader(raw))); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber() // numbers are the canonicalizer's to judge
+	if err := noDuplicateKeys(dec); err != nil {
 		return err
 	}
 	_, err := signer.Canonicalize(raw)

@@ -182,6 +182,15 @@ func TestIngestAnswers(t *testing.T) {
 		{"duplicate member", "POST", "invoices", "main", js, `{"a":1,"a":2}`, 400, "invalid-json"},
 		{"nested duplicate", "POST", "invoices", "main", js, `{"a":[{"b":1,"b":1}]}`, 400, "invalid-json"},
 		{"too deep", "POST", "invoices", "main", js, strings.Repeat("[", 100) + strings.Repeat("]", 100), 400, "invalid-json"},
+		{"integer beyond 2^53", "POST", "invoices", "main", js, `{"g":12345678901234567890}`, 400, "lossy-number"},
+		{"2^53 + 1", "POST", "invoices", "main", js, `[9007199254740993]`, 400, "lossy-number"},
+		{"more digits than a double", "POST", "invoices", "main", js, `{"x":[0.10000000000000001]}`, 400, "lossy-number"},
+		{"number out of range", "POST", "invoices", "main", js, `{"x":1e400}`, 400, "lossy-number"},
+		{"number that underflows", "POST", "invoices", "main", js, `1e-400`, 400, "lossy-number"},
+		{"2^53", "POST", "invoices", "main", js, `{"g":9007199254740992}`, 202, ""},
+		{"number with another spelling", "POST", "invoices", "main", js, `{"g":[1.0,1e3,-0,4.50]}`, 202, ""},
+		{"lossy number as a string", "POST", "invoices", "main", js, `{"g":"12345678901234567890"}`, 202, ""},
+		{"lossy number in a non-JSON body", "POST", "invoices", "main", "text/plain", `{"g":12345678901234567890}`, 202, ""},
 		{"too large", "POST", "invoices", "main", js, `{"a":"` + strings.Repeat("x", 2000) + `"}`, 413, "too-large"},
 		{"GET", "GET", "invoices", "main", js, ``, 405, "method-not-allowed"},
 	}
@@ -210,6 +219,24 @@ func TestIngestAnswers(t *testing.T) {
 				t.Errorf("problem %v, want type %s", doc, c.problem)
 			}
 		})
+	}
+}
+
+// TestLossyNumberDetail: the problem names the number and what it would
+// have become, and nothing is queued.
+func TestLossyNumberDetail(t *testing.T) {
+	f := newFixture(t, nil)
+	resp, doc := f.post(t, "POST", "invoices", f.token, "application/json", `{"order":12345678901234567890}`, nil)
+	if resp.StatusCode != 400 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	detail, _ := doc["detail"].(string)
+	if doc["type"] != "https://sealpost.dev/problems/lossy-number" ||
+		!strings.Contains(detail, "12345678901234567890 would be signed as 12345678901234567000") {
+		t.Fatalf("problem %v", doc)
+	}
+	if len(f.enq.subs) != 0 {
+		t.Fatalf("%d submissions queued", len(f.enq.subs))
 	}
 }
 

@@ -46,6 +46,8 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		p = Problem{Status: http.StatusNotFound, Type: problemBase + "unknown-route", Title: "Unknown route", Detail: err.Error()}
 	case errors.Is(err, errMethod):
 		p = Problem{Status: http.StatusMethodNotAllowed, Type: problemBase + "method-not-allowed", Title: "Method not allowed", Detail: err.Error()}
+	case errors.Is(err, errLossyNumber):
+		p = Problem{Status: http.StatusBadRequest, Type: problemBase + "lossy-number", Title: "Number cannot be signed exactly", Detail: err.Error()}
 	case errors.Is(err, errBadJSON):
 		p = Problem{Status: http.StatusBadRequest, Type: problemBase + "invalid-json", Title: "Invalid JSON", Detail: err.Error()}
 	case errors.Is(err, errBadIdemKey):

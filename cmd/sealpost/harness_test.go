@@ -71,7 +71,9 @@ type gatewayOpts struct {
 	extra    string // more YAML at top level
 	logLevel string // default debug
 	natsURL  string
-	token    string // reuse API key across restarts
+	// natsReplicas is nats.replicas with natsURL; default 1.
+	natsReplicas int
+	token        string // reuse API key across restarts
 	admin    string
 }
 
@@ -80,6 +82,15 @@ var listenLine = regexp.MustCompile(`(?m)^\s+(https|smtp|admin)\s+listening on (
 // startGateway writes a config for o and runs `sealpost serve --dev
 // --config` until the test ends or stop is called.
 func startGateway(t testing.TB, o gatewayOpts) *testGateway {
+	t.Helper()
+	g := launchGateway(t, o)
+	g.awaitListening()
+	return g
+}
+
+// launchGateway is startGateway without waiting for the listeners, so that
+// several gateways can start at the same moment.
+func launchGateway(t testing.TB, o gatewayOpts) *testGateway {
 	t.Helper()
 	if o.dataDir == "" {
 		o.dataDir = t.TempDir()
@@ -110,6 +121,9 @@ func startGateway(t testing.TB, o gatewayOpts) *testGateway {
 	nats := ""
 	if o.natsURL != "" {
 		nats = "nats:\n  url: " + o.natsURL + "\n  single_instance: true\n"
+		if o.natsReplicas > 0 {
+			nats += fmt.Sprintf("  replicas: %d\n", o.natsReplicas)
+		}
 	}
 	cfg := fmt.Sprintf(`data_dir: %s
 log_level: %s
@@ -144,7 +158,16 @@ tenants:
 	go func() {
 		g.done <- run(ctx, []string{"serve", "--dev", "--config", g.cfgFile}, func(string) string { return "" }, g.stdout, g.stderr)
 	}()
-	deadline := time.Now().Add(60 * time.Second)
+	t.Cleanup(func() { g.stop() })
+	return g
+}
+
+// awaitListening waits until the gateway announced its listeners and
+// prepares its client.
+func (g *testGateway) awaitListening() {
+	t := g.t
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		found := map[string]string{}
 		for _, m := range listenLine.FindAllStringSubmatch(g.stdout.String(), -1) {
@@ -165,13 +188,11 @@ tenants:
 		time.Sleep(20 * time.Millisecond)
 	}
 	pool := x509.NewCertPool()
-	pem, err := os.ReadFile(filepath.Join(o.dataDir, "dev-cert.pem"))
+	pem, err := os.ReadFile(filepath.Join(g.dataDir, "dev-cert.pem"))
 	if err != nil || !pool.AppendCertsFromPEM(pem) {
 		t.Fatalf("dev certificate: %v", err)
 	}
 	g.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, MaxIdleConnsPerHost: 64}}
-	t.Cleanup(func() { g.stop() })
-	return g
 }
 
 // stop shuts the gateway down gracefully and returns run's error.

@@ -1,0 +1,305 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sealpost/sealpost/keyring/kms"
+)
+
+// natsCluster is three JetStream servers clustered on loopback.
+type natsCluster struct {
+	t    testing.TB
+	srvs []*server.Server
+	urls []string
+}
+
+// quietLog drops the servers' output.
+type quietLog struct{}
+
+func (quietLog) Noticef(string, ...any) {}
+func (quietLog) Warnf(string, ...any)   {}
+func (quietLog) Fatalf(string, ...any)  {}
+func (quietLog) Errorf(string, ...any)  {}
+func (quietLog) Debugf(string, ...any)  {}
+func (quietLog) Tracef(string, ...any)  {}
+
+func startCluster(t testing.TB) *natsCluster {
+	t.Helper()
+	c := &natsCluster{t: t}
+	ports := []int{freePort(t), freePort(t), freePort(t)}
+	for i := range 3 {
+		var routes []string
+		for j, p := range ports {
+			if j != i {
+				routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+			}
+		}
+		o := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: -1, NoSigs: true,
+			JetStream: true, StoreDir: t.TempDir(), MaxPayload: 8 << 20,
+			Cluster: server.ClusterOpts{Name: "sealpost-test", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  server.RoutesFromStr(strings.Join(routes, ",")),
+		}
+		s, err := server.NewServer(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.SetLoggerV2(quietLog{}, false, false, false)
+		s.Start()
+		t.Cleanup(s.Shutdown)
+		c.srvs = append(c.srvs, s)
+	}
+	for _, s := range c.srvs {
+		if !s.ReadyForConnections(30 * time.Second) {
+			t.Fatal("cluster node not ready")
+		}
+		c.urls = append(c.urls, s.ClientURL())
+	}
+	// Wait for a JetStream meta leader.
+	js := c.js()
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := js.AccountInfo(ctx)
+		cancel()
+		if err == nil {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("JetStream cluster not ready: %v", err)
+		}
+	}
+}
+
+func (c *natsCluster) url() string { return strings.Join(c.urls, ",") }
+
+// js connects to the cluster for inspection.
+func (c *natsCluster) js() jetstream.JetStream {
+	c.t.Helper()
+	nc, err := nats.Connect(c.url(), nats.MaxReconnects(-1))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return js
+}
+
+// kill shuts down the node named name without any hand-over: its sockets
+// close at once, as they do when the process is killed.
+func (c *natsCluster) kill(name string) {
+	for _, s := range c.srvs {
+		if s.Name() == name {
+			s.Shutdown()
+			return
+		}
+	}
+	c.t.Fatalf("no node %q", name)
+}
+
+// load posts to the gateways in turn at rate per second for d and reports
+// every answer.
+type loadResult struct {
+	mu       sync.Mutex
+	accepted []string
+	refused  map[int]int
+	failed   int
+	lastOK   atomic.Int64 // unix nanos of the newest 202
+	// latency of every request, by when it was sent
+	sent    []time.Time
+	latency []time.Duration
+}
+
+// worst returns the longest answer time of requests sent at or after from.
+func (r *loadResult) worst(from time.Time) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var w time.Duration
+	for i, at := range r.sent {
+		if !at.Before(from) {
+			w = max(w, r.latency[i])
+		}
+	}
+	return w
+}
+
+// quantile returns the q-quantile of the answer times.
+func (r *loadResult) quantile(q float64) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.latency) == 0 {
+		return 0
+	}
+	l := slices.Clone(r.latency)
+	slices.Sort(l)
+	return l[min(len(l)-1, int(q*float64(len(l))))]
+}
+
+func runLoad(t testing.TB, gs []*testGateway, rate int, d time.Duration, res *loadResult, onTick func(i int)) {
+	t.Helper()
+	if res.refused == nil {
+		res.refused = map[int]int{}
+	}
+	body := `{"pad":"` + strings.Repeat("x", 1000) + `"}`
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	n := int(d.Seconds() * float64(rate))
+	for i := range n {
+		<-tick.C
+		if onTick != nil {
+			onTick(i)
+		}
+		g := gs[i%len(gs)]
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			req, _ := http.NewRequest("POST", "https://"+g.https+"/v1/ingest/invoices", strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+g.token)
+			req.Header.Set("Content-Type", "application/json")
+			sent := time.Now()
+			resp, err := g.client.Do(req)
+			res.mu.Lock()
+			defer res.mu.Unlock()
+			res.sent, res.latency = append(res.sent, sent), append(res.latency, time.Since(sent))
+			if err != nil {
+				res.failed++
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusAccepted {
+				res.refused[resp.StatusCode]++
+				return
+			}
+			id := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(string(b)), `{"id":"`), `"}`)
+			res.accepted = append(res.accepted, id)
+			res.lastOK.Store(time.Now().UnixNano())
+		})
+	}
+	wg.Wait()
+}
+
+// shareMasterKey gives every data dir the same local master key, as a
+// shared KMS would: instances open what the others sealed.
+func shareMasterKey(t *testing.T, dirs ...string) {
+	t.Helper()
+	if _, err := kms.OpenLocal(dirs[0]); err != nil {
+		t.Fatal(err)
+	}
+	key, err := os.ReadFile(filepath.Join(dirs[0], kms.MasterKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range dirs[1:] {
+		if err := os.WriteFile(filepath.Join(d, kms.MasterKeyFile), key, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestClusterScaleOut runs two gateways on a three-node JetStream cluster
+// with three replicas: they start at the same moment, share steady load
+// without refusing anything, lose the node that leads INGEST and go on
+// accepting, lose no accepted message, keep the consumer count of every
+// stream bounded, and leave an audit log that verifies.
+func TestClusterScaleOut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster run takes about a minute")
+	}
+	c := startCluster(t)
+	rcv := newReceiver(t)
+	dirs := []string{t.TempDir(), t.TempDir()}
+	shareMasterKey(t, dirs...)
+	o := gatewayOpts{natsURL: c.url(), natsReplicas: 3, endpoint: rcv.url(), logLevel: "warn",
+		extra: "ingest:\n  rate_per_second: 100000\n  burst: 100000\n"}
+	// Both start at the same moment on the fresh cluster.
+	o.dataDir = dirs[0]
+	g1 := launchGateway(t, o)
+	o.dataDir, o.token, o.admin = dirs[1], g1.token, g1.admin
+	g2 := launchGateway(t, o)
+	g1.awaitListening()
+	g2.awaitListening()
+	gs := []*testGateway{g1, g2}
+
+	// Steady load: nothing is refused.
+	steady := &loadResult{}
+	runLoad(t, gs, 60, 10*time.Second, steady, nil)
+	if len(steady.refused) != 0 || steady.failed != 0 {
+		t.Fatalf("steady load: refused %v, failed %d, accepted %d", steady.refused, steady.failed, len(steady.accepted))
+	}
+
+	// The node leading INGEST dies under load.
+	js := c.js()
+	s, err := js.Stream(context.Background(), "INGEST")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := s.CachedInfo().Cluster.Leader
+	var killedAt time.Time
+	outage := &loadResult{}
+	runLoad(t, gs, 60, 20*time.Second, outage, func(i int) {
+		if i == 120 {
+			killedAt = time.Now()
+			c.kill(leader)
+		}
+	})
+	if time.Unix(0, outage.lastOK.Load()).Before(killedAt.Add(time.Second)) {
+		t.Fatalf("no message accepted after node %s died: refused %v, failed %d", leader, outage.refused, outage.failed)
+	}
+	t.Logf("steady: p50 %s p99 %s; node %s (INGEST leader) killed: %d accepted, refused %v, failed %d, longest answer after the kill %s",
+		steady.quantile(0.5), steady.quantile(0.99), leader, len(outage.accepted), outage.refused, outage.failed, outage.worst(killedAt))
+
+	// Nothing accepted is lost.
+	want := len(steady.accepted) + len(outage.accepted)
+	got := rcv.waitFor(t, want, 3*time.Minute)
+	ids := map[string]bool{}
+	for _, d := range got {
+		ids[d.id] = true
+	}
+	for _, id := range append(steady.accepted, outage.accepted...) {
+		if !ids[id] {
+			t.Errorf("accepted %s was never delivered", id)
+		}
+	}
+
+	// Consumers stay bounded on every stream.
+	ctx := context.Background()
+	names := js.StreamNames(ctx)
+	for name := range names.Name() {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := st.CachedInfo().State.Consumers; n > 50 {
+			t.Errorf("stream %s has %d consumers", name, n)
+		}
+	}
+	if err := names.Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The audit log, written by both instances, verifies.
+	out, err := g2.cli("audit", "verify")
+	if err != nil || !strings.Contains(out, "OK") {
+		t.Fatalf("audit verify: %v\n%s", err, out)
+	}
+}

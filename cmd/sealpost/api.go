@@ -44,6 +44,9 @@ func (g *gateway) buildServers() error {
 	if err != nil {
 		return err
 	}
+	if err := g.shareLimits(ingest); err != nil {
+		return err
+	}
 	if g.anonLimit, err = newAnonLimiter(g.reg); err != nil {
 		return err
 	}

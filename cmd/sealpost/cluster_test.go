@@ -239,6 +239,12 @@ func TestClusterScaleOut(t *testing.T) {
 	g1.awaitListening()
 	g2.awaitListening()
 	gs := []*testGateway{g1, g2}
+	// Each knows of the other, and enforces half the ingest rate limits.
+	for deadline := time.Now().Add(30 * time.Second); g1.metric("sealpost_cluster_instances") != 2; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("sealpost_cluster_instances = %v, want 2", g1.metric("sealpost_cluster_instances"))
+		}
+	}
 
 	// Steady load: nothing is refused.
 	steady := &loadResult{}

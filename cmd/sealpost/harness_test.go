@@ -433,3 +433,27 @@ func freePort(t testing.TB) int {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
 }
+
+// metric returns the value of a sample of the gateway's /metrics, the
+// sample given as it appears there (name and labels), or -1 when absent.
+func (g *testGateway) metric(sample string) float64 {
+	g.t.Helper()
+	resp, err := http.Get(g.adminURL + "/metrics")
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if ok && name == sample {
+			v, err := strconv.ParseFloat(value, 64)
+			if err != nil {
+				g.t.Fatalf("metric %s: %v", sample, err)
+			}
+			return v
+		}
+	}
+	return -1
+}

@@ -118,6 +118,7 @@ type gateway struct {
 	draining    atomic.Bool
 	anonLimit   *anonLimiter
 	bg          sync.WaitGroup
+	bgCtx       context.Context // ends when the gateway closes
 	bgCancel    context.CancelFunc
 	closers     []func()
 }
@@ -176,7 +177,7 @@ func newGateway(ctx context.Context, cfg *Config, devMode bool, dev *devSetup, s
 			cfg.Ingest.MaxBodyBytes, need, g.q.MaxPayload())
 	}
 	bgCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	g.bgCancel = cancel
+	g.bgCtx, g.bgCancel = bgCtx, cancel
 	if err := g.openKeyring(ctx, bgCtx); err != nil {
 		return nil, err
 	}

@@ -80,7 +80,9 @@ type Config struct {
 	NewID func(time.Time) string
 	// MaxBodyBytes is the largest accepted body. Default 1 MiB.
 	MaxBodyBytes int64
-	// RatePerSecond and Burst limit requests per API key. Default 100/s, burst 200.
+	// RatePerSecond and Burst limit requests per API key across all
+	// instances. Default 100/s, burst 200. Each instance enforces its share
+	// (see SetInstances).
 	RatePerSecond float64
 	Burst         int
 	// RetryAfter is sent with 503 and 429. Default 5s.
@@ -96,7 +98,9 @@ type Handler struct {
 	log      *slog.Logger
 	mu       sync.Mutex
 	limiters map[string]*rate.Limiter
-	requests *prometheus.CounterVec
+	// instances is how many instances share the rate limits.
+	instances int
+	requests  *prometheus.CounterVec
 }
 
 // New checks cfg and returns the handler.
@@ -129,9 +133,10 @@ func New(cfg Config) (*Handler, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Handler{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		limiters: make(map[string]*rate.Limiter),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		limiters:  make(map[string]*rate.Limiter),
+		instances: 1,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sealpost_http_ingest_requests_total",
 			Help: "HTTPS ingest requests by status code.",
@@ -455,10 +460,35 @@ func (h *Handler) limiter(id string) *rate.Limiter {
 	defer h.mu.Unlock()
 	l := h.limiters[id]
 	if l == nil {
-		l = rate.NewLimiter(rate.Limit(h.cfg.RatePerSecond), h.cfg.Burst)
+		lim, burst := h.share()
+		l = rate.NewLimiter(lim, burst)
 		h.limiters[id] = l
 	}
 	return l
+}
+
+// share is this instance's part of the rate limits. h.mu must be held.
+func (h *Handler) share() (rate.Limit, int) {
+	return rate.Limit(h.cfg.RatePerSecond / float64(h.instances)), max(1, h.cfg.Burst/h.instances)
+}
+
+// SetInstances tells the handler how many instances share the configured
+// rate limits (the live instances of a cluster): each enforces 1/n of
+// them, so that n instances behind a load balancer that spreads requests
+// evenly allow the configured rate together.
+func (h *Handler) SetInstances(n int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n = max(n, 1)
+	if n == h.instances {
+		return
+	}
+	h.instances = n
+	lim, burst := h.share()
+	for _, l := range h.limiters {
+		l.SetLimit(lim)
+		l.SetBurst(burst)
+	}
 }
 
 func (h *Handler) auditAuth(r *http.Request, key *APIKey, err error) {

@@ -80,6 +80,7 @@ func (m *memIdem) Release(_ context.Context, key string) error {
 
 type fixture struct {
 	srv      *httptest.Server
+	h        *httpin.Handler
 	enq      *recorder
 	idem     *memIdem
 	token    string
@@ -126,6 +127,7 @@ func newFixture(t testing.TB, mod func(*httpin.Config)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.h = h
 	mux := http.NewServeMux()
 	mux.Handle("/v1/ingest/{route}", h)
 	f.srv = httptest.NewTLSServer(mux)
@@ -408,6 +410,32 @@ func TestRateLimit(t *testing.T) {
 	}
 	if codes[0] != 202 || codes[1] != 202 || codes[2] != 429 || codes[3] != 429 {
 		t.Fatalf("codes %v", codes)
+	}
+}
+
+// TestRateLimitShare: with two instances sharing the limits, each allows
+// half the burst, including a key whose limiter existed before.
+func TestRateLimitShare(t *testing.T) {
+	f := newFixture(t, func(c *httpin.Config) { c.RatePerSecond, c.Burst = 0.001, 4 })
+	if resp, _ := f.post(t, "POST", "invoices", f.token, "application/json", `{}`, nil); resp.StatusCode != 202 {
+		t.Fatalf("first request: %d", resp.StatusCode)
+	}
+	f.h.SetInstances(2)
+	var codes []int
+	for range 3 {
+		resp, _ := f.post(t, "POST", "invoices", f.token, "application/json", `{}`, nil)
+		codes = append(codes, resp.StatusCode)
+	}
+	// The bucket now holds at most the new burst of 2 (4 without the
+	// share would have let all three through).
+	if codes[0] != 202 || codes[1] != 202 || codes[2] != 429 {
+		t.Fatalf("codes %v with half of a burst of 4", codes)
+	}
+	// A key first seen after the change starts with the share too.
+	for i, want := range []int{202, 202, 429} {
+		if resp, _ := f.post(t, "POST", "invoices", f.otherTen, "application/json", `{}`, nil); resp.StatusCode != want {
+			t.Fatalf("new key, request %d: %d, want %d", i+1, resp.StatusCode, want)
+		}
 	}
 }
 

@@ -171,7 +171,8 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "usage: sealpost check-config FILE")
 		return exitError{code: 2}
 	}
-	if _, err := LoadConfig(args[0]); err != nil {
+	cfg, err := LoadConfig(args[0])
+	if err != nil {
 		fmt.Fprintf(stdout, "%s: invalid\n", args[0])
 		for _, line := range strings.Split(err.Error(), "\n") {
 			fmt.Fprintf(stdout, "  %s\n", line)
@@ -179,6 +180,13 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) error {
 		return exitError{code: 1}
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", args[0])
+	if cfg.NATS.URL != "" {
+		// The external servers' own limit is checked at start; say now
+		// what it must be.
+		need := requiredMaxPayload(cfg)
+		fmt.Fprintf(stdout, "  note: the NATS servers must allow messages of at least %d bytes for ingest.max_body_bytes %d (max_payload: %s in nats-server.conf; the NATS default is 1MB)\n",
+			need, cfg.Ingest.MaxBodyBytes, payloadSetting(need))
+	}
 	return nil
 }
 

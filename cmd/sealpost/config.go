@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -587,4 +588,19 @@ func mustHex32(s string) [32]byte {
 	}
 	copy(out[:], b)
 	return out
+}
+
+// requiredMaxPayload is the smallest NATS max_payload that cfg works with:
+// a body at the ingest limit must fit one queue message once wrapped
+// (base64 for non-JSON bodies, the submission's other members, sealing,
+// bundle framing). Mail larger than a message is stored in parts and
+// needs no more.
+func requiredMaxPayload(cfg *Config) int64 {
+	return cfg.Ingest.MaxBodyBytes*4/3 + 64<<10
+}
+
+// payloadSetting writes n bytes as a nats-server.conf size, rounded up to
+// whole MiB.
+func payloadSetting(n int64) string {
+	return strconv.FormatInt((n+1<<20-1)>>20, 10) + "MB"
 }

@@ -170,11 +170,9 @@ func newGateway(ctx context.Context, cfg *Config, devMode bool, dev *devSetup, s
 		return nil, err
 	}
 	g.closers = append(g.closers, g.pub.Close)
-	// A body at the ingest limit must fit one queue message once wrapped
-	// (base64 for non-JSON bodies, the submission's other members, sealing).
-	if need := cfg.Ingest.MaxBodyBytes*4/3 + 64<<10; need > g.q.MaxPayload() {
-		return nil, fmt.Errorf("ingest.max_body_bytes %d needs queue messages of %d bytes, but the NATS server allows %d: raise max_payload on the server or lower the limit",
-			cfg.Ingest.MaxBodyBytes, need, g.q.MaxPayload())
+	if need := requiredMaxPayload(cfg); need > g.q.MaxPayload() {
+		return nil, fmt.Errorf("ingest.max_body_bytes %d needs queue messages of %d bytes, but the NATS server allows %d: raise max_payload on the NATS servers (max_payload: %s in nats-server.conf) or lower ingest.max_body_bytes",
+			cfg.Ingest.MaxBodyBytes, need, g.q.MaxPayload(), payloadSetting(need))
 	}
 	bgCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	g.bgCtx, g.bgCancel = bgCtx, cancel

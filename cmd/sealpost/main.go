@@ -9,6 +9,7 @@
 //	sealpost audit verify|export
 //	sealpost apikey new ID [--admin]
 //	sealpost kms rotate-master [--data DIR]
+//	sealpost bench --self [--bare] | --url URL --token T --route R
 //	sealpost version
 package main
 
@@ -75,6 +76,7 @@ commands:
   audit          verify or export the audit log (admin API)
   apikey         make a new API key or admin token and its hash
   kms            rotate the local master key
+  bench          measure a gateway: throughput, latency, CPU per message
   version        print the version
 
 Run "sealpost <command> -h" for a command's flags.
@@ -106,6 +108,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runAPIKey(rest, stdout, stderr)
 	case "kms":
 		return runKMS(rest, getenv, stdout, stderr)
+	case "bench":
+		return runBench(ctx, rest, getenv, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "sealpost", version)
 		return nil

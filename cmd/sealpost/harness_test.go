@@ -74,7 +74,7 @@ type gatewayOpts struct {
 	// natsReplicas is nats.replicas with natsURL; default 1.
 	natsReplicas int
 	token        string // reuse API key across restarts
-	admin    string
+	admin        string
 }
 
 var listenLine = regexp.MustCompile(`(?m)^\s+(https|smtp|admin)\s+listening on (\S+)`)

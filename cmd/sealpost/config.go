@@ -564,11 +564,11 @@ func validateEndpoint(raw string, allowHTTP bool, allow []netip.Prefix) error {
 	err := forwarder.ValidateEndpoint(raw, allowHTTP)
 	if errors.Is(err, forwarder.ErrBlockedAddress) {
 		u, _ := url.Parse(raw)
-		host := u.Hostname()
-		if strings.EqualFold(host, "localhost") {
-			host = "127.0.0.1"
+		host, literal := u.Hostname(), u.Hostname()
+		if forwarder.IsLocalhost(host) {
+			literal = "127.0.0.1"
 		}
-		if a, perr := netip.ParseAddr(host); perr == nil && !forwarder.Blocked(a, allow) {
+		if a, perr := netip.ParseAddr(literal); perr == nil && !forwarder.Blocked(a, allow) {
 			return nil
 		}
 		return fmt.Errorf("%s is in a range the SSRF guard refuses (add it to forward.allow_networks for development only)", host)

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -148,6 +149,8 @@ var (
 	errIdemReuse    = errors.New("idempotency key reused with a different body")
 	errIdemInFlight = errors.New("a request with this idempotency key is still in progress")
 	errBadIdemKey   = errors.New("idempotency key must be 1-255 printable ASCII characters")
+	errDupIdemKey   = errors.New("more than one Idempotency-Key header")
+	errSlowBody     = errors.New("the body did not arrive within the server's read timeout")
 	errMethod       = errors.New("method not allowed")
 )
 
@@ -210,6 +213,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 	if !h.limiter(key.ID).Allow() {
 		return "", errRateLimited
 	}
+	idemKeys := r.Header.Values("Idempotency-Key")
+	if len(idemKeys) > 1 {
+		// Which one the client meant is anyone's guess; a proxy may have
+		// added one.
+		return "", errDupIdemKey
+	}
 	idemKey := r.Header.Get("Idempotency-Key")
 	if idemKey != "" && !validIdemKey(idemKey) {
 		return "", errBadIdemKey
@@ -222,6 +231,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return "", errTooLarge
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The server's read timeout ended a body sent too slowly:
+			// the client's fault, not a passing failure of ours.
+			return "", errSlowBody
 		}
 		return "", fmt.Errorf("read body: %w", ingress.Temporary(err))
 	}
@@ -266,6 +280,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 			case prev.BodySHA256 != sub.RawSHA256:
 				return "", errIdemReuse
 			case prev.Done:
+				h.log.Info("ingest replayed", "id", prev.ID, "tenant", route.Tenant, "route", route.Name,
+					"api_key", key.ID, "request_id", r.Header.Get("X-Request-Id"))
 				return prev.ID, nil
 			case !prev.Failed && now.Sub(prev.At) < staleReservation:
 				// The first request with this key is still being queued:
@@ -291,6 +307,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 			h.log.Warn("idempotency complete failed", "err", err)
 		}
 	}
+	h.log.Info("ingest accepted", "id", sub.ID, "tenant", sub.Tenant, "route", sub.Route,
+		"api_key", key.ID, "size", sub.RawSize, "request_id", r.Header.Get("X-Request-Id"))
 	return sub.ID, nil
 }
 

@@ -50,6 +50,13 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		p = Problem{Status: http.StatusBadRequest, Type: problemBase + "invalid-json", Title: "Invalid JSON", Detail: err.Error()}
 	case errors.Is(err, errBadIdemKey):
 		p = Problem{Status: http.StatusBadRequest, Type: problemBase + "invalid-idempotency-key", Title: "Invalid Idempotency-Key", Detail: err.Error()}
+	case errors.Is(err, errDupIdemKey):
+		p = Problem{Status: http.StatusBadRequest, Type: problemBase + "invalid-idempotency-key", Title: "Invalid Idempotency-Key", Detail: err.Error()}
+	case errors.Is(err, errSlowBody):
+		// The rest of the body may still be on its way: close the
+		// connection rather than read it.
+		w.Header().Set("Connection", "close")
+		p = Problem{Status: http.StatusRequestTimeout, Type: problemBase + "request-timeout", Title: "Request timeout", Detail: err.Error()}
 	case errors.Is(err, errIdemReuse):
 		p = Problem{Status: http.StatusConflict, Type: problemBase + "idempotency-conflict", Title: "Idempotency key reused", Detail: err.Error()}
 	case errors.Is(err, errIdemInFlight):

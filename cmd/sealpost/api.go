@@ -69,7 +69,7 @@ func (g *gateway) buildServers() error {
 	pub.Handle("GET /v1/attachments/{tenant}/{name}", g.tenantAuth(http.HandlerFunc(g.getAttachment)))
 	pub.Handle("/", http.HandlerFunc(notFound))
 	g.httpsSrv = &http.Server{
-		Handler:           g.apiCalls("https", calls, pub),
+		Handler:           securityHeaders(true, g.apiCalls("https", calls, pub)),
 		TLSConfig:         g.certs.serverTLS(),
 		ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout, WriteTimeout: writeTimeout,
 		IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes,
@@ -85,7 +85,7 @@ func (g *gateway) buildServers() error {
 		adm.Handle("POST "+devReceiverPath, devReceiver(g.log, g.devKeySet))
 	}
 	g.adminSrv = &http.Server{
-		Handler:           g.apiCalls("admin", calls, adm),
+		Handler:           securityHeaders(false, g.apiCalls("admin", calls, adm)),
 		ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout, WriteTimeout: 10 * time.Minute,
 		IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes,
 		ErrorLog: slogErrorLog(g.log),

@@ -22,7 +22,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/sealpost/sealpost/audit"
@@ -82,9 +81,10 @@ type Config struct {
 	Burst         int
 	// RetryAfter is sent with 503 and 429. Default 5s.
 	RetryAfter time.Duration
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
-	Now        func() time.Time
+	// Logger receives one info line per accepted submission (ids, tenant,
+	// route and size, never the payload) and the failures. Default: discard.
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Handler serves POST /v1/ingest/{route}.
@@ -93,7 +93,6 @@ type Handler struct {
 	log      *slog.Logger
 	mu       sync.Mutex
 	limiters map[string]*rate.Limiter
-	requests *prometheus.CounterVec
 }
 
 // New checks cfg and returns the handler.
@@ -122,21 +121,10 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		limiters: make(map[string]*rate.Limiter),
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sealpost_http_ingest_requests_total",
-			Help: "HTTPS ingest requests by status code.",
-		}, []string{"code"}),
-	}
-	if cfg.Registerer != nil {
-		if err := cfg.Registerer.Register(h.requests); err != nil {
-			return nil, fmt.Errorf("httpin: metrics: %w", err)
-		}
-	}
-	return h, nil
+	// Requests are counted and timed by the server around the handler
+	// (sealpost_http_requests_total and _duration_seconds, pattern
+	// "POST /v1/ingest/{route}"), not here, so none is counted twice.
+	return &Handler{cfg: cfg, log: cfg.Logger, limiters: make(map[string]*rate.Limiter)}, nil
 }
 
 // Errors of the ingest API, mapped to problem types by writeError.
@@ -179,7 +167,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	h.requests.WithLabelValues("202").Inc()
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Location", "/v1/receipts/"+id)
 	w.WriteHeader(http.StatusAccepted)

@@ -82,6 +82,5 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	if retry {
 		w.Header().Set("Retry-After", strconv.Itoa(int(h.cfg.RetryAfter/time.Second)))
 	}
-	h.requests.WithLabelValues(strconv.Itoa(p.Status)).Inc()
 	WriteProblem(w, p)
 }

@@ -169,6 +169,13 @@ func Canonicalize(doc []byte) ([]byte, error) {
 	}
 	out, err := jcs.Transform(doc)
 	if err != nil {
+		// The canonicalizer reports a syntax error in its own terms (a
+		// stray letter is an "unexpected non-ASCII character");
+		// encoding/json names the character and where it is.
+		var se *json.SyntaxError
+		if jerr := json.Unmarshal(doc, new(json.RawMessage)); errors.As(jerr, &se) {
+			return nil, fmt.Errorf("canonicalize: not valid JSON: %s (byte %d)", se.Error(), se.Offset)
+		}
 		return nil, fmt.Errorf("canonicalize: %s", lowerFirst(err.Error()))
 	}
 	return out, nil

@@ -488,3 +488,20 @@ func TestDigests(t *testing.T) {
 		t.Error("PayloadDigest(nil) succeeded")
 	}
 }
+
+// TestCanonicalizeSyntaxErrors: a document that is not JSON is refused
+// with a message that names what is wrong and where, not the
+// canonicalizer's internal terms.
+func TestCanonicalizeSyntaxErrors(t *testing.T) {
+	for _, c := range []struct{ doc, want string }{
+		{`z"receipt":{}}`, `invalid character 'z' looking for beginning of value (byte 1)`},
+		{`{"receipt":z}`, `invalid character 'z' looking for beginning of value (byte 12)`},
+		{`{"a":1,}`, `invalid character '}' looking for beginning of object key string (byte 8)`},
+		{`{"a":1`, `unexpected end of JSON input`},
+	} {
+		_, err := Canonicalize([]byte(c.doc))
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "non-ASCII") {
+			t.Errorf("Canonicalize(%q) = %v, want an error saying %q", c.doc, err, c.want)
+		}
+	}
+}

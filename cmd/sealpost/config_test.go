@@ -75,6 +75,7 @@ tenants:
     routes:
       - name: r
         endpoint: https://example.com/hook
+        recipients: ["r@example.com"]
 `))
 	if err != nil {
 		t.Fatal(err)

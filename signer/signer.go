@@ -50,7 +50,7 @@ func FormatTime(t time.Time) string {
 func ParseTime(s string) (time.Time, error) {
 	t, err := time.Parse(TimeLayout, s)
 	if err != nil || FormatTime(t) != s {
-		return time.Time{}, fmt.Errorf("time %q is not in the form %s", truncate(s), TimeLayout)
+		return time.Time{}, fmt.Errorf("time %q is not in the form %s", Truncate(s, maxErrText), TimeLayout)
 	}
 	return t, nil
 }
@@ -297,14 +297,28 @@ func isDigest(s string) bool {
 	return err == nil && len(b) == sha256.Size
 }
 
-// truncate shortens untrusted text before it goes into an error message.
-func truncate(s string) string {
-	const limit = 40
-	if len(s) > limit {
-		return s[:limit] + "..."
+// Truncate returns s cut to at most n bytes, at a UTF-8 character
+// boundary, with "..." added when it was cut (within the n bytes). It
+// bounds untrusted text before it goes into error messages, logs and
+// records; sealpost's packages share it.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return s
+	const more = "..."
+	suffix := more
+	if n < len(more) {
+		suffix = "" // no room to say it was cut
+	}
+	cut := max(n-len(suffix), 0)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + suffix
 }
+
+// maxErrText bounds untrusted text quoted in an error message.
+const maxErrText = 43
 
 // lowerFirst lowercases the first byte of an error text from jcs, which
 // capitalizes its messages.

@@ -356,7 +356,7 @@ func toPayload(contentType string, raw []byte) (json.RawMessage, error) {
 	return json.Marshal(struct {
 		ContentType string `json:"content_type"`
 		BodyBase64  string `json:"body_base64"`
-	}{ContentType: truncate(contentType, 255), BodyBase64: base64.StdEncoding.EncodeToString(raw)})
+	}{ContentType: signer.Truncate(contentType, 255), BodyBase64: base64.StdEncoding.EncodeToString(raw)})
 }
 
 // checkJSON rejects what JCS cannot sign reproducibly: duplicate member
@@ -392,7 +392,7 @@ func noDuplicateKeys(dec *json.Decoder) error {
 			if top.key {
 				if s, ok := tok.(string); ok {
 					if _, dup := top.keys[s]; dup {
-						return fmt.Errorf("duplicate member %q", truncate(s, 64))
+						return fmt.Errorf("duplicate member %q", signer.Truncate(s, 64))
 					}
 					top.keys[s] = struct{}{}
 					top.key = false
@@ -433,13 +433,6 @@ func validIdemKey(k string) bool {
 func idempotencyStoreKey(key *APIKey, route, idem string) string {
 	sum := sha256.Sum256([]byte(route + "\x00" + idem))
 	return key.Tenant + "." + key.ID + "." + hex.EncodeToString(sum[:16])
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }
 
 func (h *Handler) limiter(id string) *rate.Limiter {

@@ -63,15 +63,6 @@ func leafHash(canon []byte) []byte {
 	return h.Sum(nil)
 }
 
-// nodeHash returns the RFC 6962 interior node hash.
-func nodeHash(l, r []byte) []byte {
-	h := sha256.New()
-	h.Write([]byte{1})
-	h.Write(l)
-	h.Write(r)
-	return h.Sum(nil)
-}
-
 var b64 = base64.StdEncoding
 
 // actionRE is the shape of an action name: lowercase dotted words.

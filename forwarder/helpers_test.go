@@ -2,7 +2,6 @@ package forwarder
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
@@ -267,5 +266,3 @@ func (d *fakeDelivery) decision() string {
 	}
 	return "none"
 }
-
-func publicKey(k signer.PrivateKey) ed25519.PublicKey { return k.Public() }

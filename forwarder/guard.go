@@ -12,7 +12,8 @@ import (
 
 // ErrBlockedAddress reports an endpoint address in a range the SSRF guard
 // refuses: loopback, private, link-local, CGNAT, multicast, unspecified,
-// reserved, documentation or cloud metadata.
+// reserved, documentation, cloud metadata, and every other block that the
+// IANA special-purpose address registries mark as not globally reachable.
 var ErrBlockedAddress = errors.New("forwarder: blocked address")
 
 // ErrInvalidEndpoint reports an endpoint URL that is malformed or uses a
@@ -23,8 +24,12 @@ var ErrInvalidEndpoint = errors.New("forwarder: invalid endpoint url")
 const MaxURLLength = 2048
 
 // blockedPrefixes are refused in addition to what netip's predicates catch.
-// IPv4-mapped IPv6 addresses are unmapped before the check, and IPv6 forms
-// that embed an IPv4 address (NAT64, 6to4) are checked by their IPv4 part.
+// IPv4-mapped IPv6 addresses are refused (see Blocked), and IPv6 forms that
+// embed an IPv4 address (NAT64, 6to4) are checked by their IPv4 part.
+// The list covers every block of the IANA IPv4 and IPv6 special-purpose
+// address registries whose "Globally Reachable" is False (checked against
+// copies of the registries in testdata/), plus deprecated forms that some
+// stacks still route somewhere local (IPv4-compatible ::/96, site-local).
 var blockedPrefixes = mustPrefixes(
 	"0.0.0.0/8",        // "this network"
 	"10.0.0.0/8",       // private
@@ -42,11 +47,16 @@ var blockedPrefixes = mustPrefixes(
 	"224.0.0.0/4",      // multicast
 	"240.0.0.0/4",      // reserved, broadcast
 	"168.63.129.16/32", // Azure wire server
+	"192.88.99.2/32",   // 6a44 relay anycast
+	"::/96",            // IPv4-compatible (deprecated; ::a9fe:a9fe is 169.254.169.254 on some stacks), with :: and ::1
 	"::/128",           // unspecified
 	"::1/128",          // loopback
 	"100::/64",         // discard
+	"100:0:0:1::/64",   // dummy prefix
 	"2001::/23",        // IETF protocol assignments (Teredo, ORCHID, ...)
 	"2001:db8::/32",    // documentation
+	"3fff::/20",        // documentation
+	"5f00::/16",        // SRv6 segment identifiers
 	"fc00::/7",         // unique local (AWS metadata fd00:ec2::254)
 	"fe80::/10",        // link-local
 	"fec0::/10",        // site-local (deprecated)
@@ -70,14 +80,21 @@ var (
 
 // Blocked reports whether the SSRF guard refuses addr, given the allow-list.
 // An address inside an allowed prefix is let through.
+//
+// An IPv4-mapped address (::ffff:a.b.c.d) is refused whatever it carries,
+// like the IPv4-compatible form (::a.b.c.d): the registry marks both blocks
+// not globally reachable, and a public IPv4 address is dialed as itself.
+// The allow-list is matched against the IPv4 address inside, so allowing
+// 127.0.0.0/8 also allows ::ffff:127.0.0.1.
 func Blocked(addr netip.Addr, allow []netip.Prefix) bool {
+	mapped := addr.Is4In6()
 	addr = addr.Unmap().WithZone("")
 	for _, p := range allow {
 		if p.Contains(addr) {
 			return false
 		}
 	}
-	if !addr.IsValid() {
+	if !addr.IsValid() || mapped {
 		return true
 	}
 	if addr.Is6() {
@@ -141,7 +158,7 @@ func ValidateEndpoint(u string, allowHTTP bool) error {
 		return err
 	}
 	host := hostOf(u)
-	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
+	if IsLocalhost(host) {
 		return fmt.Errorf("%w: localhost", ErrBlockedAddress)
 	}
 	a, err := netip.ParseAddr(host)
@@ -154,6 +171,14 @@ func ValidateEndpoint(u string, allowHTTP bool) error {
 		return fmt.Errorf("%w: host is neither an IP address nor a name", ErrInvalidEndpoint)
 	}
 	return nil
+}
+
+// IsLocalhost reports whether host is "localhost" or a name under it
+// (RFC 6761), in any case and with or without the trailing dot of a fully
+// qualified name ("localhost." resolves like "localhost").
+func IsLocalhost(host string) bool {
+	h := strings.ToLower(strings.TrimRight(host, "."))
+	return h == "localhost" || strings.HasSuffix(h, ".localhost")
 }
 
 // numericTLD reports whether the last label of host is a number (decimal,

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -43,10 +45,16 @@ func TestBlocked(t *testing.T) {
 		{"64:ff9b::808:808", false}, // NAT64 of 8.8.8.8
 		{"2002:7f00:1::1", true},    // 6to4 of 127.0.0.1
 		{"2001:db8::1", true},
+		{"::a9fe:a9fe", true}, // IPv4-compatible 169.254.169.254
+		{"::127.0.0.1", true},
+		{"::8.8.8.8", true}, // IPv4-compatible is deprecated: refused whatever it carries
+		{"3fff::1", true},
+		{"3fff:fff:ffff::1", true},
+		{"4000::1", false},
 		{"8.8.8.8", false},
 		{"1.1.1.1", false},
 		{"93.184.216.34", false},
-		{"::ffff:8.8.8.8", false},
+		{"::ffff:8.8.8.8", true}, // IPv4-mapped: refused whatever it carries
 		{"2606:4700:4700::1111", false},
 	} {
 		t.Run(tc.addr, func(t *testing.T) {
@@ -91,6 +99,15 @@ func TestValidateEndpoint(t *testing.T) {
 		{"https://[::ffff:127.0.0.1]/hook", false, ErrBlockedAddress},
 		{"https://localhost/hook", false, ErrBlockedAddress},
 		{"https://api.localhost/hook", false, ErrBlockedAddress},
+		{"http://localhost.:8080/hook", true, ErrBlockedAddress},
+		{"https://LocalHost./hook", false, ErrBlockedAddress},
+		{"https://api.localhost./hook", false, ErrBlockedAddress},
+		{"http://[::a9fe:a9fe]/", true, ErrBlockedAddress},
+		{"http://[::127.0.0.1]/", true, ErrBlockedAddress},
+		{"https://[::8.8.8.8]/", false, ErrBlockedAddress},
+		{"https://[3fff::1]/hook", false, ErrBlockedAddress},
+		{"https://[5f00::1]/hook", false, ErrBlockedAddress},
+		{"https://[100:0:0:1::1]/hook", false, ErrBlockedAddress},
 		{"https://127.1/hook", false, ErrInvalidEndpoint},
 		{"https://0x7f.1/hook", false, ErrInvalidEndpoint},
 		{"https://2130706433/hook", false, ErrInvalidEndpoint},
@@ -222,5 +239,114 @@ func TestSSRFWhenDialing(t *testing.T) {
 	e.handle(context.Background(), submission(t, "r"), d)
 	if n := len(rc.requests()); n != 1 || !d.acked {
 		t.Errorf("allow-listed resolution: %d requests, decision %s; want 1, ack", n, d.decision())
+	}
+}
+
+// registryBlock is one entry of an IANA special-purpose address registry.
+type registryBlock struct {
+	prefix    netip.Prefix
+	reachable string // the "Globally Reachable" column: True, False, N/A or "-"
+	name      string
+}
+
+// readRegistry reads a copy of an IANA special-purpose address registry
+// from testdata: one block a line, tab-separated address block, globally
+// reachable, name.
+func readRegistry(t *testing.T, name string) []registryBlock {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []registryBlock
+	for i, line := range strings.Split(string(data), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Split(line, "\t")
+		if len(f) != 3 {
+			t.Fatalf("%s:%d: want 3 tab-separated fields, got %q", name, i+1, line)
+		}
+		p, err := netip.ParsePrefix(f[0])
+		if err != nil || p != p.Masked() {
+			t.Fatalf("%s:%d: bad block %q: %v", name, i+1, f[0], err)
+		}
+		switch f[1] {
+		case "True", "False", "N/A", "-":
+		default:
+			t.Fatalf("%s:%d: globally reachable %q", name, i+1, f[1])
+		}
+		out = append(out, registryBlock{prefix: p, reachable: f[1], name: f[2]})
+	}
+	return out
+}
+
+// samples returns the first, a middle and the last address of p.
+func samples(p netip.Prefix) []netip.Addr {
+	first := p.Addr()
+	b := first.AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	last, _ := netip.AddrFromSlice(b)
+	out := []netip.Addr{first}
+	if p.Bits() < first.BitLen() {
+		m := first.AsSlice()
+		m[p.Bits()/8] |= 0x80 >> (p.Bits() % 8)
+		mid, _ := netip.AddrFromSlice(m)
+		out = append(out, mid, last)
+	}
+	return out
+}
+
+// urlHost writes a as the host of a URL.
+func urlHost(a netip.Addr) string {
+	if a.Is6() {
+		return "[" + a.String() + "]"
+	}
+	return a.String()
+}
+
+// TestGuardCoversIANARegistries checks the guard against the IANA IPv4 and
+// IPv6 special-purpose address registries: every address of every block
+// that is not globally reachable is refused, when dialing (Blocked) and in
+// a configured URL (ValidateEndpoint). IPv4 blocks are also tried in the
+// IPv6 forms that carry an IPv4 address: IPv4-mapped, IPv4-compatible and
+// NAT64. Blocks that are globally reachable, or whose reachability depends
+// on an embedded address (N/A: Teredo, 6to4), are not required either way.
+func TestGuardCoversIANARegistries(t *testing.T) {
+	nat64 := netip.MustParseAddr("64:ff9b::").As16()
+	for _, file := range []string{"iana-ipv4-special-registry.tsv", "iana-ipv6-special-registry.tsv"} {
+		blocks := readRegistry(t, file)
+		if len(blocks) < 20 {
+			t.Fatalf("%s: %d blocks, the registry has more than 20", file, len(blocks))
+		}
+		for _, b := range blocks {
+			if b.reachable != "False" {
+				continue
+			}
+			t.Run(b.prefix.String(), func(t *testing.T) {
+				for _, a := range samples(b.prefix) {
+					forms := []netip.Addr{a}
+					if a.Is4() {
+						v4 := a.As4()
+						compat, mapped, translated := [16]byte{}, netip.AddrFrom4(v4).As16(), nat64
+						copy(compat[12:], v4[:])
+						copy(translated[12:], v4[:])
+						mapped = netip.AddrFrom16(mapped).As16()
+						forms = append(forms, netip.AddrFrom16(compat), netip.AddrFrom16(mapped), netip.AddrFrom16(translated))
+					}
+					for _, f := range forms {
+						if !Blocked(f, nil) {
+							t.Errorf("%s (%s): Blocked(%s) = false", b.prefix, b.name, f)
+						}
+						u := "https://" + urlHost(f) + "/hook"
+						if err := ValidateEndpoint(u, false); !errors.Is(err, ErrBlockedAddress) {
+							t.Errorf("%s (%s): ValidateEndpoint(%s) = %v, want ErrBlockedAddress", b.prefix, b.name, u, err)
+						}
+					}
+				}
+			})
+		}
 	}
 }

@@ -2,7 +2,6 @@ package forwarder
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
@@ -311,5 +310,3 @@ func (e *env) handle(ctx context.Context, s *ingress.Submission, d *fakeDelivery
 	e.queued[s.ID] = q
 	e.mu.Unlock()
 }
-
-func publicKey(k signer.PrivateKey) ed25519.PublicKey { return k.Public() }

@@ -3,8 +3,6 @@ package forwarder
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -174,21 +172,15 @@ func signatureHeader(id string, ts int64, body []byte, current signer.PrivateKey
 	return strings.Join(sigs, " "), nil
 }
 
-// signV1 is the Standard Webhooks symmetric signature: base64 of
-// HMAC-SHA256 keyed with the secret's bytes over "{id}.{ts}.{body}".
+// signV1 is the Standard Webhooks symmetric signature (signer.WebhookSignatureV1)
+// with a whsec_ secret.
 func signV1(secret, id string, ts int64, body []byte) (string, error) {
 	key, err := secretKey(secret)
 	if err != nil {
 		return "", err
 	}
 	defer clear(key)
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(id))
-	m.Write([]byte{'.'})
-	m.Write(strconv.AppendInt(nil, ts, 10))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil)), nil
+	return signer.WebhookSignatureV1(key, id, ts, body), nil
 }
 
 // ValidateSecret checks a configured webhook secret: "whsec_" and the

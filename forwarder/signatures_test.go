@@ -197,6 +197,9 @@ print("ok")
 `
 
 func TestV1aInteropPython(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop test with an outside tool: skipped with -short")
+	}
 	_, err := exec.LookPath("python3")
 	if err == nil {
 		err = exec.Command("python3", "-c", "import cryptography").Run()
@@ -210,6 +213,9 @@ func TestV1aInteropPython(t *testing.T) {
 }
 
 func TestV1aInteropOpenSSL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop test with an outside tool: skipped with -short")
+	}
 	_, err := exec.LookPath("openssl")
 	interop(t, err, "openssl")
 	dir := v1aFixture(t)

@@ -57,6 +57,9 @@ func receiptJCS(t *testing.T, env []byte) []byte {
 // signatures of the current and the grace-period key, raw and as JWS
 // compact. A tampered receipt and a key outside the JWKS must fail.
 func TestJoserfcInterop(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop test with an outside tool: skipped with -short")
+	}
 	py, err := exec.LookPath("python3")
 	if err != nil {
 		requireInterop(t, "python3 not found")

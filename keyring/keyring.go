@@ -239,18 +239,10 @@ func (k *Keyring) auditFail(ctx context.Context, actor, action, target string, c
 		class = "contention"
 	}
 	err := k.c.Auditor.Append(ctx, audit.Entry{
-		Time: k.c.Now().UTC(), Actor: actor, Action: action, Target: truncate(target),
+		Time: k.c.Now().UTC(), Actor: actor, Action: action, Target: signer.Truncate(target, 80),
 		Outcome: audit.OutcomeFailure, Details: map[string]string{"error": class},
 	})
 	if err != nil {
 		k.log.Error("keyring: audit append failed", "action", action, "err", err)
 	}
-}
-
-// truncate bounds untrusted text before it is recorded.
-func truncate(s string) string {
-	if len(s) > 80 {
-		return s[:80]
-	}
-	return s
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sealpost/sealpost/signer"
@@ -153,7 +154,7 @@ func (s *state) sort() {
 		if c := a.IssuedAt.Compare(b.IssuedAt); c != 0 {
 			return c
 		}
-		return bytes.Compare([]byte(a.KID), []byte(b.KID))
+		return strings.Compare(a.KID, b.KID)
 	})
 }
 

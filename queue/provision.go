@@ -54,11 +54,18 @@ func (c *Conn) retryProvision(ctx context.Context, what string, op func(ctx cont
 	}
 }
 
+// errRaced: another instance is creating the same stream or bucket at
+// this moment (the create saw it, the update did not yet).
+var errRaced = errors.New("declared by another instance at the same moment")
+
 // passing reports whether a declaration error may go away by itself: no
-// answer, no leader yet, the cluster busy. A refused configuration does not.
+// answer, no leader yet, the cluster busy, a concurrent declaration. A
+// refused configuration does not.
 func passing(err error) bool {
 	var apiErr *jetstream.APIError
 	switch {
+	case errors.Is(err, errRaced):
+		return true
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
 		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
 		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected):
@@ -80,8 +87,12 @@ func (c *Conn) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (je
 		s, err = c.js.CreateStream(ctx, cfg)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			// It exists with another configuration (an older sealpost,
-			// or an operator's change): bring it to ours.
+			// or an operator's change), or another instance is creating
+			// it right now: bring it to ours.
 			s, err = c.js.UpdateStream(ctx, cfg)
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				err = errRaced
+			}
 		}
 		if err != nil {
 			return err
@@ -122,6 +133,9 @@ func (c *Conn) ensureKV(ctx context.Context, cfg jetstream.KeyValueConfig) (jets
 		kv, err = c.js.CreateKeyValue(ctx, cfg)
 		if errors.Is(err, jetstream.ErrBucketExists) {
 			kv, err = c.js.UpdateKeyValue(ctx, cfg)
+			if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+				err = errRaced
+			}
 		}
 		return err
 	})
@@ -135,6 +149,9 @@ func (c *Conn) ensureObjects(ctx context.Context, cfg jetstream.ObjectStoreConfi
 		os, err = c.js.CreateObjectStore(ctx, cfg)
 		if errors.Is(err, jetstream.ErrBucketExists) {
 			os, err = c.js.UpdateObjectStore(ctx, cfg)
+			if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+				err = errRaced
+			}
 		}
 		return err
 	})

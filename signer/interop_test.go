@@ -46,6 +46,9 @@ func receiptParts(t *testing.T, env []byte) ([]byte, []byte) {
 // TestInteropOpenSSL has OpenSSL 3 verify the Ed25519 signature over
 // JCS(receipt) with the public key in SPKI PEM form.
 func TestInteropOpenSSL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop test with an outside tool: skipped with -short")
+	}
 	openssl, err := exec.LookPath("openssl")
 	if err != nil {
 		skipOrFail(t, "openssl not found: %v", err)
@@ -120,6 +123,9 @@ print("verified", r["id"])
 
 // TestInteropPython verifies the golden envelope and a fresh one with Python.
 func TestInteropPython(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop test with an outside tool: skipped with -short")
+	}
 	python, err := exec.LookPath("python3")
 	if err != nil {
 		skipOrFail(t, "python3 not found: %v", err)

@@ -98,11 +98,11 @@ func (d *NumericDate) UnmarshalJSON(b []byte) error {
 	intPart, frac, hasFrac := strings.Cut(s, ".")
 	if intPart == "" || len(intPart) > 12 || !allDigits(intPart) ||
 		(hasFrac && (frac == "" || len(frac) > 9 || !allDigits(frac))) {
-		return fmt.Errorf("numeric date %s is not a plain non-negative number of seconds", truncate(s))
+		return fmt.Errorf("numeric date %s is not a plain non-negative number of seconds", Truncate(s, maxErrText))
 	}
 	sec, err := strconv.ParseInt(intPart, 10, 64)
 	if err != nil || sec > maxNumericDate {
-		return fmt.Errorf("numeric date %s is out of range", truncate(s))
+		return fmt.Errorf("numeric date %s is out of range", Truncate(s, maxErrText))
 	}
 	var nsec int64
 	if hasFrac {
@@ -313,14 +313,14 @@ func parseJWK(raw json.RawMessage) (PublicKey, error) {
 		return PublicKey{}, err
 	}
 	if kty != "OKP" {
-		return PublicKey{}, fmt.Errorf("kty %q is not \"OKP\"", truncate(kty))
+		return PublicKey{}, fmt.Errorf("kty %q is not \"OKP\"", Truncate(kty, maxErrText))
 	}
 	crv, err := str("crv", true)
 	if err != nil {
 		return PublicKey{}, err
 	}
 	if crv != "Ed25519" {
-		return PublicKey{}, fmt.Errorf("crv %q is not \"Ed25519\"", truncate(crv))
+		return PublicKey{}, fmt.Errorf("crv %q is not \"Ed25519\"", Truncate(crv, maxErrText))
 	}
 	x, err := str("x", true)
 	if err != nil {
@@ -335,17 +335,17 @@ func parseJWK(raw json.RawMessage) (PublicKey, error) {
 		return PublicKey{}, err
 	}
 	if kid != Thumbprint(pub) {
-		return PublicKey{}, fmt.Errorf("kid %q is not the RFC 7638 thumbprint of x", truncate(kid))
+		return PublicKey{}, fmt.Errorf("kid %q is not the RFC 7638 thumbprint of x", Truncate(kid, maxErrText))
 	}
 	if use, err := str("use", false); err != nil {
 		return PublicKey{}, err
 	} else if use != "" && use != "sig" {
-		return PublicKey{}, fmt.Errorf("use %q is not \"sig\"", truncate(use))
+		return PublicKey{}, fmt.Errorf("use %q is not \"sig\"", Truncate(use, maxErrText))
 	}
 	if alg, err := str("alg", false); err != nil {
 		return PublicKey{}, err
 	} else if _, present := m["alg"]; present && alg != Alg && alg != "EdDSA" {
-		return PublicKey{}, fmt.Errorf("alg %q is not %q", truncate(alg), Alg)
+		return PublicKey{}, fmt.Errorf("alg %q is not %q", Truncate(alg, maxErrText), Alg)
 	}
 	status, err := str("status", false)
 	if err != nil {
@@ -354,7 +354,7 @@ func parseJWK(raw json.RawMessage) (PublicKey, error) {
 	switch status {
 	case "", StatusNext, StatusActive, StatusGrace, StatusExpired, StatusRevoked:
 	default:
-		return PublicKey{}, fmt.Errorf("status %q is unknown", truncate(status))
+		return PublicKey{}, fmt.Errorf("status %q is unknown", Truncate(status, maxErrText))
 	}
 	k := PublicKey{KID: kid, Key: ed25519.PublicKey(bytes.Clone(pub)), Status: status}
 	for _, f := range []struct {

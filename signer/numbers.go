@@ -88,11 +88,11 @@ func checkNumber(tok []byte) error {
 	}
 	canon, err := jcs.NumberToJSON(f) // fails for ±Inf: out of range
 	if err != nil {
-		return fmt.Errorf("%w: %s is outside the range of a double", ErrLossyNumber, truncate(s))
+		return fmt.Errorf("%w: %s is outside the range of a double", ErrLossyNumber, Truncate(s, maxErrText))
 	}
 	out, _ := parseDecimal(canon)
 	if in != out {
-		return fmt.Errorf("%w: %s would be signed as %s", ErrLossyNumber, truncate(s), canon)
+		return fmt.Errorf("%w: %s would be signed as %s", ErrLossyNumber, Truncate(s, maxErrText), canon)
 	}
 	return nil
 }

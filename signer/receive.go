@@ -166,7 +166,7 @@ func parseWebhookHeaders(id, timestamp, signature string, body []byte) (int64, e
 	case len(id) > MaxWebhookIDLength:
 		return 0, fmt.Errorf("webhook-id is longer than %d bytes", MaxWebhookIDLength)
 	case timestamp == "" || len(timestamp) > 12 || !allDigits(timestamp):
-		return 0, fmt.Errorf("webhook-timestamp %q is not 1 to 12 digits", truncate(timestamp))
+		return 0, fmt.Errorf("webhook-timestamp %q is not 1 to 12 digits", Truncate(timestamp, maxErrText))
 	case signature == "":
 		return 0, errors.New("no webhook-signature")
 	case len(signature) > MaxWebhookSignatureHeader:

@@ -51,7 +51,7 @@ func FormatTime(t time.Time) string {
 func ParseTime(s string) (time.Time, error) {
 	t, err := time.Parse(TimeLayout, s)
 	if err != nil || FormatTime(t) != s {
-		return time.Time{}, fmt.Errorf("time %q is not in the form %s", truncate(s), TimeLayout)
+		return time.Time{}, fmt.Errorf("time %q is not in the form %s", Truncate(s, maxErrText), TimeLayout)
 	}
 	return t, nil
 }
@@ -177,6 +177,13 @@ func Canonicalize(doc []byte) ([]byte, error) {
 		return nil, fmt.Errorf("canonicalize: %w", lossy)
 	}
 	if err != nil {
+		// The canonicalizer reports a syntax error in its own terms (a
+		// stray letter is an "unexpected non-ASCII character");
+		// encoding/json names the character and where it is.
+		var se *json.SyntaxError
+		if jerr := json.Unmarshal(doc, new(json.RawMessage)); errors.As(jerr, &se) {
+			return nil, fmt.Errorf("canonicalize: not valid JSON: %s (byte %d)", se.Error(), se.Offset)
+		}
 		return nil, fmt.Errorf("canonicalize: %s", lowerFirst(err.Error()))
 	}
 	return out, nil
@@ -322,14 +329,28 @@ func jsonString(raw json.RawMessage) (string, bool) {
 	return s, true
 }
 
-// truncate shortens untrusted text before it goes into an error message.
-func truncate(s string) string {
-	const limit = 40
-	if len(s) > limit {
-		return s[:limit] + "..."
+// Truncate returns s cut to at most n bytes, at a UTF-8 character
+// boundary, with "..." added when it was cut (within the n bytes). It
+// bounds untrusted text before it goes into error messages, logs and
+// records; sealpost's packages share it.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return s
+	const more = "..."
+	suffix := more
+	if n < len(more) {
+		suffix = "" // no room to say it was cut
+	}
+	cut := max(n-len(suffix), 0)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + suffix
 }
+
+// maxErrText bounds untrusted text quoted in an error message.
+const maxErrText = 43
 
 // lowerFirst lowercases the first byte of an error text from jcs, which
 // capitalizes its messages.

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata/golden")
@@ -495,5 +496,44 @@ func TestDigests(t *testing.T) {
 	}
 	if _, err := PayloadDigest(nil); err == nil {
 		t.Error("PayloadDigest(nil) succeeded")
+	}
+}
+
+// TestCanonicalizeSyntaxErrors: a document that is not JSON is refused
+// with a message that names what is wrong and where, not the
+// canonicalizer's internal terms.
+func TestCanonicalizeSyntaxErrors(t *testing.T) {
+	for _, c := range []struct{ doc, want string }{
+		{`z"receipt":{}}`, `invalid character 'z' looking for beginning of value (byte 1)`},
+		{`{"receipt":z}`, `invalid character 'z' looking for beginning of value (byte 12)`},
+		{`{"a":1,}`, `invalid character '}' looking for beginning of object key string (byte 8)`},
+		{`{"a":1`, `unexpected end of JSON input`},
+	} {
+		_, err := Canonicalize([]byte(c.doc))
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "non-ASCII") {
+			t.Errorf("Canonicalize(%q) = %v, want an error saying %q", c.doc, err, c.want)
+		}
+	}
+}
+
+func TestTruncate(t *testing.T) {
+	for _, c := range []struct {
+		s    string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"exactly10!", 10, "exactly10!"},
+		{"abcdefghijk", 10, "abcdefg..."},
+		{"ab", 2, "ab"},
+		{"abc", 2, "ab"},
+		{"héllo wörld", 8, "héll..."}, // "é" is 2 bytes: 5 bytes then "..."
+		{"ééééé", 6, "é..."},          // never half a character
+		{"abc", 0, ""},
+	} {
+		got := Truncate(c.s, c.n)
+		if got != c.want || len(got) > max(c.n, 0) || !utf8.ValidString(got) {
+			t.Errorf("Truncate(%q, %d) = %q, want %q", c.s, c.n, got, c.want)
+		}
 	}
 }

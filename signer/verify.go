@@ -130,7 +130,7 @@ func Verify(envelope []byte, keys *KeySet) (*Verified, error) {
 		switch name {
 		case "receipt", "signature", "payload":
 		default:
-			return nil, verr(StepEnvelope, ErrMalformed, fmt.Errorf("unknown member %q", truncate(name)))
+			return nil, verr(StepEnvelope, ErrMalformed, fmt.Errorf("unknown member %q", Truncate(name, maxErrText)))
 		}
 	}
 
@@ -152,7 +152,7 @@ func Verify(envelope []byte, keys *KeySet) (*Verified, error) {
 	}
 	key, ok := keys.Lookup(r.KID)
 	if !ok || len(key.Key) != ed25519.PublicKeySize {
-		return nil, verr(StepKey, ErrUnknownKey, fmt.Errorf("kid %q", truncate(r.KID)))
+		return nil, verr(StepKey, ErrUnknownKey, fmt.Errorf("kid %q", Truncate(r.KID, maxErrText)))
 	}
 	if !key.NotBefore.IsZero() && signedAt.Before(key.NotBefore) {
 		return nil, verr(StepWindow, ErrOutsideWindow,
@@ -246,7 +246,7 @@ func parseSignature(raw json.RawMessage) (Signature, []byte, error) {
 		return Signature{}, nil, errors.New("signature has unknown members")
 	}
 	if s.Alg != Alg {
-		return Signature{}, nil, fmt.Errorf("signature alg %q is not %q", truncate(s.Alg), Alg)
+		return Signature{}, nil, fmt.Errorf("signature alg %q is not %q", Truncate(s.Alg, maxErrText), Alg)
 	}
 	sig, err := decodeB64(s.Sig)
 	if err != nil || len(sig) != ed25519.SignatureSize {

@@ -2,6 +2,8 @@ package signer
 
 import (
 	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -85,4 +87,37 @@ func webhookSignatures(header, version string, size int) [][]byte {
 
 func isASCIISpace(r rune) bool {
 	return r == ' ' || r == '\t' || r == '\n' || r == '\v' || r == '\f' || r == '\r'
+}
+
+// WebhookSignatureV1 returns one Standard Webhooks symmetric signature,
+// "v1,<base64 std encoding of HMAC-SHA256 over msgID.ts.body>", keyed with
+// the endpoint secret's key bytes (the base64 after "whsec_", decoded).
+// HMAC-SHA256 with a random key of at least 16 bytes is a sound MAC;
+// receivers must compare it in constant time (VerifyWebhookV1 does).
+func WebhookSignatureV1(key []byte, msgID string, ts int64, body []byte) string {
+	m := hmac.New(sha256.New, key)
+	m.Write(webhookSigningInput(msgID, ts, body))
+	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
+}
+
+// ErrWebhookSignatureV1 reports a webhook-signature header with no valid v1
+// signature for the given secret.
+var ErrWebhookSignatureV1 = errors.New("no valid v1 webhook signature")
+
+// VerifyWebhookV1 checks that header, a space-separated list of
+// "<version>,<signature>" entries, holds at least one v1 signature made
+// with key over msgID.ts.body. Entries of other versions (v1a) are skipped,
+// and the comparison is constant-time. Checking the timestamp's age is the
+// caller's job.
+func VerifyWebhookV1(key []byte, msgID string, ts int64, body []byte, header string) error {
+	if len(header) > MaxWebhookSignatureHeader {
+		return fmt.Errorf("verify webhook signature: %w: header is %d bytes, limit %d", ErrTooLarge, len(header), MaxWebhookSignatureHeader)
+	}
+	want := []byte(WebhookSignatureV1(key, msgID, ts, body))
+	for _, entry := range strings.Fields(header) {
+		if hmac.Equal([]byte(entry), want) {
+			return nil
+		}
+	}
+	return ErrWebhookSignatureV1
 }

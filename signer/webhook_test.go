@@ -4,8 +4,13 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 )
 
 func TestWebhookV1a(t *testing.T) {
@@ -69,5 +74,53 @@ func TestWebhookV1a(t *testing.T) {
 	}
 	if got := WebhookSignatureV1a(PrivateKey{}, msgID, ts, body); got != "" {
 		t.Fatalf("signature with no key = %q", got)
+	}
+}
+
+// TestWebhookV1 checks the v1 HMAC signature against the Standard Webhooks
+// reference library, which verifies it, and VerifyWebhookV1 against the
+// usual ways a header can be wrong.
+func TestWebhookV1(t *testing.T) {
+	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const msgID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
+	ts := time.Now().Unix()
+	body := []byte(`{"test": 2432232314}`)
+	sig := WebhookSignatureV1(key, msgID, ts, body)
+	wh, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := http.Header{}
+	h.Set("webhook-id", msgID)
+	h.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
+	h.Set("webhook-signature", sig)
+	if err := wh.Verify(body, h); err != nil {
+		t.Fatalf("the reference library refuses %q: %v", sig, err)
+	}
+	other := WebhookSignatureV1([]byte("another key of 16+ bytes"), msgID, ts, body)
+	v1a := WebhookSignatureV1a(testKey(t), msgID, ts, body)
+	for _, c := range []struct {
+		name, header string
+		body         []byte
+		ok           bool
+	}{
+		{"valid", sig, body, true},
+		{"among others", v1a + " " + other + " " + sig, body, true},
+		{"other key", other, body, false},
+		{"changed body", sig, []byte(`{"test": 2432232315}`), false},
+		{"v1a prefix", "v1a," + strings.TrimPrefix(sig, "v1,"), body, false},
+		{"empty", "", body, false},
+		{"too long", sig + strings.Repeat(" ", MaxWebhookSignatureHeader), body, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := VerifyWebhookV1(key, msgID, ts, c.body, c.header)
+			if c.ok != (err == nil) {
+				t.Fatalf("VerifyWebhookV1 = %v, want ok %v", err, c.ok)
+			}
+		})
 	}
 }

@@ -122,7 +122,7 @@ func TestAdminCommands(t *testing.T) {
 			scheduledKeys++
 		case r.Action == "key.rotate" && r.Outcome == "success" && r.Actor == "admin":
 			emergencyRotations++
-		case r.Action == "api.call" && r.Target == "/v1/ingest/{route}":
+		case r.Action == "api.call" && r.Target == "POST /v1/ingest/{route}":
 			ingestCalls++
 			if !strings.HasPrefix(r.Actor, "apikey:") || r.Tenant != "acme" {
 				t.Errorf("ingest api.call recorded as actor %q tenant %q", r.Actor, r.Tenant)

@@ -39,7 +39,7 @@ func (g *gateway) buildServers() error {
 		Enqueuer: g.enqueuer(), Keys: g.tables.keys, Routes: g.tables, NewID: g.ids.New,
 		Auditor: requestAuditor{g}, Idempotency: g.idempotency, Authenticated: noteKey,
 		MaxBodyBytes: g.cfg.Ingest.MaxBodyBytes, RatePerSecond: g.cfg.Ingest.RatePerSecond, Burst: g.cfg.Ingest.Burst,
-		Logger: g.log, Registerer: g.reg,
+		Logger: g.log,
 	})
 	if err != nil {
 		return err
@@ -50,16 +50,15 @@ func (g *gateway) buildServers() error {
 	if g.anonLimit, err = newAnonLimiter(g.reg); err != nil {
 		return err
 	}
-	calls := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sealpost_http_requests_total", Help: "HTTP requests by server, route pattern and status code.",
-	}, []string{"server", "pattern", "code"})
-	if err := g.reg.Register(calls); err != nil {
+	calls, err := newHTTPMetrics(g.reg)
+	if err != nil {
 		return err
 	}
 
 	pub := http.NewServeMux()
-	// Without a method: the handler answers other methods with 405 and
-	// Allow: POST, which the catch-all "/" would otherwise turn into 404.
+	pub.Handle("POST /v1/ingest/{route}", ingest)
+	// Other methods: the handler answers 405 with Allow: POST, which the
+	// catch-all "/" would otherwise turn into 404.
 	pub.Handle("/v1/ingest/{route}", ingest)
 	pub.Handle("GET /.well-known/jwks.json", g.keys.JWKSHandler())
 	pub.Handle("GET /v1/keys", g.keys.HistoryHandler())
@@ -72,7 +71,7 @@ func (g *gateway) buildServers() error {
 	pub.Handle("GET /v1/attachments/{tenant}/{name}", g.tenantAuth(http.HandlerFunc(g.getAttachment)))
 	pub.Handle("/", http.HandlerFunc(notFound))
 	g.httpsSrv = &http.Server{
-		Handler:           g.apiCalls("https", calls, pub),
+		Handler:           securityHeaders(true, g.apiCalls("https", calls, pub)),
 		TLSConfig:         g.certs.serverTLS(),
 		ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout, WriteTimeout: writeTimeout,
 		IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes,
@@ -88,7 +87,7 @@ func (g *gateway) buildServers() error {
 		adm.Handle("POST "+devReceiverPath, devReceiver(g.log, g.devKeySet))
 	}
 	g.adminSrv = &http.Server{
-		Handler:           g.apiCalls("admin", calls, adm),
+		Handler:           securityHeaders(false, g.apiCalls("admin", calls, adm)),
 		ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout, WriteTimeout: 10 * time.Minute,
 		IdleTimeout: idleTimeout, MaxHeaderBytes: maxHeaderBytes,
 		ErrorLog: slogErrorLog(g.log),
@@ -159,11 +158,12 @@ func noteKey(r *http.Request, key *httpin.APIKey) {
 	}
 }
 
-// apiCalls gives every request a request id, counts it, and appends an
-// "api.call" audit entry with method, route pattern, status, API key id and
-// remote address once it is answered.
-func (g *gateway) apiCalls(server string, calls *prometheus.CounterVec, next http.Handler) http.Handler {
+// apiCalls gives every request a request id, counts and times it, and
+// appends an "api.call" audit entry with method, route pattern, status, API
+// key id and remote address once it is answered.
+func (g *gateway) apiCalls(server string, calls *httpMetrics, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
 		rid := newRequestID()
 		r.Header.Set("X-Request-Id", rid)
 		w.Header().Set("X-Request-Id", rid)
@@ -173,14 +173,11 @@ func (g *gateway) apiCalls(server string, calls *prometheus.CounterVec, next htt
 		next.ServeHTTP(rec, r)
 		// Answer first: the audit append below must not delay the client.
 		_ = http.NewResponseController(w).Flush()
-		pattern := r.Pattern
-		if pattern == "" || pattern == "/" {
-			pattern = "unmatched"
-		}
+		pattern := patternLabel(r.Pattern)
 		if rec.code == 0 {
 			rec.code = http.StatusOK
 		}
-		calls.WithLabelValues(server, pattern, strconv.Itoa(rec.code)).Inc()
+		calls.observe(server, pattern, rec.code, time.Since(start))
 		if server == "admin" && (pattern == "GET /metrics" || pattern == "GET /healthz" || pattern == "GET /readyz" || pattern == "POST "+devReceiverPath) {
 			return // probes and scrapes are not API calls
 		}

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -166,26 +167,67 @@ func fetchDocument(ctx context.Context, src, cacert string) ([]byte, error) {
 	return b, nil
 }
 
-func runCheckConfig(args []string, stdout, stderr io.Writer) error {
-	if len(args) != 1 {
-		fmt.Fprintln(stderr, "usage: sealpost check-config FILE")
-		return exitError{code: 2}
+// runCheckConfig is `sealpost check-config [--dev] FILE`: everything
+// `serve --config FILE` (with --dev: `serve --dev --config FILE`) checks
+// before it opens the data dir and the queue, including that the TLS
+// certificate and key load. What only the running system can tell (ports
+// free, the data dir writable, an external NATS server's max_payload, the
+// KMS reachable) is not checked; for an external NATS cluster the
+// max_payload it needs is printed.
+func runCheckConfig(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dev := fs.Bool("dev", false, "check the file as `serve --dev --config FILE` uses it (no tls section needed)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: sealpost check-config [--dev] FILE")
+		fs.PrintDefaults()
+		fmt.Fprintln(stderr, "exit status: 0 valid, 1 invalid, 2 usage error, 3 the file could not be read")
 	}
-	cfg, err := LoadConfig(args[0])
+	pos, err := parseInterspersed(fs, args)
 	if err != nil {
-		fmt.Fprintf(stdout, "%s: invalid\n", args[0])
-		for _, line := range strings.Split(err.Error(), "\n") {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return exitError{code: exitUsage}
+	}
+	file := pos[0]
+	cfg, err := LoadConfig(file)
+	var pathErr *iofs.PathError
+	if errors.As(err, &pathErr) {
+		return exitError{code: exitCannotRun, msg: err.Error()}
+	}
+	if err == nil {
+		err = checkStart(cfg, *dev)
+	}
+	if err != nil {
+		fmt.Fprintf(stdout, "%s: invalid\n", file)
+		for _, line := range strings.Split(strings.TrimPrefix(err.Error(), file+": "), "\n") {
 			fmt.Fprintf(stdout, "  %s\n", line)
 		}
-		return exitError{code: 1}
+		return exitError{code: exitFailed}
 	}
-	fmt.Fprintf(stdout, "%s: ok\n", args[0])
+	fmt.Fprintf(stdout, "%s: ok\n", file)
 	if cfg.NATS.URL != "" {
 		// The external servers' own limit is checked at start; say now
 		// what it must be.
 		need := requiredMaxPayload(cfg)
 		fmt.Fprintf(stdout, "  note: the NATS servers must allow messages of at least %d bytes for ingest.max_body_bytes %d (max_payload: %s in nats-server.conf; the NATS default is 1MB)\n",
 			need, cfg.Ingest.MaxBodyBytes, payloadSetting(need))
+	}
+	return nil
+}
+
+// checkStart checks what serve refuses beyond the file's own rules: the
+// TLS certificate and key, required unless --dev and loaded as a pair.
+func checkStart(cfg *Config, dev bool) error {
+	switch {
+	case cfg.TLS.CertFile == "" && !dev:
+		return errors.New("tls: cert_file and key_file are required (serve --dev generates a self-signed pair; check such a file with --dev)")
+	case cfg.TLS.CertFile != "":
+		if _, err := newCertStore(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
+			return err
+		}
 	}
 	return nil
 }

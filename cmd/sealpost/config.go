@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/sealpost/sealpost/forwarder"
+	"github.com/sealpost/sealpost/keyring"
 )
 
 // Config is the YAML configuration file. Every field documents its unit,
@@ -224,7 +226,7 @@ type RouteConfig struct {
 	// AllowHTTP permits an http:// endpoint (development only). Default false.
 	AllowHTTP bool `yaml:"allow_http"`
 	// MaxConcurrency bounds deliveries in flight to this endpoint per
-	// instance. Default 8.
+	// instance. Default 4.
 	MaxConcurrency int `yaml:"max_concurrency"`
 	// Recipients: mail addresses routed here by the SMTP ingress. Optional.
 	Recipients []string `yaml:"recipients"`
@@ -301,8 +303,8 @@ func LoadConfig(path string) (*Config, error) {
 func ParseConfig(data []byte) (*Config, error) {
 	var cfg Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil {
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("empty configuration")
 		}
@@ -311,6 +313,16 @@ func ParseConfig(data []byte) (*Config, error) {
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		return nil, errors.New("more than one YAML document")
+	}
+	if unknown := unknownKeys(&doc, reflect.TypeFor[Config](), ""); len(unknown) > 0 {
+		return nil, errors.Join(unknown...)
+	}
+	// Strict again as a backstop: anything the walk above missed is still
+	// an error, not silently ignored.
+	strict := yaml.NewDecoder(bytes.NewReader(data))
+	strict.KnownFields(true)
+	if err := strict.Decode(&cfg); err != nil {
+		return nil, yamlError(err)
 	}
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -365,8 +377,12 @@ func (c *Config) Validate() error {
 		if addr == "" || (key == "listen.smtp" && addr == "off") {
 			continue
 		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
+		if _, port, err := net.SplitHostPort(addr); err != nil {
 			bad(key, "must be host:port, got %q", addr)
+		} else if n, err := strconv.Atoi(port); key == "nats.listen" && (err != nil || n < 0 || n > 65535) {
+			// The listeners also take service names ("https"); the
+			// embedded NATS server only a number.
+			bad(key, "port must be a number from 0 to 65535, got %q", port)
 		}
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
@@ -414,11 +430,26 @@ func (c *Config) Validate() error {
 	default:
 		bad("kms.provider", "must be local or aws, got %q", c.KMS.Provider)
 	}
-	if c.KMS.CacheMaxUses < 0 {
-		bad("kms.cache_max_uses", "must not be negative")
+	// The bounds below are the components' own: serve refuses what they
+	// refuse, so check-config must too.
+	if c.KMS.CacheMaxUses < 0 || c.KMS.CacheMaxUses > 1<<30 {
+		bad("kms.cache_max_uses", "must be between 0 (default 100000) and 1073741824, got %d", c.KMS.CacheMaxUses)
 	}
-	if p := c.Keys.PeriodMonths; p != 0 && (p < 1 || 12%p != 0) {
-		bad("keys.period_months", "must divide 12 (1, 2, 3, 4, 6 or 12), got %d", p)
+	if c.KMS.CacheMaxAge > Duration(24*time.Hour) {
+		bad("kms.cache_max_age", "must be at most 24h, got %s", time.Duration(c.KMS.CacheMaxAge))
+	}
+	period := c.Keys.PeriodMonths
+	if period != 0 && (period < 1 || 12%period != 0) {
+		bad("keys.period_months", "must divide 12 (1, 2, 3, 4, 6 or 12), got %d", period)
+	}
+	if period < 1 {
+		period = keyring.DefaultPeriodMonths
+	}
+	if pp, shortest := time.Duration(c.Keys.PrePublish), time.Duration(period)*28*24*time.Hour; pp != 0 && (pp < keyring.MinPrePublish || pp >= shortest) {
+		bad("keys.pre_publish", "must be at least %s and shorter than the shortest period (%s), got %s", keyring.MinPrePublish, shortest, pp)
+	}
+	if g := time.Duration(c.Keys.Grace); g != 0 && (g < keyring.MinGrace || g > keyring.MaxGrace) {
+		bad("keys.grace", "must be between %s and %s, got %s", keyring.MinGrace, keyring.MaxGrace, g)
 	}
 	if c.Ingest.MaxBodyBytes < 1 || c.Ingest.MaxBodyBytes > 4<<20 {
 		bad("ingest.max_body_bytes", "must be between 1 and 4194304, got %d", c.Ingest.MaxBodyBytes)
@@ -436,6 +467,17 @@ func (c *Config) Validate() error {
 	if c.SMTP.MaxHeaderBytes > 1<<20 || c.SMTP.MaxMIMEDepth > 100 || c.SMTP.MaxMIMEParts > 10000 || c.SMTP.InlineAttachmentBytes > 512<<10 {
 		bad("smtp", "max_header_bytes at most 1 MiB, max_mime_depth at most 100, max_mime_parts at most 10000, inline_attachment_bytes at most 512 KiB")
 	}
+	if n := c.SMTP.MaxMessageBytes; n > 0 && n < 1024 {
+		bad("smtp.max_message_bytes", "must be 0 (default) or at least 1024, got %d", n)
+	}
+	if n := c.SMTP.MaxHeaderBytes; n > 0 && n < 1024 {
+		bad("smtp.max_header_bytes", "must be 0 (default) or at least 1024, got %d", n)
+	}
+	for key, d := range map[string]Duration{"smtp.command_timeout": c.SMTP.CommandTimeout, "smtp.data_timeout": c.SMTP.DataTimeout} {
+		if d > 0 && d < Duration(time.Second) {
+			bad(key, "must be 0 (default) or at least 1s, got %s", time.Duration(d))
+		}
+	}
 	if c.Forward.Timeout > Duration(30*time.Second) {
 		bad("forward.timeout", "must be at most 30s (a webhook attempt must end well before the queue hands the message to another worker)")
 	}
@@ -450,6 +492,11 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Forward.Schedule) > 32 {
 		bad("forward.schedule", "at most 32 attempts")
+	}
+	for i, d := range c.Forward.Schedule {
+		if d > Duration(7*24*time.Hour) {
+			bad(fmt.Sprintf("forward.schedule[%d]", i), "must be at most 168h, got %s", time.Duration(d))
+		}
 	}
 	var allowNets []netip.Prefix
 	for i, n := range c.Forward.AllowNetworks {
@@ -477,7 +524,7 @@ func (c *Config) Validate() error {
 	}
 	tenants := map[string]bool{}
 	keyIDs := map[string]bool{}
-	recipients := map[string]bool{}
+	recipients := map[string]string{} // address -> the YAML path of its route
 	for i, t := range c.Tenants {
 		tk := fmt.Sprintf("tenants[%d]", i)
 		if !namePattern.MatchString(t.Name) {
@@ -506,10 +553,19 @@ func (c *Config) Validate() error {
 				if at := strings.LastIndexByte(addr, '@'); at < 1 || at == len(addr)-1 || len(addr) > 254 {
 					bad(fmt.Sprintf("%s.recipients[%d]", rk, k), "not a mail address")
 				}
-				if rkey := t.Name + "/" + r.Name + "/" + addr; recipients[rkey] {
+				// The SMTP ingress routes an address to exactly one route.
+				switch other, dup := recipients[addr]; {
+				case dup && other == rk:
 					bad(fmt.Sprintf("%s.recipients[%d]", rk, k), "listed twice in the route")
-				} else {
-					recipients[rkey] = true
+				case dup:
+					bad(fmt.Sprintf("%s.recipients[%d]", rk, k), "already a recipient of %s", other)
+				default:
+					recipients[addr] = rk
+				}
+			}
+			for k, d := range r.AllowedSenderDomains {
+				if d == "" || strings.ContainsAny(d, "@ ") || !printable(d) {
+					bad(fmt.Sprintf("%s.allowed_sender_domains[%d]", rk, k), "not a domain: %q", d)
 				}
 			}
 			for k, n := range r.AllowedNetworks {
@@ -536,7 +592,72 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	if len(c.Tenants) > 0 && len(recipients) == 0 && c.Listen.SMTP != "off" {
+		bad("listen.smtp", `no route has recipients, so the SMTP ingress has nothing to serve: give a route recipients, or set listen.smtp: "off"`)
+	}
 	return errors.Join(errs...)
+}
+
+// unknownKeys walks a YAML node against the Go type it decodes into and
+// returns one error per key that type does not have, named by its YAML
+// path ("tenants[0].routes[0].secrets") and line.
+func unknownKeys(n *yaml.Node, t reflect.Type, path string) []error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch n.Kind {
+	case yaml.DocumentNode:
+		var errs []error
+		for _, c := range n.Content {
+			errs = append(errs, unknownKeys(c, t, path)...)
+		}
+		return errs
+	case yaml.AliasNode:
+		return unknownKeys(n.Alias, t, path)
+	}
+	if reflect.PointerTo(t).Implements(reflect.TypeFor[yaml.Unmarshaler]()) {
+		return nil // decodes itself (Duration)
+	}
+	join := func(key string) string {
+		if path == "" {
+			return key
+		}
+		return path + "." + key
+	}
+	var errs []error
+	switch {
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		fields := map[string]reflect.Type{}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if f.IsExported() && name != "" && name != "-" {
+				fields[name] = f.Type
+			}
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Tag == "!!merge" {
+				errs = append(errs, unknownKeys(v, t, path)...)
+				continue
+			}
+			ft, ok := fields[k.Value]
+			if !ok {
+				errs = append(errs, fmt.Errorf("%s: unknown key (line %d)", join(k.Value), k.Line))
+				continue
+			}
+			errs = append(errs, unknownKeys(v, ft, join(k.Value))...)
+		}
+	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+		for i, c := range n.Content {
+			errs = append(errs, unknownKeys(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+		}
+	case t.Kind() == reflect.Map && n.Kind == yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			errs = append(errs, unknownKeys(n.Content[i+1], t.Elem(), join(n.Content[i].Value))...)
+		}
+	}
+	return errs
 }
 
 var unknownField = regexp.MustCompile(`field (\S+) not found in type main\.(\S+)`)
@@ -565,11 +686,11 @@ func validateEndpoint(raw string, allowHTTP bool, allow []netip.Prefix) error {
 	err := forwarder.ValidateEndpoint(raw, allowHTTP)
 	if errors.Is(err, forwarder.ErrBlockedAddress) {
 		u, _ := url.Parse(raw)
-		host := u.Hostname()
-		if strings.EqualFold(host, "localhost") {
-			host = "127.0.0.1"
+		host, literal := u.Hostname(), u.Hostname()
+		if forwarder.IsLocalhost(host) {
+			literal = "127.0.0.1"
 		}
-		if a, perr := netip.ParseAddr(host); perr == nil && !forwarder.Blocked(a, allow) {
+		if a, perr := netip.ParseAddr(literal); perr == nil && !forwarder.Blocked(a, allow) {
 			return nil
 		}
 		return fmt.Errorf("%s is in a range the SSRF guard refuses (add it to forward.allow_networks for development only)", host)

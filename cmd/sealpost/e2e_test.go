@@ -20,6 +20,9 @@ import (
 // receiver gets: headers, v1a signature, receipt signature and payload
 // digest, all verified with plain crypto/ed25519 and jcs.
 func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long end-to-end test: skipped with -short")
+	}
 	rcv := newReceiver(t)
 	g := startGateway(t, gatewayOpts{endpoint: rcv.url()})
 	payload := `{"invoice":"INV-1","amount":12.5,"lines":[{"sku":"a","qty":2}]}`
@@ -121,6 +124,9 @@ func must(t *testing.T, err error) {
 // TestReceiverDownThenUp: the endpoint fails at first and recovers later;
 // every message is delivered, with the same webhook-id on every attempt.
 func TestReceiverDownThenUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long end-to-end test: skipped with -short")
+	}
 	rcv := newReceiver(t)
 	rcv.failFirst.Store(6)
 	g := startGateway(t, gatewayOpts{endpoint: rcv.url()})
@@ -148,6 +154,9 @@ func TestReceiverDownThenUp(t *testing.T) {
 // TestRestartBeforeDelivery: the gateway accepts, stops before it could
 // deliver, and a new process on the same data dir delivers.
 func TestRestartBeforeDelivery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long end-to-end test: skipped with -short")
+	}
 	rcv := newReceiver(t)
 	rcv.failFirst.Store(1 << 40) // down for the first process
 	dataDir := t.TempDir()
@@ -175,6 +184,9 @@ func TestRestartBeforeDelivery(t *testing.T) {
 // TestQueueUnavailable: with the external NATS server gone, ingest answers
 // 503 with Retry-After instead of accepting what it could lose.
 func TestQueueUnavailable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long end-to-end test: skipped with -short")
+	}
 	natsDir := t.TempDir()
 	port := freePort(t)
 	ext, err := queue.Open(context.Background(), queue.Config{DataDir: natsDir, ListenAddr: fmt.Sprintf("127.0.0.1:%d", port), Name: "external"})
@@ -210,6 +222,9 @@ func TestQueueUnavailable(t *testing.T) {
 // then reads every file under the data dir, JetStream's store included: the
 // marker is nowhere.
 func TestNoPlaintextAtRest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long end-to-end test: skipped with -short")
+	}
 	rcv := newReceiver(t)
 	rcv.failFirst.Store(2) // some attempts fail, so retries and attempt records happen
 	dataDir := t.TempDir()
@@ -269,6 +284,9 @@ func TestNoPlaintextAtRest(t *testing.T) {
 // TestGracefulShutdown: cancelling run's context stops the gateway cleanly
 // and returns nil.
 func TestGracefulShutdown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long end-to-end test: skipped with -short")
+	}
 	rcv := newReceiver(t)
 	g := startGateway(t, gatewayOpts{endpoint: rcv.url()})
 	if code, _, _ := g.ingest("invoices", `{}`, nil); code != http.StatusAccepted {

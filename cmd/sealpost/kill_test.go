@@ -21,6 +21,9 @@ import (
 // again on the same data dir and checks the message arrives.
 func TestKillBeforeDelivery(t *testing.T) {
 	if testing.Short() {
+		t.Skip("long end-to-end test: skipped with -short")
+	}
+	if testing.Short() {
 		t.Skip("builds the binary")
 	}
 	bin := filepath.Join(t.TempDir(), "sealpost")

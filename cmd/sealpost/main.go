@@ -10,7 +10,12 @@
 //	sealpost apikey new ID [--admin]
 //	sealpost kms rotate-master [--data DIR]
 //	sealpost bench --self [--bare] | --url URL --token T --route R
+//	sealpost health [--ready]                (Docker HEALTHCHECK: the admin listener's probes)
 //	sealpost version
+//
+// Exit status: 0 success, 1 a check failed (verify, check-config, audit
+// verify, health), 2 a usage error, 3 the command could not run (a file or
+// the gateway could not be read or reached, the gateway could not start).
 package main
 
 import (
@@ -23,9 +28,6 @@ import (
 	"syscall"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -36,32 +38,51 @@ func main() {
 		stop()
 	}()
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	var ee exitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee) && ee.code == 0:
-	case errors.As(err, &ee):
-		if ee.msg != "" {
-			fmt.Fprintln(os.Stderr, "sealpost:", ee.msg)
-		}
-		os.Exit(ee.code)
-	default:
-		fmt.Fprintln(os.Stderr, "sealpost:", err)
-		os.Exit(1)
+	code, msg := exitStatus(err)
+	if msg != "" {
+		fmt.Fprintln(os.Stderr, "sealpost:", msg)
 	}
+	stop()
+	os.Exit(code)
 }
 
-// exitError carries a specific exit status (2 for usage errors, 1 for
-// failed checks) out of run.
+// Exit statuses of the command line.
+const (
+	exitOK        = 0
+	exitFailed    = 1 // a check failed: a receipt, a configuration, the audit log, health
+	exitUsage     = 2 // bad arguments
+	exitCannotRun = 3 // a file or the gateway could not be read or reached, or serve could not start
+)
+
+// exitError carries a specific exit status out of run. logged means the
+// message was already written in the log format (serve's fatal errors).
 type exitError struct {
-	code int
-	msg  string
+	code   int
+	msg    string
+	logged bool
 }
 
 func (e exitError) Error() string { return e.msg }
 
+// exitStatus maps run's error to the process's exit status and the message
+// main prints on stderr ("" for none). An error without a status is one the
+// command could not run past.
+func exitStatus(err error) (int, string) {
+	var ee exitError
+	switch {
+	case err == nil:
+		return exitOK, ""
+	case errors.As(err, &ee):
+		if ee.logged {
+			return ee.code, ""
+		}
+		return ee.code, ee.msg
+	}
+	return exitCannotRun, err.Error()
+}
+
 func usageError(format string, args ...any) error {
-	return exitError{code: 2, msg: fmt.Sprintf(format, args...)}
+	return exitError{code: exitUsage, msg: fmt.Sprintf(format, args...)}
 }
 
 const usage = `usage: sealpost <command> [flags]
@@ -77,25 +98,28 @@ commands:
   apikey         make a new API key or admin token and its hash
   kms            rotate the local master key
   bench          measure a gateway: throughput, latency, CPU per message
+  health         probe a running gateway's admin listener (for HEALTHCHECK)
   version        print the version
 
 Run "sealpost <command> -h" for a command's flags.
+
+exit status: 0 success, 1 a check failed, 2 usage error, 3 could not run
 `
 
 // run is the whole program: main only adds the process around it.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return exitError{code: 2}
+		return exitError{code: exitUsage}
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "serve":
-		return runServe(ctx, rest, getenv, stdout, stderr)
+		return fatalLogged(stderr, runServe(ctx, rest, getenv, stdout, stderr))
 	case "verify":
 		return runVerify(ctx, rest, stdout, stderr)
 	case "check-config":
-		return runCheckConfig(rest, stdout, stderr)
+		return runCheckConfig(rest, getenv, stdout, stderr)
 	case "keys":
 		return runKeys(ctx, rest, getenv, stdout, stderr)
 	case "dlq":
@@ -110,9 +134,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runKMS(rest, getenv, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, getenv, stdout, stderr)
+	case "health":
+		return runHealth(ctx, rest, getenv, stdout, stderr)
 	case "version", "-version", "--version":
-		fmt.Fprintln(stdout, "sealpost", version)
-		return nil
+		return runVersion(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -45,6 +45,10 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	fs.BoolVar(&f.dev, "dev", false, "development mode: zero configuration, self-signed certificate, demo tenant and API key")
 	fs.StringVar(&f.webhook, "webhook", "", "with --dev: the demo route's webhook `URL` (default: the built-in receiver on the admin listener)")
 	fs.StringVar(&f.dataDir, "data", getenv("SEALPOST_DATA"), "data `dir` (overrides data_dir; env SEALPOST_DATA)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: sealpost serve [--config FILE] [--dev] [--webhook URL] [--data DIR]")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitError{code: 0}
@@ -126,7 +130,7 @@ type gateway struct {
 func newLogger(w io.Writer, level string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l, ReplaceAttr: logAttr}))
 }
 
 // newGateway builds every component in dependency order. On error it
@@ -139,7 +143,7 @@ func newGateway(ctx context.Context, cfg *Config, devMode bool, dev *devSetup, s
 		}
 	}()
 	g.reg = prometheus.NewRegistry()
-	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoGauge(readBuildInfo()))
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -427,7 +431,8 @@ func (g *gateway) listen() (l listeners, err error) {
 }
 
 func (g *gateway) announce(w io.Writer, l listeners) {
-	fmt.Fprintf(w, "sealpost %s\n", version)
+	g.logStarted(l)
+	fmt.Fprintf(w, "sealpost %s\n", readBuildInfo().version)
 	fmt.Fprintf(w, "  https  listening on %s\n", l.https.Addr())
 	if l.smtp != nil {
 		fmt.Fprintf(w, "  smtp   listening on %s (STARTTLS required)\n", l.smtp.Addr())

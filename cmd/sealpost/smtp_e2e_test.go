@@ -23,6 +23,9 @@ import (
 // stored sealed in the object store, and checks the signed receipts the
 // webhook receives.
 func TestSMTPEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long end-to-end test: skipped with -short")
+	}
 	rcv := newReceiver(t)
 	g := startGateway(t, gatewayOpts{endpoint: rcv.url()})
 	pool := x509.NewCertPool()

@@ -16,12 +16,12 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/sealpost/sealpost/audit"
@@ -87,9 +87,10 @@ type Config struct {
 	Burst         int
 	// RetryAfter is sent with 503 and 429. Default 5s.
 	RetryAfter time.Duration
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
-	Now        func() time.Time
+	// Logger receives one info line per accepted submission (ids, tenant,
+	// route and size, never the payload) and the failures. Default: discard.
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Handler serves POST /v1/ingest/{route}.
@@ -100,7 +101,6 @@ type Handler struct {
 	limiters map[string]*rate.Limiter
 	// instances is how many instances share the rate limits.
 	instances int
-	requests  *prometheus.CounterVec
 }
 
 // New checks cfg and returns the handler.
@@ -132,22 +132,10 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		limiters:  make(map[string]*rate.Limiter),
-		instances: 1,
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sealpost_http_ingest_requests_total",
-			Help: "HTTPS ingest requests by status code.",
-		}, []string{"code"}),
-	}
-	if cfg.Registerer != nil {
-		if err := cfg.Registerer.Register(h.requests); err != nil {
-			return nil, fmt.Errorf("httpin: metrics: %w", err)
-		}
-	}
-	return h, nil
+	// Requests are counted and timed by the server around the handler
+	// (sealpost_http_requests_total and _duration_seconds, pattern
+	// "POST /v1/ingest/{route}"), not here, so none is counted twice.
+	return &Handler{cfg: cfg, log: cfg.Logger, limiters: make(map[string]*rate.Limiter), instances: 1}, nil
 }
 
 // Errors of the ingest API, mapped to problem types by writeError.
@@ -161,6 +149,8 @@ var (
 	errIdemReuse    = errors.New("idempotency key reused with a different body")
 	errIdemInFlight = errors.New("a request with this idempotency key is still in progress")
 	errBadIdemKey   = errors.New("idempotency key must be 1-255 printable ASCII characters")
+	errDupIdemKey   = errors.New("more than one Idempotency-Key header")
+	errSlowBody     = errors.New("the body did not arrive within the server's read timeout")
 	errMethod       = errors.New("method not allowed")
 )
 
@@ -189,7 +179,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
-	h.requests.WithLabelValues("202").Inc()
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Location", "/v1/receipts/"+id)
 	w.WriteHeader(http.StatusAccepted)
@@ -223,6 +212,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 	if !h.limiter(key.ID).Allow() {
 		return "", errRateLimited
 	}
+	idemKeys := r.Header.Values("Idempotency-Key")
+	if len(idemKeys) > 1 {
+		// Which one the client meant is anyone's guess; a proxy may have
+		// added one.
+		return "", errDupIdemKey
+	}
 	idemKey := r.Header.Get("Idempotency-Key")
 	if idemKey != "" && !validIdemKey(idemKey) {
 		return "", errBadIdemKey
@@ -235,6 +230,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return "", errTooLarge
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The server's read timeout ended a body sent too slowly:
+			// the client's fault, not a passing failure of ours.
+			return "", errSlowBody
 		}
 		return "", fmt.Errorf("read body: %w", ingress.Temporary(err))
 	}
@@ -279,6 +279,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 			case prev.BodySHA256 != sub.RawSHA256:
 				return "", errIdemReuse
 			case prev.Done:
+				h.log.Info("ingest replayed", "id", prev.ID, "tenant", route.Tenant, "route", route.Name,
+					"api_key", key.ID, "request_id", r.Header.Get("X-Request-Id"))
 				return prev.ID, nil
 			case !prev.Failed && now.Sub(prev.At) < staleReservation:
 				// The first request with this key is still being queued:
@@ -304,6 +306,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 			h.log.Warn("idempotency complete failed", "err", err)
 		}
 	}
+	h.log.Info("ingest accepted", "id", sub.ID, "tenant", sub.Tenant, "route", sub.Route,
+		"api_key", key.ID, "size", sub.RawSize, "request_id", r.Header.Get("X-Request-Id"))
 	return sub.ID, nil
 }
 
@@ -366,7 +370,7 @@ func toPayload(contentType string, raw []byte) (json.RawMessage, error) {
 	return json.Marshal(struct {
 		ContentType string `json:"content_type"`
 		BodyBase64  string `json:"body_base64"`
-	}{ContentType: truncate(contentType, 255), BodyBase64: base64.StdEncoding.EncodeToString(raw)})
+	}{ContentType: signer.Truncate(contentType, 255), BodyBase64: base64.StdEncoding.EncodeToString(raw)})
 }
 
 // checkJSON rejects what JCS cannot sign reproducibly: duplicate member
@@ -405,7 +409,7 @@ func noDuplicateKeys(dec *json.Decoder) error {
 			if top.key {
 				if s, ok := tok.(string); ok {
 					if _, dup := top.keys[s]; dup {
-						return fmt.Errorf("duplicate member %q", truncate(s, 64))
+						return fmt.Errorf("duplicate member %q", signer.Truncate(s, 64))
 					}
 					top.keys[s] = struct{}{}
 					top.key = false
@@ -446,13 +450,6 @@ func validIdemKey(k string) bool {
 func idempotencyStoreKey(key *APIKey, route, idem string) string {
 	sum := sha256.Sum256([]byte(route + "\x00" + idem))
 	return key.Tenant + "." + key.ID + "." + hex.EncodeToString(sum[:16])
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }
 
 func (h *Handler) limiter(id string) *rate.Limiter {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -90,6 +91,13 @@ type fixture struct {
 
 func newFixture(t testing.TB, mod func(*httpin.Config)) *fixture {
 	t.Helper()
+	return newFixtureServer(t, mod, nil)
+}
+
+// newFixtureServer is newFixture with srvMod applied to the test server
+// before it starts.
+func newFixtureServer(t testing.TB, mod func(*httpin.Config), srvMod func(*http.Server)) *fixture {
+	t.Helper()
 	f := &fixture{enq: &recorder{}, idem: &memIdem{m: map[string][]byte{}}}
 	var keys []httpin.APIKey
 	for _, k := range []struct {
@@ -130,7 +138,11 @@ func newFixture(t testing.TB, mod func(*httpin.Config)) *fixture {
 	f.h = h
 	mux := http.NewServeMux()
 	mux.Handle("/v1/ingest/{route}", h)
-	f.srv = httptest.NewTLSServer(mux)
+	f.srv = httptest.NewUnstartedServer(mux)
+	if srvMod != nil {
+		srvMod(f.srv.Config)
+	}
+	f.srv.StartTLS()
 	t.Cleanup(f.srv.Close)
 	return f
 }
@@ -500,5 +512,66 @@ func TestIdempotencyAfterRefusal(t *testing.T) {
 	f.enq.mu.Unlock()
 	if resp, doc := f.post(t, "POST", "invoices", f.token, "application/json", `{"big":false}`, h); resp.StatusCode != 202 {
 		t.Fatalf("corrected body with the same key: %d %v, want 202", resp.StatusCode, doc)
+	}
+}
+
+// TestDuplicateIdempotencyKey: two Idempotency-Key headers are refused
+// with 400, whether they agree or not; nothing is queued.
+func TestDuplicateIdempotencyKey(t *testing.T) {
+	f := newFixture(t, nil)
+	for _, keys := range [][]string{{"a", "b"}, {"a", "a"}} {
+		req, err := http.NewRequest("POST", f.srv.URL+"/v1/ingest/invoices", strings.NewReader(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+f.token)
+		for _, k := range keys {
+			req.Header.Add("Idempotency-Key", k)
+		}
+		resp, err := f.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&doc)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || doc["type"] != "https://sealpost.dev/problems/invalid-idempotency-key" {
+			t.Errorf("keys %q: %d %v, want 400 invalid-idempotency-key", keys, resp.StatusCode, doc)
+		}
+	}
+	if len(f.enq.subs) != 0 {
+		t.Fatalf("%d submissions queued", len(f.enq.subs))
+	}
+}
+
+// TestSlowBody: a body that does not arrive within the server's read
+// timeout is answered 408 (the client's doing), not 503 (which would invite
+// the same slow retry as a passing failure of ours).
+func TestSlowBody(t *testing.T) {
+	f := newFixtureServer(t, nil, func(s *http.Server) { s.ReadTimeout = 300 * time.Millisecond })
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() {
+		// Half a body, then nothing until the test ends.
+		_, _ = pw.Write([]byte(`{"n":`))
+	}()
+	req, err := http.NewRequest("POST", f.srv.URL+"/v1/ingest/invoices", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+f.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := f.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&doc)
+	if resp.StatusCode != http.StatusRequestTimeout || doc["type"] != "https://sealpost.dev/problems/request-timeout" {
+		t.Fatalf("slow body: %d %v, want 408 request-timeout", resp.StatusCode, doc)
+	}
+	if len(f.enq.subs) != 0 {
+		t.Fatalf("%d submissions queued", len(f.enq.subs))
 	}
 }

@@ -52,6 +52,13 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		p = Problem{Status: http.StatusBadRequest, Type: problemBase + "invalid-json", Title: "Invalid JSON", Detail: err.Error()}
 	case errors.Is(err, errBadIdemKey):
 		p = Problem{Status: http.StatusBadRequest, Type: problemBase + "invalid-idempotency-key", Title: "Invalid Idempotency-Key", Detail: err.Error()}
+	case errors.Is(err, errDupIdemKey):
+		p = Problem{Status: http.StatusBadRequest, Type: problemBase + "invalid-idempotency-key", Title: "Invalid Idempotency-Key", Detail: err.Error()}
+	case errors.Is(err, errSlowBody):
+		// The rest of the body may still be on its way: close the
+		// connection rather than read it.
+		w.Header().Set("Connection", "close")
+		p = Problem{Status: http.StatusRequestTimeout, Type: problemBase + "request-timeout", Title: "Request timeout", Detail: err.Error()}
 	case errors.Is(err, errIdemReuse):
 		p = Problem{Status: http.StatusConflict, Type: problemBase + "idempotency-conflict", Title: "Idempotency key reused", Detail: err.Error()}
 	case errors.Is(err, errIdemInFlight):
@@ -77,6 +84,5 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	if retry {
 		w.Header().Set("Retry-After", strconv.Itoa(int(h.cfg.RetryAfter/time.Second)))
 	}
-	h.requests.WithLabelValues(strconv.Itoa(p.Status)).Inc()
 	WriteProblem(w, p)
 }

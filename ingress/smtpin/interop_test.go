@@ -106,6 +106,9 @@ func checkBigSubmission(t *testing.T, ts *testServer, data []byte) {
 }
 
 func TestInteropSwaks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop test with an outside tool: skipped with -short")
+	}
 	swaks := needTool(t, "swaks")
 	ts := startServer(t, func(c *Config) { c.MaxMessageBytes = 32 << 20 })
 	_, port, _ := net.SplitHostPort(ts.addr)
@@ -176,6 +179,9 @@ s.quit()
 `
 
 func TestInteropPythonSmtplib(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop test with an outside tool: skipped with -short")
+	}
 	py := needTool(t, "python3")
 	ts := startServer(t, func(c *Config) { c.MaxMessageBytes = 32 << 20 })
 	_, port, _ := net.SplitHostPort(ts.addr)

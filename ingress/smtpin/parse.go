@@ -14,7 +14,10 @@ import (
 	"unicode/utf8"
 
 	"github.com/emersion/go-message"
-	"github.com/emersion/go-message/charset"
+	// Registers every charset it knows (ISO-8859-*, Shift_JIS, GB18030,
+	// ...) with go-message, which then decodes bodies and RFC 2047 words
+	// to UTF-8.
+	_ "github.com/emersion/go-message/charset"
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
 
@@ -407,9 +410,3 @@ func (h *headerLimitReader) Read(b []byte) (int, error) {
 	}
 	return n, err
 }
-
-// charsetsRegistered documents why go-message's charset package is
-// imported: it registers every charset it knows (ISO-8859-*, Shift_JIS,
-// GB18030, ...) with go-message, which then decodes bodies and RFC 2047
-// words to UTF-8.
-var charsetsRegistered = charset.Reader

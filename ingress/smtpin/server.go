@@ -266,6 +266,7 @@ type metrics struct {
 	conns    *prometheus.CounterVec
 	messages *prometheus.CounterVec
 	bytes    prometheus.Histogram
+	seconds  *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -283,9 +284,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Size of accepted SMTP messages in bytes.",
 			Buckets: prometheus.ExponentialBuckets(1024, 4, 9),
 		}),
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sealpost_smtp_data_duration_seconds",
+			Help:    "Time from DATA (or the first BDAT) to the answer, by result as in sealpost_smtp_messages_total: the sender's transfer, parsing and the durable queueing.",
+			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 600},
+		}, []string{"result"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.conns, m.messages, m.bytes} {
+		for _, c := range []prometheus.Collector{m.conns, m.messages, m.bytes, m.seconds} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -140,6 +140,7 @@ func (ss *session) Data(r io.Reader) error {
 		result = "rejected"
 	}
 	s.m.messages.WithLabelValues(result).Inc()
+	s.m.seconds.WithLabelValues(result).Observe(time.Since(start).Seconds())
 	attrs := []any{
 		"remote_ip", ss.remoteIP().String(), "sender_domain", addrDomain(ss.from),
 		"size", size, "duration", time.Since(start).Round(time.Millisecond),

@@ -144,6 +144,9 @@ func newAWS(t testing.TB, c AWSConfig) *AWS {
 }
 
 func TestAWSConformance(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop test with an outside tool: skipped with -short")
+	}
 	endpoint := startMoto(t)
 	admin := motoAdmin(t, endpoint)
 	id, _ := createKey(t, admin, "alias/sealpost")
@@ -184,6 +187,9 @@ func TestAWSConformance(t *testing.T) {
 }
 
 func TestAWSKeyForms(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interop test with an outside tool: skipped with -short")
+	}
 	endpoint := startMoto(t)
 	admin := motoAdmin(t, endpoint)
 	id, arn := createKey(t, admin, "alias/forms")

@@ -30,6 +30,7 @@ var (
 	errSenderNotAllowed = errors.New("smtpin: sender not allowed for route")
 	errDKIMRequired     = errors.New("smtpin: route requires a passing aligned DKIM signature")
 	errShuttingDown     = errors.New("smtpin: shutting down")
+	errClosing          = errors.New("smtpin: connection closing after a limit")
 	errPayloadTooLarge  = errors.New("smtpin: message text too large for one payload")
 )
 
@@ -70,6 +71,8 @@ func smtpReply(err error) *smtp.SMTPError {
 		return reply(554, smtp.EnhancedCode{5, 6, 0}, "Message has a line longer than 2000 octets")
 	case errors.Is(err, ErrMalformed):
 		return reply(554, smtp.EnhancedCode{5, 6, 0}, "Message could not be parsed")
+	case errors.Is(err, errClosing):
+		return reply(421, smtp.EnhancedCode{4, 4, 2}, "Connection closing")
 	case errors.Is(err, errShuttingDown):
 		return reply(421, smtp.EnhancedCode{4, 3, 2}, "Service shutting down, try again later")
 	case ingress.IsTemporary(err), errors.Is(err, context.DeadlineExceeded):

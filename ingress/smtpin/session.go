@@ -20,10 +20,19 @@ import (
 	"github.com/sealpost/sealpost/ingress"
 )
 
-type backend struct{ s *Server }
+// backend is the go-smtp backend of one connection.
+type backend struct {
+	s  *Server
+	tc *trackedConn
+}
 
+// NewSession starts a session at HELO/EHLO (again after STARTTLS).
 func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	return &session{s: b.s, conn: c}, nil
+	if b.tc.smtpConn == nil {
+		b.tc.smtpConn = c
+	}
+	b.tc.progress()
+	return &session{s: b.s, conn: c, tc: b.tc}, nil
 }
 
 // session is one SMTP transaction state on one connection. go-smtp calls
@@ -31,6 +40,7 @@ func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 type session struct {
 	s    *Server
 	conn *smtp.Conn
+	tc   *trackedConn
 
 	from    string
 	hasFrom bool
@@ -45,6 +55,9 @@ type recipient struct {
 
 // Mail refuses a sender before STARTTLS, and a declared size over the limit.
 func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
+	if ss.tc.finishing.Load() {
+		return ss.reply(errClosing)
+	}
 	if _, ok := ss.conn.TLSConnectionState(); !ok {
 		return ss.reply(errTLSRequired)
 	}
@@ -58,12 +71,16 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil {
 		ss.size = opts.Size
 	}
+	ss.tc.progress()
 	return nil
 }
 
 // Rcpt accepts a recipient served by a route whose sender restrictions the
 // client meets.
 func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if ss.tc.finishing.Load() {
+		return ss.reply(errClosing)
+	}
 	if _, ok := ss.conn.TLSConnectionState(); !ok {
 		return ss.reply(errTLSRequired)
 	}
@@ -78,6 +95,8 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		return ss.reply(errSenderNotAllowed)
 	}
 	ss.rcpts = append(ss.rcpts, recipient{addr: to, route: r})
+	ss.tc.progress()
+	ss.s.setDataLimit(ss.tc, true)
 	return nil
 }
 
@@ -109,9 +128,10 @@ func (ss *session) senderAllowed(r *Route) bool {
 
 func (ss *session) Reset() {
 	ss.from, ss.hasFrom, ss.size, ss.rcpts = "", false, 0, nil
+	ss.s.setDataLimit(ss.tc, false)
 	// Reset follows the answer to DATA; on a closing server this closes the
 	// connection (see Shutdown).
-	ss.s.setBusy(tracked(ss.conn.Conn()), false)
+	ss.s.setBusy(ss.tc, false)
 }
 
 func (ss *session) Logout() error { return nil }
@@ -121,10 +141,14 @@ func (ss *session) Logout() error { return nil }
 // submission is durably queued.
 func (ss *session) Data(r io.Reader) error {
 	s := ss.s
-	tc := tracked(ss.conn.Conn())
+	tc := ss.tc
+	if tc.finishing.Load() {
+		return ss.reply(errClosing)
+	}
+	tc.progress()
 	s.setBusy(tc, true)
 	start := time.Now()
-	ss.conn.Conn().SetReadDeadline(start.Add(s.cfg.DataTimeout))
+	tc.setDataDeadline(start.Add(s.cfg.DataTimeout))
 
 	// The read deadline covers DATA. With BDAT go-smtp sets a command
 	// deadline before every chunk, so the whole transfer is bounded here.
@@ -148,6 +172,7 @@ func (ss *session) Data(r io.Reader) error {
 		s.log.Warn("message refused", append(attrs, "code", reply.Code, "error", err.Error())...)
 		return reply
 	}
+	tc.delivered()
 	s.log.Info("message accepted", append(attrs, "receipts", strings.Join(ids, " "))...)
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: strings.Join(ids, " ")}
 }

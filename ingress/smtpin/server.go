@@ -42,9 +42,9 @@ func New(c Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:    c,
-		log:    c.Logger.With("component", "smtpin"),
-		routes: make(map[string]*Route),
+		cfg:     c,
+		log:     c.Logger.With("component", "smtpin"),
+		routes:  make(map[string]*Route),
 		conns:   make(map[*trackedConn]struct{}),
 		perIP:   make(map[netip.Prefix]int),
 		drained: make(chan struct{}),

@@ -12,7 +12,6 @@ import (
 
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
-	"github.com/emersion/go-message/textproto"
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-msgauth/dmarc"
 	"golang.org/x/net/publicsuffix"
@@ -71,7 +70,7 @@ func (s *Server) authenticate(ctx context.Context, raw *chunks, ip netip.Addr, m
 	out.results.SPF = checkSPF(ctx, res, ip, spfDomain, sender, helo)
 
 	// The header, for the From domain and the DKIM selectors.
-	hdr, _ := textproto.ReadHeader(bufio.NewReader(io.LimitReader(raw.reader(), int64(s.cfg.MaxHeaderBytes))))
+	hdr, _, _ := readHeader(bufio.NewReader(io.LimitReader(raw.reader(), int64(s.cfg.MaxHeaderBytes))))
 	// DMARC needs exactly one From field with exactly one address (RFC 7489
 	// section 6.6.1). With several fields, DKIM may have signed one while
 	// the payload shows another, so nothing is aligned.

@@ -7,6 +7,7 @@ package smtpin
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -84,6 +85,24 @@ type Dedup interface {
 	Claim(ctx context.Context, key, id string) (existing string, err error)
 }
 
+// ReportSink keeps the TLS-RPT reports (RFC 8460) mailed to
+// Config.ReportAddress. An error wrapping ErrReportRefused refuses the
+// message (554 5.6.0); a temporary one (ingress.Temporary) asks the sender
+// to retry (451).
+type ReportSink interface {
+	PutMailedReport(ctx context.Context, r MailedReport) (id string, err error)
+}
+
+// MailedReport is the report part of a message to Config.ReportAddress.
+type MailedReport struct {
+	// Body is the report: gzip when Gzipped, else JSON.
+	Body    []byte
+	Gzipped bool
+	// RemoteAddr, MailFrom and Auth (receipt.source.auth) say who sent it.
+	RemoteAddr, MailFrom string
+	Auth                 json.RawMessage
+}
+
 // Config configures the SMTP ingress. Zero values take the documented default.
 type Config struct {
 	// Addr is the listen address used by ListenAndServe. Default 127.0.0.1:2525.
@@ -110,6 +129,12 @@ type Config struct {
 	// receipts record "skipped" for each. For development and tests; a
 	// route with RequireDKIM cannot be served then. Default false.
 	AuthOff bool
+	// ReportAddress receives TLS-RPT reports (the mailto: of the _smtp._tls
+	// TXT record): they go to Reports instead of a route. Optional; it must
+	// not be a route's recipient.
+	ReportAddress string
+	// Reports keeps the reports mailed to ReportAddress. Required with it.
+	Reports ReportSink
 	// Logger receives one line per connection problem and per message.
 	// Default: discard.
 	Logger *slog.Logger
@@ -233,6 +258,16 @@ func (c Config) withDefaults() (Config, error) {
 	}
 
 	seen := make(map[string]string)
+	if c.ReportAddress != "" {
+		key := normalizeAddr(c.ReportAddress)
+		if _, domain, ok := splitAddr(key); !ok || domain == "" {
+			return c, fmt.Errorf("smtpin: ReportAddress %q is not an address", c.ReportAddress)
+		}
+		if c.Reports == nil {
+			return c, errors.New("smtpin: Reports is required with ReportAddress")
+		}
+		seen[key] = "TLS reports (ReportAddress)"
+	}
 	names := make(map[string]bool)
 	for i, r := range c.Routes {
 		where := fmt.Sprintf("smtpin: Routes[%d]", i)

@@ -22,6 +22,9 @@ var (
 	ErrMIMETooDeep = errors.New("smtpin: MIME nesting too deep")
 	// ErrTooManyParts: the message has more than MaxMIMEParts parts.
 	ErrTooManyParts = errors.New("smtpin: too many MIME parts")
+	// ErrReportRefused: a message to the TLS report address holds no
+	// readable TLS-RPT report (ReportSink errors wrap it).
+	ErrReportRefused = errors.New("smtpin: TLS report refused")
 	// ErrMalformed: the message header cannot be parsed at all.
 	ErrMalformed = errors.New("smtpin: malformed message")
 
@@ -69,6 +72,8 @@ func smtpReply(err error) *smtp.SMTPError {
 		return reply(554, smtp.EnhancedCode{5, 6, 0}, "Too many MIME parts")
 	case errors.Is(err, smtp.ErrTooLongLine):
 		return reply(554, smtp.EnhancedCode{5, 6, 0}, "Message has a line longer than 2000 octets")
+	case errors.Is(err, ErrReportRefused):
+		return reply(554, smtp.EnhancedCode{5, 6, 0}, "No readable TLS-RPT report in the message")
 	case errors.Is(err, ErrMalformed):
 		return reply(554, smtp.EnhancedCode{5, 6, 0}, "Message could not be parsed")
 	case errors.Is(err, errClosing):

@@ -84,6 +84,12 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if _, ok := ss.conn.TLSConnectionState(); !ok {
 		return ss.reply(errTLSRequired)
 	}
+	if ss.s.cfg.ReportAddress != "" && normalizeAddr(to) == normalizeAddr(ss.s.cfg.ReportAddress) {
+		ss.rcpts = append(ss.rcpts, recipient{addr: to}) // no route: see receiveReport
+		ss.tc.progress()
+		ss.s.setDataLimit(ss.tc, true)
+		return nil
+	}
 	r, ok := ss.s.routes[normalizeAddr(to)]
 	if !ok {
 		ss.s.log.Info("recipient refused: unknown", "rcpt_domain", addrDomain(to), "remote_ip", ss.remoteIP().String())
@@ -205,8 +211,18 @@ func (ss *session) receive(r io.Reader) (ids []string, size int64, err error) {
 	// is refused anyway.
 	auth := s.authenticate(ctx, raw, ss.remoteIP(), ss.from, ss.conn.Hostname())
 	for _, rc := range ss.rcpts {
-		if rc.route.RequireDKIM && !auth.dkimAligned {
+		if rc.route != nil && rc.route.RequireDKIM && !auth.dkimAligned {
 			return nil, size, errDKIMRequired
+		}
+	}
+	for _, rc := range ss.rcpts {
+		if rc.route == nil {
+			id, err := ss.receiveReport(ctx, m, auth.results)
+			if err != nil {
+				return nil, size, err
+			}
+			ids = append(ids, id)
+			break
 		}
 	}
 
@@ -220,6 +236,9 @@ func (ss *session) receive(r io.Reader) (ids []string, size int64, err error) {
 	var order []*Route
 	byRoute := make(map[*Route][]string)
 	for _, rc := range ss.rcpts {
+		if rc.route == nil {
+			continue
+		}
 		if _, ok := byRoute[rc.route]; !ok {
 			order = append(order, rc.route)
 		}
@@ -270,6 +289,42 @@ func (ss *session) receive(r io.Reader) (ids []string, size int64, err error) {
 		ids = append(ids, sub.ID)
 	}
 	return ids, size, nil
+}
+
+// receiveReport hands the TLS-RPT report of a message to the report
+// address to Config.Reports and returns the report's id. The report is the
+// attachment of type application/tlsrpt+gzip or application/tlsrpt+json
+// (RFC 8460 section 5.3), or else one named *.json.gz or *.json.
+func (ss *session) receiveReport(ctx context.Context, m *mailPayload, auth authResults) (string, error) {
+	var part *attachment
+	var gzipped bool
+	for _, a := range m.Attachments {
+		ct, name := strings.ToLower(a.ContentType), strings.ToLower(a.Filename)
+		switch {
+		case ct == "application/tlsrpt+gzip":
+			part, gzipped = a, true
+		case ct == "application/tlsrpt+json":
+			part, gzipped = a, false
+		case part == nil && strings.HasSuffix(name, ".json.gz"):
+			part, gzipped = a, true
+		case part == nil && strings.HasSuffix(name, ".json"):
+			part, gzipped = a, false
+		default:
+			continue
+		}
+		if strings.HasPrefix(ct, "application/tlsrpt+") {
+			break
+		}
+	}
+	if part == nil {
+		return "", fmt.Errorf("%w: no report part", ErrReportRefused)
+	}
+	authJSON, err := marshalJSON(auth)
+	if err != nil {
+		return "", err
+	}
+	return ss.s.cfg.Reports.PutMailedReport(ctx, MailedReport{Body: part.data, Gzipped: gzipped,
+		RemoteAddr: ss.conn.Conn().RemoteAddr().String(), MailFrom: ss.from, Auth: authJSON})
 }
 
 // receiptID returns a new receipt id for the message on route, or, with

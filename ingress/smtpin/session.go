@@ -201,6 +201,48 @@ func (ss *session) receive(r io.Reader) (ids []string, size int64, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DataTimeout)
 	defer cancel()
 
+	// One submission per route, in the order routes first appear in RCPT TO.
+	var order []*Route
+	byRoute := make(map[*Route][]string)
+	for _, rc := range ss.rcpts {
+		if rc.route == nil {
+			continue
+		}
+		if _, ok := byRoute[rc.route]; !ok {
+			order = append(order, rc.route)
+		}
+		byRoute[rc.route] = append(byRoute[rc.route], rc.addr)
+	}
+	// The receipt ids are claimed while the message is parsed and
+	// authenticated: each claim is a durable write, whose wait would
+	// otherwise add to every answer. (A message refused below keeps its
+	// claim; its sender's retry gets the same ids, as intended.)
+	type claims struct {
+		ids []string
+		err error
+	}
+	claimed, done := make(chan claims, 1), make(chan struct{})
+	from := ss.from
+	go func() {
+		defer close(done)
+		var c claims
+		for _, route := range order {
+			id, err := s.receiptID(ctx, receivedAt, rawSHA, from, byRoute[route], route)
+			if err != nil {
+				c.err = err
+				break
+			}
+			c.ids = append(c.ids, id)
+		}
+		claimed <- c
+	}()
+	// A refusal below returns before the claims end: they are cancelled and
+	// waited for, so nothing of this message runs after its answer.
+	defer func() {
+		cancel()
+		<-done
+	}()
+
 	lim := Limits{MaxHeaderBytes: s.cfg.MaxHeaderBytes, MaxMIMEDepth: s.cfg.MaxMIMEDepth, MaxMIMEParts: s.cfg.MaxMIMEParts}
 	m, err := parseMail(raw.reader, raw.size, lim)
 	if err != nil {
@@ -232,20 +274,12 @@ func (ss *session) receive(r io.Reader) (ids []string, size int64, err error) {
 		tlsInfo.Cipher = tls.CipherSuiteName(st.CipherSuite)
 	}
 
-	// One submission per route, in the order routes first appear in RCPT TO.
-	var order []*Route
-	byRoute := make(map[*Route][]string)
-	for _, rc := range ss.rcpts {
-		if rc.route == nil {
-			continue
-		}
-		if _, ok := byRoute[rc.route]; !ok {
-			order = append(order, rc.route)
-		}
-		byRoute[rc.route] = append(byRoute[rc.route], rc.addr)
+	c := <-claimed
+	if c.err != nil {
+		return ids, size, c.err
 	}
 	payloads := make(map[string]json.RawMessage) // by tenant: blob refs are tenant-scoped
-	for _, route := range order {
+	for i, route := range order {
 		payload, ok := payloads[route.Tenant]
 		if !ok {
 			payload, err = s.buildPayload(ctx, m, route.Tenant)
@@ -265,12 +299,8 @@ func (ss *session) receive(r io.Reader) (ids []string, size int64, err error) {
 		if err != nil {
 			return ids, size, err
 		}
-		id, err := s.receiptID(ctx, receivedAt, rawSHA, ss.from, byRoute[route], route)
-		if err != nil {
-			return ids, size, err
-		}
 		sub := &ingress.Submission{
-			ID:         id,
+			ID:         c.ids[i],
 			Tenant:     route.Tenant,
 			Route:      route.Name,
 			Channel:    ingress.ChannelSMTP,

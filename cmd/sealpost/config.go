@@ -137,7 +137,7 @@ type SMTPConfig struct {
 	MaxMessageBytes int64 `yaml:"max_message_bytes"`
 	// MaxRecipients per message. Default 100.
 	MaxRecipients int `yaml:"max_recipients"`
-	// MaxConnsPerIP concurrently. Default 20.
+	// MaxConnsPerIP concurrently, per IPv4 address or IPv6 /64. Default 20.
 	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
 	// CommandTimeout per command. Default 5m.
 	CommandTimeout Duration `yaml:"command_timeout"`

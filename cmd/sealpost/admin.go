@@ -31,6 +31,7 @@ func (g *gateway) adminRoutes(mux *http.ServeMux) {
 	h("POST /admin/receipts/{tenant}/{id}/redeliver", g.adminRedeliver)
 	h("POST /admin/endpoints/{tenant}/{route}/enable", g.adminEnableEndpoint)
 	h("POST /admin/endpoints/{tenant}/{route}/rotate-secret", g.adminRotateSecret)
+	g.mailAdminRoutes(h)
 }
 
 func (g *gateway) adminAuth(next http.Handler) http.Handler {

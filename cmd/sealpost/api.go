@@ -69,6 +69,9 @@ func (g *gateway) buildServers() error {
 	pub.Handle("GET /v1/receipts/{id}/attempts", g.tenantAuth(g.fwd.AttemptsHandler()))
 	pub.Handle("POST /v1/receipts/{id}/redeliver", g.tenantAuth(g.fwd.RedeliverHandler()))
 	pub.Handle("GET /v1/attachments/{tenant}/{name}", g.tenantAuth(http.HandlerFunc(g.getAttachment)))
+	if err := g.mountMail(pub); err != nil {
+		return err
+	}
 	pub.Handle("/", http.HandlerFunc(notFound))
 	g.httpsSrv = &http.Server{
 		Handler:           securityHeaders(true, g.apiCalls("https", calls, pub)),

@@ -82,7 +82,7 @@ nats: {sync_interval: 1ms}`,
 		"highest": {
 			forward: "  workers: 1024\n  max_unacked: 10000000\n  breaker_failures: 1000\n  timeout: 30s\n  schedule: [" +
 				strings.TrimSuffix(strings.Repeat(`"168h",`, 32), ",") + "]",
-			top: `smtp: {max_message_bytes: 104857600, max_header_bytes: 1048576, command_timeout: 24h, data_timeout: 24h,
+			top: `smtp: {max_message_bytes: 104857600, max_header_bytes: 1048576, command_timeout: 24h, data_timeout: 24h, max_session_time: 24h,
   max_mime_depth: 100, max_mime_parts: 10000, inline_attachment_bytes: 524288}
 kms: {cache_max_age: 24h, cache_max_uses: 1073741824}
 keys: {period_months: 12, pre_publish: 8063h, grace: 87600h}

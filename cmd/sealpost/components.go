@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -142,10 +141,10 @@ func (g *gateway) buildSMTP() error {
 	if host == "" {
 		host, _ = os.Hostname()
 	}
-	g.smtp, err = smtpin.New(smtpin.Config{
+	cfg := smtpin.Config{
 		Hostname: host, TLSConfig: g.certs.serverTLS(), Routes: g.tables.smtp,
 		Enqueuer: g.enqueuer(), Blobs: g.blobs, Dedup: dedup, NewID: g.ids.New,
-		Resolver: net.DefaultResolver, Logger: g.log, Registerer: g.reg,
+		Logger: g.log, Registerer: g.reg,
 		MaxMessageBytes: g.cfg.SMTP.MaxMessageBytes, MaxRecipients: g.cfg.SMTP.MaxRecipients,
 		MaxConnsPerIP:  g.cfg.SMTP.MaxConnsPerIP,
 		CommandTimeout: time.Duration(g.cfg.SMTP.CommandTimeout), DataTimeout: time.Duration(g.cfg.SMTP.DataTimeout),
@@ -155,7 +154,11 @@ func (g *gateway) buildSMTP() error {
 		// Payloads above this go to the object store in parts; it must
 		// leave room for the submission around it in one queue message.
 		MaxPayloadBytes: min(smtpin.DefaultMaxPayloadBytes, int(g.q.MaxPayload())-64<<10),
-	})
+	}
+	if err := g.mailConfig(&cfg); err != nil {
+		return err
+	}
+	g.smtp, err = smtpin.New(cfg)
 	return err
 }
 

@@ -140,7 +140,7 @@ type SMTPConfig struct {
 	MaxMessageBytes int64 `yaml:"max_message_bytes"`
 	// MaxRecipients per message. Default 100.
 	MaxRecipients int `yaml:"max_recipients"`
-	// MaxConnsPerIP concurrently. Default 20.
+	// MaxConnsPerIP concurrently, per IPv4 address or IPv6 /64. Default 20.
 	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
 	// CommandTimeout per command. Default 5m.
 	CommandTimeout Duration `yaml:"command_timeout"`
@@ -157,6 +157,21 @@ type SMTPConfig struct {
 	// InlineAttachmentBytes: larger attachments are stored sealed in the
 	// object store and referenced. Default 262144 (256 KiB).
 	InlineAttachmentBytes int64 `yaml:"inline_attachment_bytes"`
+	// MaxJunkCommands in a row that move no message forward (NOOP, RSET,
+	// refused RCPT, ...); one more closes the connection (421). Default 20.
+	MaxJunkCommands int `yaml:"max_junk_commands"`
+	// MaxSessionTime bounds a connection from its start (421 then).
+	// Default 30m; 1m to 24h, at least data_timeout.
+	MaxSessionTime Duration `yaml:"max_session_time"`
+	// Auth: "on" (default) checks SPF, DKIM and DMARC of every message;
+	// "off" makes no DNS lookups and records "skipped" (--dev's setting).
+	Auth string `yaml:"auth"`
+	// DNS of the SPF, DKIM and DMARC lookups; see mail_config.go.
+	DNS SMTPDNSConfig `yaml:"dns"`
+	// MTASTS publishes an MTA-STS policy. Optional; see mail_config.go.
+	MTASTS SMTPMTASTSConfig `yaml:"mta_sts"`
+	// TLSRPT takes TLS-RPT reports. Optional; see mail_config.go.
+	TLSRPT SMTPTLSRPTConfig `yaml:"tls_rpt"`
 }
 
 // ForwardConfig tunes webhook delivery.
@@ -513,6 +528,7 @@ func (c *Config) Validate() error {
 	if !printable(c.Audit.Origin) || strings.ContainsAny(c.Audit.Origin, " +") || len(c.Audit.Origin) > 255 {
 		bad("audit.origin", "must be 1-255 printable characters without spaces or '+'")
 	}
+	c.validateMail(bad)
 	if c.SMTP.Hostname != "" && (!printable(c.SMTP.Hostname) || strings.ContainsAny(c.SMTP.Hostname, " ") || len(c.SMTP.Hostname) > 253) {
 		bad("smtp.hostname", "must be a host name")
 	}

@@ -75,6 +75,9 @@ type gatewayOpts struct {
 	natsReplicas int
 	token        string // reuse API key across restarts
 	admin        string
+	// smtp is the smtp section; default "smtp:\n  auth: \"off\"\n", so
+	// that no DNS query leaves the machine.
+	smtp string
 }
 
 var listenLine = regexp.MustCompile(`(?m)^\s+(https|smtp|admin)\s+listening on (\S+)`)
@@ -97,6 +100,9 @@ func launchGateway(t testing.TB, o gatewayOpts) *testGateway {
 	}
 	if o.logLevel == "" {
 		o.logLevel = "debug"
+	}
+	if o.smtp == "" {
+		o.smtp = "smtp:\n  auth: \"off\"\n"
 	}
 	g := &testGateway{t: t, dataDir: o.dataDir, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	var keyHash, adminHash string
@@ -138,6 +144,7 @@ listen:
 admin:
   token_sha256: %s
 %s
+%s
 tenants:
   - name: acme
     api_keys:
@@ -148,7 +155,7 @@ tenants:
         endpoint: %s
         allow_http: true
         recipients: ["invoices@acme.test"]
-`, o.dataDir, o.logLevel, nats, adminHash, o.extra, keyHash, o.endpoint)
+`, o.dataDir, o.logLevel, nats, adminHash, o.extra, o.smtp, keyHash, o.endpoint)
 	g.cfgFile = filepath.Join(t.TempDir(), "sealpost.yaml")
 	if err := os.WriteFile(g.cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

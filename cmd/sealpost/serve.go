@@ -107,6 +107,7 @@ type gateway struct {
 	keys     *keyring.Keyring
 	auditLog *audit.Log
 	blobs    *blobStore // attachments and large bodies of mail
+	mail     *mailParts // DNS cache, MTA-STS policy, TLS-RPT store (mail_wiring.go)
 	// keyAudit passes the keyring's key.rotate and key.revoke entries to
 	// auditLog, which is opened after the keyring (its checkpoints are
 	// signed with keyring keys).

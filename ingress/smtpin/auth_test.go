@@ -182,6 +182,7 @@ func TestSPF(t *testing.T) {
 			"nospf.example":     {"some other record"},
 			"upper.example":     {"V=SPF1 IP4:192.0.2.1 -ALL"},
 			"redirnone.example": {"v=spf1 redirect=nothing.example"},
+			"ptr.example":       {"v=spf1 ptr -all"},
 		},
 		ip: map[string][]string{
 			"a.example":               {"192.0.2.7"},
@@ -189,7 +190,12 @@ func TestSPF(t *testing.T) {
 			"mx1.example":             {"192.0.2.9"},
 			"192.0.2.7.allow.example": {"127.0.0.2"},
 			"billing.macro.example._spf.macro.example": {"127.0.0.2"},
+			"mail.ptr.example":                         {"192.0.2.7"},
+			"spoof.ptr.example":                        {"198.51.100.99"},
 		},
+		// 192.0.2.7 names a host of ptr.example that resolves back to it;
+		// 192.0.2.8 claims one that does not (the forward check fails).
+		ptr:  map[string][]string{"192.0.2.7": {"mail.ptr.example."}, "192.0.2.8": {"spoof.ptr.example."}},
 		mx:   map[string][]string{"mx.example": {"mx1.example"}},
 		fail: map[string]bool{"broken.example": true},
 	}
@@ -226,6 +232,11 @@ func TestSPF(t *testing.T) {
 		{"missing.example", "192.0.2.7", "none"},
 		{"upper.example", "192.0.2.1", "pass"},
 		{"localhost", "192.0.2.1", "none"},
+		// RFC 7208 section 5.5: ptr matches a validated name in the domain
+		// (the hand-written evaluator never matched it).
+		{"ptr.example", "192.0.2.7", "pass"},
+		{"ptr.example", "192.0.2.8", "fail"},
+		{"ptr.example", "192.0.2.9", "fail"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.domain+"/"+tt.ip, func(t *testing.T) {

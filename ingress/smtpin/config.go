@@ -7,6 +7,7 @@ package smtpin
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,6 +34,8 @@ const (
 	DefaultMaxMIMEParts        = 100
 	DefaultInlineAttachmentMax = 256 << 10
 	DefaultMaxPayloadBytes     = 768 << 10
+	DefaultMaxJunkCommands     = 20
+	DefaultMaxSessionTime      = 30 * time.Minute
 )
 
 // Route sends mail for a set of recipient addresses to one tenant's route.
@@ -57,10 +60,11 @@ type Route struct {
 	RequireDKIM bool
 }
 
-// Resolver looks up DNS TXT records for SPF, DKIM and DMARC. *net.Resolver
-// satisfies it. If the resolver also has LookupIPAddr and LookupMX (as
-// *net.Resolver does), SPF "a" and "mx" mechanisms are evaluated too;
-// otherwise they yield temperror.
+// Resolver looks up DNS TXT records for SPF, DKIM and DMARC.
+// *dnscache.Cache and *net.Resolver satisfy it. If the resolver also has
+// LookupIPAddr, LookupMX and LookupAddr (as both do), the SPF "a", "mx",
+// "exists" and "ptr" mechanisms are evaluated too; otherwise they yield
+// temperror.
 type Resolver interface {
 	LookupTXT(ctx context.Context, name string) ([]string, error)
 }
@@ -79,6 +83,24 @@ type Dedup interface {
 	// Claim stores id under key unless key holds an id already, and
 	// returns the stored id ("" when id was stored).
 	Claim(ctx context.Context, key, id string) (existing string, err error)
+}
+
+// ReportSink keeps the TLS-RPT reports (RFC 8460) mailed to
+// Config.ReportAddress. An error wrapping ErrReportRefused refuses the
+// message (554 5.6.0); a temporary one (ingress.Temporary) asks the sender
+// to retry (451).
+type ReportSink interface {
+	PutMailedReport(ctx context.Context, r MailedReport) (id string, err error)
+}
+
+// MailedReport is the report part of a message to Config.ReportAddress.
+type MailedReport struct {
+	// Body is the report: gzip when Gzipped, else JSON.
+	Body    []byte
+	Gzipped bool
+	// RemoteAddr, MailFrom and Auth (receipt.source.auth) say who sent it.
+	RemoteAddr, MailFrom string
+	Auth                 json.RawMessage
 }
 
 // Config configures the SMTP ingress. Zero values take the documented default.
@@ -105,8 +127,18 @@ type Config struct {
 	// stored many to a write.
 	NewID func(time.Time) string
 	// Resolver answers the DNS queries of SPF, DKIM and DMARC. Required
-	// (use net.DefaultResolver in production).
+	// unless AuthOff (a *dnscache.Cache in production).
 	Resolver Resolver
+	// AuthOff turns SPF, DKIM and DMARC off: no DNS lookups are made and
+	// receipts record "skipped" for each. For development and tests; a
+	// route with RequireDKIM cannot be served then. Default false.
+	AuthOff bool
+	// ReportAddress receives TLS-RPT reports (the mailto: of the _smtp._tls
+	// TXT record): they go to Reports instead of a route. Optional; it must
+	// not be a route's recipient.
+	ReportAddress string
+	// Reports keeps the reports mailed to ReportAddress. Required with it.
+	Reports ReportSink
 	// Logger receives one line per connection problem and per message.
 	// Default: discard.
 	Logger *slog.Logger
@@ -119,14 +151,27 @@ type Config struct {
 	// MaxRecipients is the most RCPT TO per message. Default 100; more get
 	// 452 4.5.3.
 	MaxRecipients int
-	// MaxConnsPerIP is the most simultaneous connections from one client IP
-	// address. Default 20; more get 421 4.7.0 and are closed.
+	// MaxConnsPerIP is the most simultaneous connections from one client
+	// IPv4 address or IPv6 /64. Default 20; more get 421 4.7.0 and are
+	// closed.
 	MaxConnsPerIP int
 	// MaxConns is the most simultaneous connections in total. Default 1000.
 	MaxConns int
-	// CommandTimeout is how long the server waits for the next command.
-	// Default 5 minutes.
+	// CommandTimeout is how long the server waits for the next command,
+	// CRLF included. Default 5 minutes; then 421 4.4.2 and the connection is
+	// closed (a command without its CRLF is not executed).
 	CommandTimeout time.Duration
+	// MaxSessionTime bounds a connection from its start. Default 30
+	// minutes; then 421 4.4.2 and the connection is closed. At least
+	// DataTimeout.
+	MaxSessionTime time.Duration
+	// MaxJunkCommands is the most commands in a row that move no message
+	// forward (NOOP, RSET, VRFY, HELP, a repeated EHLO, refused MAIL and
+	// RCPT, unknown commands); the count starts again after each accepted
+	// message. Default 20; one more gets 421 4.7.0 and the connection is
+	// closed. go-smtp itself closes a connection after its fourth unknown
+	// or malformed command (500 5.5.1).
+	MaxJunkCommands int
 	// DataTimeout is how long a client may take to send one message body,
 	// from the 354 answer to the final dot. Default 10 minutes.
 	DataTimeout time.Duration
@@ -177,6 +222,8 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.MaxMIMEParts, DefaultMaxMIMEParts)
 	setDefault(&c.InlineAttachmentMax, DefaultInlineAttachmentMax)
 	setDefault(&c.MaxPayloadBytes, DefaultMaxPayloadBytes)
+	setDefault(&c.MaxJunkCommands, DefaultMaxJunkCommands)
+	setDefault(&c.MaxSessionTime, DefaultMaxSessionTime)
 
 	switch {
 	case c.Hostname == "":
@@ -189,8 +236,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, errors.New("smtpin: Enqueuer is required")
 	case c.Blobs == nil:
 		return c, errors.New("smtpin: Blobs is required")
-	case c.Resolver == nil:
-		return c, errors.New("smtpin: Resolver is required")
+	case c.Resolver == nil && !c.AuthOff:
+		return c, errors.New("smtpin: Resolver is required (or AuthOff)")
 	case len(c.Routes) == 0:
 		return c, errors.New("smtpin: Routes needs at least one route")
 	case c.MaxMessageBytes < 1024:
@@ -203,6 +250,10 @@ func (c Config) withDefaults() (Config, error) {
 		return c, errors.New("smtpin: MaxConnsPerIP and MaxConns must be positive")
 	case c.CommandTimeout < time.Second || c.DataTimeout < time.Second:
 		return c, errors.New("smtpin: CommandTimeout and DataTimeout must be at least 1s")
+	case c.MaxSessionTime < c.DataTimeout:
+		return c, fmt.Errorf("smtpin: MaxSessionTime %s is below DataTimeout %s", c.MaxSessionTime, c.DataTimeout)
+	case c.MaxJunkCommands < 1:
+		return c, fmt.Errorf("smtpin: MaxJunkCommands %d must be positive", c.MaxJunkCommands)
 	case c.MaxHeaderBytes < 1024:
 		return c, fmt.Errorf("smtpin: MaxHeaderBytes %d is below 1024", c.MaxHeaderBytes)
 	case c.MaxMIMEDepth < 1 || c.MaxMIMEParts < 1:
@@ -214,6 +265,16 @@ func (c Config) withDefaults() (Config, error) {
 	}
 
 	seen := make(map[string]string)
+	if c.ReportAddress != "" {
+		key := normalizeAddr(c.ReportAddress)
+		if _, domain, ok := splitAddr(key); !ok || domain == "" {
+			return c, fmt.Errorf("smtpin: ReportAddress %q is not an address", c.ReportAddress)
+		}
+		if c.Reports == nil {
+			return c, errors.New("smtpin: Reports is required with ReportAddress")
+		}
+		seen[key] = "TLS reports (ReportAddress)"
+	}
 	names := make(map[string]bool)
 	for i, r := range c.Routes {
 		where := fmt.Sprintf("smtpin: Routes[%d]", i)
@@ -241,6 +302,9 @@ func (c Config) withDefaults() (Config, error) {
 			if d == "" || strings.ContainsAny(d, "@ ") {
 				return c, fmt.Errorf("%s (%s/%s): AllowedSenderDomains entry %q is not a domain", where, r.Tenant, r.Name, d)
 			}
+		}
+		if r.RequireDKIM && c.AuthOff {
+			return c, fmt.Errorf("%s (%s/%s): RequireDKIM needs authentication, which AuthOff turns off", where, r.Tenant, r.Name)
 		}
 		for _, p := range r.AllowedNetworks {
 			if !p.IsValid() {

@@ -22,6 +22,9 @@ var (
 	ErrMIMETooDeep = errors.New("smtpin: MIME nesting too deep")
 	// ErrTooManyParts: the message has more than MaxMIMEParts parts.
 	ErrTooManyParts = errors.New("smtpin: too many MIME parts")
+	// ErrReportRefused: a message to the TLS report address holds no
+	// readable TLS-RPT report (ReportSink errors wrap it).
+	ErrReportRefused = errors.New("smtpin: TLS report refused")
 	// ErrMalformed: the message header cannot be parsed at all.
 	ErrMalformed = errors.New("smtpin: malformed message")
 
@@ -30,6 +33,7 @@ var (
 	errSenderNotAllowed = errors.New("smtpin: sender not allowed for route")
 	errDKIMRequired     = errors.New("smtpin: route requires a passing aligned DKIM signature")
 	errShuttingDown     = errors.New("smtpin: shutting down")
+	errClosing          = errors.New("smtpin: connection closing after a limit")
 	errPayloadTooLarge  = errors.New("smtpin: message text too large for one payload")
 )
 
@@ -68,8 +72,12 @@ func smtpReply(err error) *smtp.SMTPError {
 		return reply(554, smtp.EnhancedCode{5, 6, 0}, "Too many MIME parts")
 	case errors.Is(err, smtp.ErrTooLongLine):
 		return reply(554, smtp.EnhancedCode{5, 6, 0}, "Message has a line longer than 2000 octets")
+	case errors.Is(err, ErrReportRefused):
+		return reply(554, smtp.EnhancedCode{5, 6, 0}, "No readable TLS-RPT report in the message")
 	case errors.Is(err, ErrMalformed):
 		return reply(554, smtp.EnhancedCode{5, 6, 0}, "Message could not be parsed")
+	case errors.Is(err, errClosing):
+		return reply(421, smtp.EnhancedCode{4, 4, 2}, "Connection closing")
 	case errors.Is(err, errShuttingDown):
 		return reply(421, smtp.EnhancedCode{4, 3, 2}, "Service shutting down, try again later")
 	case ingress.IsTemporary(err), errors.Is(err, context.DeadlineExceeded):

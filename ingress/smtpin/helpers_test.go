@@ -132,6 +132,7 @@ type fakeResolver struct {
 	txt  map[string][]string
 	ip   map[string][]string
 	mx   map[string][]string
+	ptr  map[string][]string // by address
 	fail map[string]bool
 }
 
@@ -174,6 +175,14 @@ func (r *fakeResolver) LookupMX(_ context.Context, name string) ([]*net.MX, erro
 		out = append(out, &net.MX{Host: h, Pref: 10})
 	}
 	return out, nil
+}
+
+func (r *fakeResolver) LookupAddr(_ context.Context, addr string) ([]string, error) {
+	v, ok := r.ptr[addr]
+	if !ok {
+		return nil, notFound(addr)
+	}
+	return v, nil
 }
 
 func trimDot(s string) string {

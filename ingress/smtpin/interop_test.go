@@ -213,3 +213,31 @@ func TestInteropPythonSmtplib(t *testing.T) {
 		checkBigSubmission(t, ts, data)
 	})
 }
+
+// TestInteropSizeLimitSmtplib: Python's smtplib declares SIZE= and sends a
+// message of exactly the limit, which is accepted; one byte more is refused
+// at MAIL, before the upload.
+func TestInteropSizeLimitSmtplib(t *testing.T) {
+	py := needTool(t, "python3")
+	const limit = 4096
+	ts := startServer(t, func(c *Config) { c.MaxMessageBytes = limit })
+	_, port, _ := net.SplitHostPort(ts.addr)
+	ca := ts.cert.writeCAFile(t)
+	dir := t.TempDir()
+	script := filepath.Join(dir, "send.py")
+	os.WriteFile(script, []byte(smtplibScript), 0o600)
+	for _, tt := range []struct {
+		size int
+		want string
+	}{{limit, "DATA 250"}, {limit + 1, "MAIL 552"}} {
+		msg := filepath.Join(dir, fmt.Sprintf("%d.eml", tt.size))
+		os.WriteFile(msg, messageOfSize(tt.size), 0o600)
+		out, _ := runTool(t, py, script, "127.0.0.1", port, ca, msg, "1")
+		if !strings.Contains(out, tt.want) {
+			t.Errorf("%d bytes: want %q in the output:\n%s", tt.size, tt.want, out)
+		}
+	}
+	if n := len(ts.enq.all()); n != 1 {
+		t.Errorf("%d messages queued, want 1", n)
+	}
+}

@@ -171,15 +171,46 @@ func TestLongLine(t *testing.T) {
 	}
 }
 
-func TestDeclaredSizeOverLimit(t *testing.T) {
+// TestDeclaredSize: MAIL ... SIZE= is judged against the advertised limit
+// before any byte of the message is sent.
+func TestDeclaredSize(t *testing.T) {
 	ts := startServer(t, func(c *Config) { c.MaxMessageBytes = 4096 })
 	tp := ts.rawTLS(t)
-	tp.PrintfLine("MAIL FROM:<a@vendor.example> SIZE=5000")
-	if msg := expect(t, tp, 552); !strings.HasPrefix(msg, "5.3.4") {
-		t.Errorf("answer %q, want 5.3.4", msg)
+	tp.PrintfLine("EHLO client.test")
+	if caps := expect(t, tp, 250); !strings.Contains(caps, "SIZE 4096\n") {
+		t.Errorf("EHLO does not advertise SIZE 4096:\n%s", caps)
 	}
-	tp.PrintfLine("MAIL FROM:<a@vendor.example> SIZE=4000")
+	for _, tt := range []struct {
+		size string
+		code int
+		enh  string
+	}{
+		{"4096", 250, "2.0.0"}, // exactly the limit: accepted, as is the message (TestSizeBoundary)
+		{"4097", 552, "5.3.4"},
+		{"5000", 552, "5.3.4"},
+		{"4294967295", 552, "5.3.4"},
+		// go-smtp parses SIZE as a 32-bit number before the session sees
+		// it and answers 501 for anything larger; this pins that answer
+		// (a permanent refusal all the same).
+		{"999999999999", 501, "5.5.4"},
+	} {
+		tp.PrintfLine("MAIL FROM:<a@vendor.example> SIZE=%s", tt.size)
+		if msg := expect(t, tp, tt.code); !strings.HasPrefix(msg, tt.enh) {
+			t.Errorf("SIZE=%s: answer %q, want %d %s", tt.size, msg, tt.code, tt.enh)
+		}
+		tp.PrintfLine("RSET")
+		expect(t, tp, 250)
+	}
+	// After an accepted RCPT (where the DATA limit is one byte higher), a
+	// new EHLO still advertises the configured limit.
+	tp.PrintfLine("MAIL FROM:<a@vendor.example>")
 	expect(t, tp, 250)
+	tp.PrintfLine("RCPT TO:<invoices@in.example.net>")
+	expect(t, tp, 250)
+	tp.PrintfLine("EHLO client.test")
+	if caps := expect(t, tp, 250); !strings.Contains(caps, "SIZE 4096\n") {
+		t.Errorf("EHLO inside a transaction advertises:\n%s", caps)
+	}
 }
 
 func TestConnectionsPerIP(t *testing.T) {
@@ -366,9 +397,10 @@ func TestConnectionsTotal(t *testing.T) {
 	}
 }
 
-// TestSizeBoundary pins where the size limit falls: go-smtp's DATA reader
-// stops at MaxMessageBytes before it can see the end marker, so the largest
-// accepted message is one byte under the limit.
+// TestSizeBoundary pins where the size limit falls: a message of exactly
+// MaxMessageBytes is accepted (go-smtp's reader alone would stop one byte
+// early, before the end-of-data line), one byte more is refused, with DATA
+// and with BDAT.
 func TestSizeBoundary(t *testing.T) {
 	const limit = 4096
 	ts := startServer(t, func(c *Config) { c.MaxMessageBytes = limit })
@@ -376,18 +408,33 @@ func TestSizeBoundary(t *testing.T) {
 	for _, tt := range []struct {
 		size int
 		ok   bool
-	}{{limit - 1, true}, {limit, false}, {limit + 1, false}} {
-		pad := tt.size - len(simpleMessage)
-		msg := simpleMessage + strings.Repeat(strings.Repeat("y", 98)+"\r\n", pad/100-1)
-		msg += strings.Repeat("y", tt.size-len(msg)-2) + "\r\n"
-		if len(msg) != tt.size {
-			t.Fatalf("built %d bytes, want %d", len(msg), tt.size)
-		}
-		_, err := send(c, "a@vendor.example", []string{"invoices@in.example.net"}, []byte(msg))
+	}{{limit - 1, true}, {limit, true}, {limit + 1, false}} {
+		msg := messageOfSize(tt.size)
+		_, err := send(c, "a@vendor.example", []string{"invoices@in.example.net"}, msg)
 		if (err == nil) != tt.ok || (err != nil && smtpCode(err) != 552) {
-			t.Errorf("%d bytes: got %v, want accepted=%v (else 552)", tt.size, err, tt.ok)
+			t.Errorf("DATA of %d bytes: got %v, want accepted=%v (else 552)", tt.size, err, tt.ok)
 		}
 		c.Reset()
+	}
+	tp := ts.rawTLS(t)
+	for _, tt := range []struct {
+		size int
+		code int
+	}{{limit, 250}, {limit + 1, 552}} {
+		tp.PrintfLine("MAIL FROM:<a@vendor.example>")
+		expect(t, tp, 250)
+		tp.PrintfLine("RCPT TO:<invoices@in.example.net>")
+		expect(t, tp, 250)
+		msg := messageOfSize(tt.size)
+		fmt.Fprintf(tp.W, "BDAT %d\r\n%s", tt.size-100, msg[:tt.size-100])
+		tp.W.Flush()
+		expect(t, tp, 250)
+		fmt.Fprintf(tp.W, "BDAT 100 LAST\r\n%s", msg[tt.size-100:])
+		tp.W.Flush()
+		expect(t, tp, tt.code)
+	}
+	if n := len(ts.enq.all()); n != 3 {
+		t.Errorf("%d messages queued, want 3", n)
 	}
 }
 

@@ -127,7 +127,17 @@ type parser struct {
 	m        *mailPayload
 	text     []string
 	html     []string
+
+	// open reads the message again from its first byte.
+	open func() io.Reader
+	// rawPart, when not zero, makes walk stop at that part and keep its
+	// body as sent, transfer encoding and all, in raw (see undecoded).
+	rawPart int
+	raw     *chunks
 }
+
+// errFoundPart ends the walk of undecoded at the part it looks for.
+var errFoundPart = errors.New("smtpin: part found")
 
 func (p *parser) defect(format string, args ...any) {
 	if len(p.m.Defects) < 50 {
@@ -148,24 +158,15 @@ func parseMail(open func() io.Reader, size int64, lim Limits) (*mailPayload, err
 			Headers: [][2]string{}, Attachments: []*attachment{}, Defects: []string{},
 		},
 	}
-	hr := &headerLimitReader{r: open(), limit: lim.MaxHeaderBytes, lineStart: true}
-	br := bufio.NewReader(hr)
-	h, err := textproto.ReadHeader(br)
-	if hr.exceeded {
-		return nil, ErrHeaderTooLarge
-	}
+	p.open = open
+	br, h, stray, err := p.readTop()
 	if err != nil {
-		// The cause quotes message content: it stays out of the error, which
-		// gets logged.
-		return nil, ErrMalformed
+		return nil, err
 	}
-	ent, err := newEntity(message.Header{Header: h}, br)
-	if err != nil {
-		p.defect("%v", err)
-	}
-	p.topHeader(ent.Header)
+	mh := message.Header{Header: h}
+	p.topHeader(attachmentHeader(mh), stray)
 
-	if err := p.walk(ent, 0); err != nil {
+	if err := p.walk(mh, br, 0); err != nil {
 		return nil, err
 	}
 	if p.keepBody {
@@ -184,10 +185,36 @@ func parseMail(open func() io.Reader, size int64, lim Limits) (*mailPayload, err
 	return p.m, nil
 }
 
-// topHeader fills the header members of the payload.
-func (p *parser) topHeader(h message.Header) {
+// readTop reads the top-level header block and returns the reader
+// positioned at the body.
+func (p *parser) readTop() (*bufio.Reader, textproto.Header, []strayLine, error) {
+	hr := &headerLimitReader{r: p.open(), limit: p.lim.MaxHeaderBytes, lineStart: true}
+	br := bufio.NewReader(hr)
+	h, stray, err := readHeader(br)
+	if hr.exceeded {
+		return nil, h, nil, ErrHeaderTooLarge
+	}
+	if err != nil {
+		// The cause quotes message content: it stays out of the error, which
+		// gets logged.
+		return nil, h, nil, ErrMalformed
+	}
+	return br, h, stray, nil
+}
+
+// topHeader fills the header members of the payload. Stray lines of the
+// header block are kept in headers, in their place, with an empty name.
+func (p *parser) topHeader(h message.Header, stray []strayLine) {
 	fields := h.Fields()
-	for fields.Next() {
+	for i := 0; ; i++ {
+		for len(stray) > 0 && stray[0].after == i {
+			p.m.Headers = append(p.m.Headers, [2]string{"", validUTF8(stray[0].line)})
+			p.defect("header line %d is not a header field; kept in headers with an empty name", stray[0].n)
+			stray = stray[1:]
+		}
+		if !fields.Next() {
+			break
+		}
 		name := fields.Key()
 		if raw, err := fields.Raw(); err == nil {
 			if i := bytes.IndexByte(raw, ':'); i > 0 {
@@ -251,10 +278,25 @@ func (p *parser) addresses(mh mail.Header, key string) []address {
 }
 
 // walk visits an entity and its parts, depth counting multipart levels.
-func (p *parser) walk(ent *message.Entity, depth int) error {
+func (p *parser) walk(h message.Header, body io.Reader, depth int) error {
 	p.parts++
 	if p.parts > p.lim.MaxMIMEParts {
 		return ErrTooManyParts
+	}
+	if p.parts == p.rawPart {
+		c, err := readChunks(body, p.maxBody, nil)
+		if err == nil {
+			p.raw = c
+		}
+		return errFoundPart
+	}
+	ent, err := newEntity(h, body)
+	if err != nil {
+		if p.parts == 1 {
+			p.defect("%v", err)
+		} else {
+			p.defect("part %d: %v", p.parts, err)
+		}
 	}
 	mediaType, params, err := ent.Header.ContentType()
 	if err != nil && ent.Header.Has("Content-Type") {
@@ -280,12 +322,8 @@ func (p *parser) walk(ent *message.Entity, depth int) error {
 				p.defect("part %d: %s: %v", p.parts, mediaType, err)
 				break
 			}
-			part, err := newEntity(message.Header{Header: raw.Header}, raw)
-			if err != nil {
-				p.defect("part %d: %v", p.parts+1, err)
-			}
 			n++
-			if err := p.walk(part, depth+1); err != nil {
+			if err := p.walk(message.Header{Header: raw.Header}, raw, depth+1); err != nil {
 				return err
 			}
 		}
@@ -295,12 +333,47 @@ func (p *parser) walk(ent *message.Entity, depth int) error {
 		}
 		return nil
 	}
+	if p.rawPart != 0 {
+		return nil // looking for another part: leave this body unread
+	}
 
-	filename, body := bodyPart(ent.Header, mediaType)
-	if body {
+	filename, isBody := bodyPart(ent.Header, mediaType)
+	if isBody {
 		return p.readText(ent, mediaType)
 	}
 	return p.readAttachment(ent, mediaType, filename)
+}
+
+// undecoded returns the body of part n as sent, before its transfer
+// encoding is decoded, or nil. It parses the message again up to that
+// part: only mail with a broken encoding pays for it.
+func (p *parser) undecoded(n int) *chunks {
+	q := &parser{lim: p.lim, maxBody: p.maxBody, open: p.open, rawPart: n, m: &mailPayload{}}
+	br, h, _, err := q.readTop()
+	if err != nil {
+		return nil
+	}
+	if err := q.walk(message.Header{Header: h}, br, 0); !errors.Is(err, errFoundPart) {
+		return nil
+	}
+	return q.raw
+}
+
+// keepUndecoded handles a body whose transfer encoding (base64 or
+// quoted-printable) could not be decoded: rather than keep what decoded
+// before the error, or nothing, it returns the part's body as sent and
+// records a defect. It returns nil for any other read error.
+func (p *parser) keepUndecoded(ent *message.Entity, readErr error, what string) *chunks {
+	cte := strings.ToLower(strings.TrimSpace(ent.Header.Get("Content-Transfer-Encoding")))
+	if (cte != "base64" && cte != "quoted-printable") || errors.Is(readErr, ErrMessageTooLarge) {
+		return nil
+	}
+	raw := p.undecoded(p.parts)
+	if raw == nil {
+		return nil
+	}
+	p.defect("part %d: %s: %s: %v; kept as sent, still %s-encoded", p.parts, what, cte, readErr, cte)
+	return raw
 }
 
 // bodyPart tells a text or HTML body from an attachment, whose file name
@@ -318,6 +391,12 @@ func bodyPart(h message.Header, mediaType string) (filename string, body bool) {
 // attachment's size and SHA-256 from what the sender attached. Only the
 // transfer encoding is decoded for them.
 func newEntity(h message.Header, body io.Reader) (*message.Entity, error) {
+	return message.New(attachmentHeader(h), body)
+}
+
+// attachmentHeader is h without the charset parameter when h is the header
+// of a text attachment (see newEntity), else h itself.
+func attachmentHeader(h message.Header) message.Header {
 	mediaType, params, err := h.ContentType()
 	if err == nil && strings.HasPrefix(mediaType, "text/") && params["charset"] != "" {
 		if _, isBody := bodyPart(h, mediaType); !isBody {
@@ -326,13 +405,17 @@ func newEntity(h message.Header, body io.Reader) (*message.Entity, error) {
 			h.SetContentType(mediaType, params)
 		}
 	}
-	return message.New(h, body)
+	return h
 }
 
 func (p *parser) readText(ent *message.Entity, mediaType string) error {
 	c, err := readChunks(ent.Body, p.maxBody, nil)
 	if err != nil {
-		p.defect("part %d: %s body: %v", p.parts, mediaType, err)
+		if raw := p.keepUndecoded(ent, err, mediaType+" body"); raw != nil {
+			c = raw
+		} else {
+			p.defect("part %d: %s body: %v", p.parts, mediaType, err)
+		}
 	}
 	s := c.string()
 	if !utf8.ValidString(s) {
@@ -351,7 +434,15 @@ func (p *parser) readAttachment(ent *message.Entity, mediaType, filename string)
 	h := sha256.New()
 	c, err := readChunks(ent.Body, p.maxBody, h)
 	if err != nil {
-		p.defect("part %d: attachment body: %v", p.parts, err)
+		if raw := p.keepUndecoded(ent, err, "attachment body"); raw != nil {
+			c = raw
+			h.Reset()
+			for _, b := range raw.bufs {
+				h.Write(b)
+			}
+		} else {
+			p.defect("part %d: attachment body: %v", p.parts, err)
+		}
 	}
 	a := &attachment{
 		Filename:    validUTF8(filename),

@@ -120,6 +120,24 @@ func TestParseExpectations(t *testing.T) {
 				t.Errorf("attachment size %d sha256 %s, want the 23 bytes as sent", a.Size, a.SHA256)
 			}
 		}},
+		{"stray-header-lines", func(t *testing.T, m *payloadView) {
+			want(t, "subject", m.Subject, "Invoice 77")
+			want(t, "date", m.Date, "2026-11-22T10:00:00Z")
+			want(t, "stray line", m.Headers[4], [2]string{"", "This line has no colon"})
+			want(t, "defects", len(m.Defects), 3)
+		}},
+		{"bad-transfer-encoding", func(t *testing.T, m *payloadView) {
+			// Undecodable base64 is kept as sent, never emptied.
+			want(t, "text", m.Text, "SGVsbG8gd29ybGQ*broken*")
+			a := m.Attachments[0]
+			sent := "JVBERi0xLjQK!!not base64!!JcTl8uXrp"
+			want(t, "size", a.Size, int64(len(sent)))
+			want(t, "sha256", a.SHA256, sha256Digest([]byte(sent)))
+			want(t, "intact attachment", m.Attachments[1].Size, int64(6))
+			if len(m.Defects) != 2 || !strings.Contains(m.Defects[1], "base64") {
+				t.Errorf("defects %q", m.Defects)
+			}
+		}},
 		{"unknown-charset", func(t *testing.T, m *payloadView) {
 			if len(m.Defects) == 0 || !strings.Contains(m.Text, "kept as they came") {
 				t.Errorf("defects %v, text %q", m.Defects, m.Text)
@@ -154,7 +172,6 @@ func TestParseErrors(t *testing.T) {
 	}{
 		{"header too large", "X-A: " + strings.Repeat("a", 3000) + "\r\n\r\nbody", Limits{MaxHeaderBytes: 2048}, ErrHeaderTooLarge},
 		{"header without end too large", "X-A: " + strings.Repeat("a", 3000), Limits{MaxHeaderBytes: 2048}, ErrHeaderTooLarge},
-		{"malformed header", " leading space\r\n\r\nbody", Limits{}, ErrMalformed},
 		{"too deep", "Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n--a--\r\n", Limits{MaxMIMEDepth: 1}, ErrMIMETooDeep},
 		{"too many parts", "Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n\r\nx\r\n--a\r\n\r\ny\r\n--a--\r\n", Limits{MaxMIMEParts: 2}, ErrTooManyParts},
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -20,14 +21,18 @@ import (
 type Server struct {
 	cfg    Config
 	log    *slog.Logger
-	smtp   *smtp.Server
 	routes map[string]*Route // normalized recipient address -> route
 	m      *metrics
 
+	errLog  *log.Logger
+	tlsConf *tls.Config
+
 	mu      sync.Mutex
 	closing bool
+	ln      net.Listener
 	conns   map[*trackedConn]struct{}
-	perIP   map[netip.Addr]int
+	perIP   map[netip.Prefix]int
+	drained chan struct{} // closed when closing and the last connection ends
 }
 
 // New validates c and returns a server ready to Serve.
@@ -37,11 +42,12 @@ func New(c Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:    c,
-		log:    c.Logger.With("component", "smtpin"),
-		routes: make(map[string]*Route),
-		conns:  make(map[*trackedConn]struct{}),
-		perIP:  make(map[netip.Addr]int),
+		cfg:     c,
+		log:     c.Logger.With("component", "smtpin"),
+		routes:  make(map[string]*Route),
+		conns:   make(map[*trackedConn]struct{}),
+		perIP:   make(map[netip.Prefix]int),
+		drained: make(chan struct{}),
 	}
 	for i := range c.Routes {
 		r := &s.cfg.Routes[i]
@@ -54,22 +60,58 @@ func New(c Config) (*Server, error) {
 		return nil, err
 	}
 
-	srv := smtp.NewServer(backend{s})
-	srv.Addr = c.Addr
-	srv.Domain = c.Hostname
-	srv.TLSConfig = serverTLSConfig(c.TLSConfig)
-	// go-smtp's own limit makes SIZE advertise c.MaxMessageBytes and refuses
-	// MAIL ... SIZE= above it; Data enforces the same limit on its own.
-	srv.MaxMessageBytes = c.MaxMessageBytes
-	srv.MaxRecipients = c.MaxRecipients
-	srv.ReadTimeout = c.CommandTimeout
-	srv.WriteTimeout = c.CommandTimeout
+	s.errLog = log.New(slogWriter{s.log}, "", 0)
+	s.tlsConf = serverTLSConfig(c.TLSConfig)
+	// The STARTTLS handshake moves a session forward: it is no junk command.
+	base := s.tlsConf.GetConfigForClient
+	s.tlsConf.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if tc, ok := hello.Conn.(*trackedConn); ok {
+			tc.progress()
+		}
+		if base != nil {
+			return base(hello)
+		}
+		return nil, nil
+	}
+	return s, nil
+}
+
+// newSMTPServer returns the go-smtp server of one connection. Each
+// connection has its own, so that the size limit can follow the
+// transaction (see setDataLimit).
+func (s *Server) newSMTPServer(tc *trackedConn) *smtp.Server {
+	srv := smtp.NewServer(backend{s: s, tc: tc})
+	srv.Domain = s.cfg.Hostname
+	srv.TLSConfig = s.tlsConf
+	// go-smtp's limit makes SIZE advertise MaxMessageBytes and refuses
+	// MAIL ... SIZE= above it. During a transaction it is one byte higher:
+	// see setDataLimit.
+	srv.MaxMessageBytes = s.cfg.MaxMessageBytes
+	srv.MaxRecipients = s.cfg.MaxRecipients
+	srv.ReadTimeout = s.cfg.CommandTimeout
+	srv.WriteTimeout = s.cfg.CommandTimeout
 	srv.EnableSMTPUTF8 = true
 	// go-smtp advertises REQUIRETLS only on a TLS connection.
 	srv.EnableREQUIRETLS = true
-	srv.ErrorLog = log.New(slogWriter{s.log}, "", 0)
-	s.smtp = srv
-	return s, nil
+	srv.ErrorLog = s.errLog
+	return srv
+}
+
+// setDataLimit sets the size limit go-smtp applies to the message of a
+// connection. go-smtp's DATA reader stops once it has returned
+// MaxMessageBytes bytes, before it can see whether the end-of-data line
+// follows, so a message of exactly the limit would be refused. Once RCPT TO
+// is accepted its limit is one byte higher, so that such a message ends
+// normally; receive refuses anything above MaxMessageBytes itself. Outside
+// a transaction (EHLO's SIZE, MAIL's SIZE=) the limit is the configured one.
+func (s *Server) setDataLimit(tc *trackedConn, inTransaction bool) {
+	if tc == nil || tc.srv == nil {
+		return
+	}
+	tc.srv.MaxMessageBytes = s.cfg.MaxMessageBytes
+	if inTransaction {
+		tc.srv.MaxMessageBytes++
+	}
 }
 
 // serverTLSConfig returns a clone of base that allows TLS 1.2 and 1.3 only,
@@ -106,11 +148,45 @@ func (s *Server) ListenAndServe() error {
 // Serve accepts connections on ln until Shutdown. Connections above
 // MaxConns or MaxConnsPerIP are answered 421 4.7.0 and closed.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.smtp.Serve(&limitListener{Listener: ln, s: s})
-	if errors.Is(err, smtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
 		return nil
 	}
-	return err
+	s.ln = ln
+	s.mu.Unlock()
+	var tempDelay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.isClosing() || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				tempDelay = min(max(2*tempDelay, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed, retrying", "err", err, "delay", tempDelay)
+				time.Sleep(tempDelay)
+				continue
+			}
+			return err
+		}
+		tempDelay = 0
+		if tc := s.admit(c); tc != nil {
+			go s.serveConn(tc)
+		}
+	}
+}
+
+// serveConn runs one connection's SMTP dialogue until it ends.
+func (s *Server) serveConn(tc *trackedConn) {
+	tc.srv = s.newSMTPServer(tc)
+	err := tc.srv.Serve(&oneConnListener{conn: tc})
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		s.log.Warn("connection ended with an error", "remote_ip", tc.ip.String(), "err", err)
+	}
+	tc.Close()
 }
 
 // Shutdown stops accepting connections, closes idle ones and lets messages
@@ -120,31 +196,41 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
-	var idle []*trackedConn
+	ln := s.ln
+	var idle, all []*trackedConn
 	for c := range s.conns {
+		all = append(all, c)
 		if !c.busy {
 			idle = append(idle, c)
 		}
 	}
+	if len(s.conns) == 0 {
+		s.closeDrained()
+	}
 	s.mu.Unlock()
-
-	done := make(chan error, 1)
-	go func() { done <- s.smtp.Shutdown(ctx) }()
+	if ln != nil {
+		ln.Close()
+	}
 	for _, c := range idle {
 		c.Close()
 	}
 	select {
-	case err := <-done:
-		if errors.Is(err, smtp.ErrServerClosed) {
-			err = nil
-		}
-		if err != nil {
-			s.smtp.Close()
-		}
-		return err
+	case <-s.drained:
+		return nil
 	case <-ctx.Done():
-		s.smtp.Close()
+		for _, c := range all {
+			c.Close()
+		}
 		return ctx.Err()
+	}
+}
+
+// closeDrained signals Shutdown that no connection is left. s.mu is held.
+func (s *Server) closeDrained() {
+	select {
+	case <-s.drained:
+	default:
+		close(s.drained)
 	}
 }
 
@@ -171,38 +257,62 @@ func (s *Server) isClosing() bool {
 	return s.closing
 }
 
-// limitListener counts connections in total and per client IP.
-type limitListener struct {
-	net.Listener
-	s *Server
+// admit counts a new connection in total and per client network, or
+// answers it 421 and returns nil when a limit is reached.
+func (s *Server) admit(c net.Conn) *trackedConn {
+	ip := remoteIP(c.RemoteAddr())
+	key := clientNetwork(ip)
+	s.mu.Lock()
+	tooMany := len(s.conns) >= s.cfg.MaxConns || s.perIP[key] >= s.cfg.MaxConnsPerIP
+	var tc *trackedConn
+	if !tooMany && !s.closing {
+		now := time.Now()
+		tc = &trackedConn{Conn: c, s: s, ip: ip, key: key, sessionEnd: now.Add(s.cfg.MaxSessionTime), closed: make(chan struct{})}
+		s.conns[tc] = struct{}{}
+		s.perIP[key]++
+	}
+	s.mu.Unlock()
+	if tc != nil {
+		s.m.conns.WithLabelValues("accepted").Inc()
+		return tc
+	}
+	s.m.conns.WithLabelValues("refused").Inc()
+	s.log.Warn("connection refused: too many connections", "remote_ip", ip.String(), "network", key.String())
+	go refuse(c)
+	return nil
 }
 
-func (l *limitListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		ip := remoteIP(c.RemoteAddr())
-		s := l.s
-		s.mu.Lock()
-		tooMany := len(s.conns) >= s.cfg.MaxConns || s.perIP[ip] >= s.cfg.MaxConnsPerIP
-		var tc *trackedConn
-		if !tooMany && !s.closing {
-			tc = &trackedConn{Conn: c, s: s, ip: ip}
-			s.conns[tc] = struct{}{}
-			s.perIP[ip]++
-		}
-		s.mu.Unlock()
-		if tc != nil {
-			s.m.conns.WithLabelValues("accepted").Inc()
-			return tc, nil
-		}
-		s.m.conns.WithLabelValues("refused").Inc()
-		s.log.Warn("connection refused: too many connections", "remote_ip", ip.String())
-		go refuse(c)
+// clientNetwork is what MaxConnsPerIP counts: an IPv4 address, or the /64 of
+// an IPv6 address (one subscriber or host usually holds a whole /64, so
+// counting single addresses would let it fill every slot).
+func clientNetwork(ip netip.Addr) netip.Prefix {
+	ip = ip.Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p
 	}
+	p, _ := ip.Prefix(ip.BitLen())
+	return p
 }
+
+// oneConnListener hands one connection to a go-smtp server, then blocks
+// until that connection is closed.
+type oneConnListener struct {
+	conn   *trackedConn
+	handed bool
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	if !l.handed {
+		l.handed = true
+		return l.conn, nil
+	}
+	<-l.conn.closed
+	return nil, net.ErrClosed
+}
+
+func (l *oneConnListener) Close() error   { return nil }
+func (l *oneConnListener) Addr() net.Addr { return l.conn.LocalAddr() }
 
 // refuse answers a connection over the limits and closes it.
 func refuse(c net.Conn) {
@@ -211,35 +321,133 @@ func refuse(c net.Conn) {
 	c.Close()
 }
 
-// trackedConn releases its slot in the connection counts when closed.
+// trackedConn is one client connection. It releases its slot in the
+// connection counts when closed, and enforces the limits of a session that
+// go-smtp does not know: the junk command limit, the session time, and the
+// end of a connection whose command read timed out.
 type trackedConn struct {
 	net.Conn
-	s    *Server
-	ip   netip.Addr
+	s          *Server
+	ip         netip.Addr
+	key        netip.Prefix
+	sessionEnd time.Time
+	srv        *smtp.Server // this connection's go-smtp server
+	closed     chan struct{}
+	closeOnce  sync.Once
+
 	busy bool // guarded by s.mu
-	once sync.Once
+
+	// go-smtp reads commands and calls the session from the connection's
+	// goroutine; only Data of a BDAT transfer runs in another, hence the
+	// atomics.
+	smtpConn  *smtp.Conn // set by the first session; Conn() is the current (TLS) connection
+	commands  int        // commands read so far
+	moved     atomic.Bool
+	junk      atomic.Int32 // commands in a row that moved no message forward
+	finishing atomic.Bool  // a final 421 was written; the connection is closing
+}
+
+// progress records that the current command moved the session forward
+// (HELO/EHLO, STARTTLS, MAIL, an accepted RCPT, DATA or BDAT).
+func (c *trackedConn) progress() { c.moved.Store(true) }
+
+// delivered starts the junk count again after an accepted message.
+func (c *trackedConn) delivered() { c.junk.Store(0) }
+
+// SetReadDeadline is called by go-smtp (directly or through the TLS
+// connection) before it reads each command: the previous command is
+// judged then. It also keeps every deadline inside the session time.
+func (c *trackedConn) SetReadDeadline(t time.Time) error {
+	if c.finishing.Load() {
+		return net.ErrClosed
+	}
+	if !c.isBusy() {
+		if c.commands > 0 && !c.moved.Swap(false) {
+			c.junk.Add(1)
+		}
+		c.commands++
+		if n := c.junk.Load(); int(n) > c.s.cfg.MaxJunkCommands {
+			c.s.m.limits.WithLabelValues("junk_commands").Inc()
+			c.s.log.Warn("connection closed: too many commands without a message", "remote_ip", c.ip.String(), "junk", n)
+			c.finish("421 4.7.0 Too many commands without a message, closing connection")
+			return net.ErrClosed
+		}
+	}
+	return c.Conn.SetReadDeadline(c.clamp(t))
+}
+
+// setDataDeadline bounds the message transfer; it is no command read.
+func (c *trackedConn) setDataDeadline(t time.Time) {
+	_ = c.Conn.SetReadDeadline(c.clamp(t))
+}
+
+func (c *trackedConn) SetDeadline(t time.Time) error {
+	return c.Conn.SetDeadline(c.clamp(t))
+}
+
+func (c *trackedConn) clamp(t time.Time) time.Time {
+	if t.IsZero() || t.After(c.sessionEnd) {
+		return c.sessionEnd
+	}
+	return t
+}
+
+// Read passes reads through. When a command read times out, it answers
+// 421 and closes the connection itself: go-smtp's line reader would
+// otherwise hand a command that came without its CRLF to the dialogue as
+// if it were complete. The session methods refuse to act once finishing is
+// set, and go-smtp's answers go nowhere.
+func (c *trackedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	var ne net.Error
+	if err != nil && errors.As(err, &ne) && ne.Timeout() && !c.finishing.Load() && !c.isBusy() {
+		if !time.Now().Before(c.sessionEnd) {
+			c.s.m.limits.WithLabelValues("session_time").Inc()
+			c.s.log.Warn("connection closed: session time limit", "remote_ip", c.ip.String())
+			c.finish("421 4.4.2 Session time limit reached, closing connection")
+		} else {
+			c.s.m.limits.WithLabelValues("command_timeout").Inc()
+			c.finish("421 4.4.2 Idle timeout, closing connection")
+		}
+	}
+	return n, err
+}
+
+// finish writes a last answer on the connection as the client sees it (TLS
+// once STARTTLS completed) and closes it.
+func (c *trackedConn) finish(reply string) {
+	c.finishing.Store(true)
+	var top net.Conn = c
+	if c.smtpConn != nil {
+		top = c.smtpConn.Conn()
+	}
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, _ = top.Write([]byte(reply + "\r\n"))
+	c.Close()
+}
+
+func (c *trackedConn) isBusy() bool {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	return c.busy
 }
 
 func (c *trackedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() {
-		c.s.mu.Lock()
-		delete(c.s.conns, c)
-		if c.s.perIP[c.ip]--; c.s.perIP[c.ip] <= 0 {
-			delete(c.s.perIP, c.ip)
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		s := c.s
+		s.mu.Lock()
+		delete(s.conns, c)
+		if s.perIP[c.key]--; s.perIP[c.key] <= 0 {
+			delete(s.perIP, c.key)
 		}
-		c.s.mu.Unlock()
+		if s.closing && len(s.conns) == 0 {
+			s.closeDrained()
+		}
+		s.mu.Unlock()
 	})
 	return err
-}
-
-// tracked finds the trackedConn under a (possibly TLS) connection.
-func tracked(c net.Conn) *trackedConn {
-	if t, ok := c.(*tls.Conn); ok {
-		c = t.NetConn()
-	}
-	tc, _ := c.(*trackedConn)
-	return tc
 }
 
 func remoteIP(a net.Addr) netip.Addr {
@@ -263,6 +471,7 @@ func (w slogWriter) Write(p []byte) (int, error) {
 }
 
 type metrics struct {
+	limits   *prometheus.CounterVec
 	conns    *prometheus.CounterVec
 	messages *prometheus.CounterVec
 	bytes    prometheus.Histogram
@@ -271,6 +480,10 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
+		limits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sealpost_smtp_limit_closes_total",
+			Help: "SMTP connections closed by a limit: command_timeout, session_time, junk_commands.",
+		}, []string{"limit"}),
 		conns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sealpost_smtp_connections_total",
 			Help: "SMTP connections, by result (accepted, refused over the connection limits).",
@@ -291,7 +504,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"result"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.conns, m.messages, m.bytes, m.seconds} {
+		for _, c := range []prometheus.Collector{m.limits, m.conns, m.messages, m.bytes, m.seconds} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

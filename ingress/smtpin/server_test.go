@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -336,5 +337,39 @@ func TestRetryKeepsReceiptIDs(t *testing.T) {
 	}
 	if last := enq.all()[3]; last.ID == first[0].ID {
 		t.Error("a message from another sender got the first message's id")
+	}
+}
+
+// TestNonStandardMailAccepted: a header line without a colon and an
+// attachment that is not valid base64 are defects, not refusals; the
+// receipt's raw_sha256 covers the bytes as sent.
+func TestNonStandardMailAccepted(t *testing.T) {
+	ts := startServer(t, nil)
+	c := ts.dial(t, true)
+	for _, f := range []string{"stray-header-lines", "bad-transfer-encoding"} {
+		raw, err := os.ReadFile("testdata/corpus/" + f + ".eml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := send(c, "billing@vendor.example", []string{"invoices@in.example.net"}, raw); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		subs := ts.enq.all()
+		sub := subs[len(subs)-1]
+		if sub.RawSHA256 != sha256Digest(raw) || sub.RawSize != int64(len(raw)) {
+			t.Errorf("%s: raw_sha256/raw_size do not cover the bytes sent", f)
+		}
+		var m payloadView
+		if err := json.Unmarshal(sub.Payload, &m); err != nil {
+			t.Fatal(err)
+		}
+		if len(m.Defects) == 0 {
+			t.Errorf("%s: no defects recorded", f)
+		}
+		for _, a := range m.Attachments {
+			if a.Size == 0 {
+				t.Errorf("%s: attachment %s stored with size 0", f, a.Filename)
+			}
+		}
 	}
 }

@@ -20,10 +20,19 @@ import (
 	"github.com/sealpost/sealpost/ingress"
 )
 
-type backend struct{ s *Server }
+// backend is the go-smtp backend of one connection.
+type backend struct {
+	s  *Server
+	tc *trackedConn
+}
 
+// NewSession starts a session at HELO/EHLO (again after STARTTLS).
 func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	return &session{s: b.s, conn: c}, nil
+	if b.tc.smtpConn == nil {
+		b.tc.smtpConn = c
+	}
+	b.tc.progress()
+	return &session{s: b.s, conn: c, tc: b.tc}, nil
 }
 
 // session is one SMTP transaction state on one connection. go-smtp calls
@@ -31,6 +40,7 @@ func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 type session struct {
 	s    *Server
 	conn *smtp.Conn
+	tc   *trackedConn
 
 	from    string
 	hasFrom bool
@@ -45,6 +55,9 @@ type recipient struct {
 
 // Mail refuses a sender before STARTTLS, and a declared size over the limit.
 func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
+	if ss.tc.finishing.Load() {
+		return ss.reply(errClosing)
+	}
 	if _, ok := ss.conn.TLSConnectionState(); !ok {
 		return ss.reply(errTLSRequired)
 	}
@@ -58,14 +71,24 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil {
 		ss.size = opts.Size
 	}
+	ss.tc.progress()
 	return nil
 }
 
 // Rcpt accepts a recipient served by a route whose sender restrictions the
 // client meets.
 func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if ss.tc.finishing.Load() {
+		return ss.reply(errClosing)
+	}
 	if _, ok := ss.conn.TLSConnectionState(); !ok {
 		return ss.reply(errTLSRequired)
+	}
+	if ss.s.cfg.ReportAddress != "" && normalizeAddr(to) == normalizeAddr(ss.s.cfg.ReportAddress) {
+		ss.rcpts = append(ss.rcpts, recipient{addr: to}) // no route: see receiveReport
+		ss.tc.progress()
+		ss.s.setDataLimit(ss.tc, true)
+		return nil
 	}
 	r, ok := ss.s.routes[normalizeAddr(to)]
 	if !ok {
@@ -78,6 +101,8 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		return ss.reply(errSenderNotAllowed)
 	}
 	ss.rcpts = append(ss.rcpts, recipient{addr: to, route: r})
+	ss.tc.progress()
+	ss.s.setDataLimit(ss.tc, true)
 	return nil
 }
 
@@ -109,9 +134,10 @@ func (ss *session) senderAllowed(r *Route) bool {
 
 func (ss *session) Reset() {
 	ss.from, ss.hasFrom, ss.size, ss.rcpts = "", false, 0, nil
+	ss.s.setDataLimit(ss.tc, false)
 	// Reset follows the answer to DATA; on a closing server this closes the
 	// connection (see Shutdown).
-	ss.s.setBusy(tracked(ss.conn.Conn()), false)
+	ss.s.setBusy(ss.tc, false)
 }
 
 func (ss *session) Logout() error { return nil }
@@ -121,10 +147,14 @@ func (ss *session) Logout() error { return nil }
 // submission is durably queued.
 func (ss *session) Data(r io.Reader) error {
 	s := ss.s
-	tc := tracked(ss.conn.Conn())
+	tc := ss.tc
+	if tc.finishing.Load() {
+		return ss.reply(errClosing)
+	}
+	tc.progress()
 	s.setBusy(tc, true)
 	start := time.Now()
-	ss.conn.Conn().SetReadDeadline(start.Add(s.cfg.DataTimeout))
+	tc.setDataDeadline(start.Add(s.cfg.DataTimeout))
 
 	// The read deadline covers DATA. With BDAT go-smtp sets a command
 	// deadline before every chunk, so the whole transfer is bounded here.
@@ -149,6 +179,7 @@ func (ss *session) Data(r io.Reader) error {
 		s.log.Warn("message refused", append(attrs, "code", reply.Code, "error", err.Error())...)
 		return reply
 	}
+	tc.delivered()
 	s.log.Info("message accepted", append(attrs, "receipts", strings.Join(ids, " "))...)
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: strings.Join(ids, " ")}
 }
@@ -171,6 +202,48 @@ func (ss *session) receive(r io.Reader) (ids []string, size int64, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DataTimeout)
 	defer cancel()
 
+	// One submission per route, in the order routes first appear in RCPT TO.
+	var order []*Route
+	byRoute := make(map[*Route][]string)
+	for _, rc := range ss.rcpts {
+		if rc.route == nil {
+			continue
+		}
+		if _, ok := byRoute[rc.route]; !ok {
+			order = append(order, rc.route)
+		}
+		byRoute[rc.route] = append(byRoute[rc.route], rc.addr)
+	}
+	// The receipt ids are claimed while the message is parsed and
+	// authenticated: each claim is a durable write, whose wait would
+	// otherwise add to every answer. (A message refused below keeps its
+	// claim; its sender's retry gets the same ids, as intended.)
+	type claims struct {
+		ids []string
+		err error
+	}
+	claimed, done := make(chan claims, 1), make(chan struct{})
+	from := ss.from
+	go func() {
+		defer close(done)
+		var c claims
+		for _, route := range order {
+			id, err := s.receiptID(ctx, receivedAt, rawSHA, from, byRoute[route], route)
+			if err != nil {
+				c.err = err
+				break
+			}
+			c.ids = append(c.ids, id)
+		}
+		claimed <- c
+	}()
+	// A refusal below returns before the claims end: they are cancelled and
+	// waited for, so nothing of this message runs after its answer.
+	defer func() {
+		cancel()
+		<-done
+	}()
+
 	lim := Limits{MaxHeaderBytes: s.cfg.MaxHeaderBytes, MaxMIMEDepth: s.cfg.MaxMIMEDepth, MaxMIMEParts: s.cfg.MaxMIMEParts}
 	m, err := parseMail(raw.reader, raw.size, lim)
 	if err != nil {
@@ -181,8 +254,18 @@ func (ss *session) receive(r io.Reader) (ids []string, size int64, err error) {
 	// is refused anyway.
 	auth := s.authenticate(ctx, raw, ss.remoteIP(), ss.from, ss.conn.Hostname())
 	for _, rc := range ss.rcpts {
-		if rc.route.RequireDKIM && !auth.dkimAligned {
+		if rc.route != nil && rc.route.RequireDKIM && !auth.dkimAligned {
 			return nil, size, errDKIMRequired
+		}
+	}
+	for _, rc := range ss.rcpts {
+		if rc.route == nil {
+			id, err := ss.receiveReport(ctx, m, auth.results)
+			if err != nil {
+				return nil, size, err
+			}
+			ids = append(ids, id)
+			break
 		}
 	}
 
@@ -192,17 +275,12 @@ func (ss *session) receive(r io.Reader) (ids []string, size int64, err error) {
 		tlsInfo.Cipher = tls.CipherSuiteName(st.CipherSuite)
 	}
 
-	// One submission per route, in the order routes first appear in RCPT TO.
-	var order []*Route
-	byRoute := make(map[*Route][]string)
-	for _, rc := range ss.rcpts {
-		if _, ok := byRoute[rc.route]; !ok {
-			order = append(order, rc.route)
-		}
-		byRoute[rc.route] = append(byRoute[rc.route], rc.addr)
+	c := <-claimed
+	if c.err != nil {
+		return ids, size, c.err
 	}
 	payloads := make(map[string]json.RawMessage) // by tenant: blob refs are tenant-scoped
-	for _, route := range order {
+	for i, route := range order {
 		payload, ok := payloads[route.Tenant]
 		if !ok {
 			payload, err = s.buildPayload(ctx, m, route.Tenant)
@@ -222,12 +300,8 @@ func (ss *session) receive(r io.Reader) (ids []string, size int64, err error) {
 		if err != nil {
 			return ids, size, err
 		}
-		id, err := s.receiptID(ctx, receivedAt, rawSHA, ss.from, byRoute[route], route)
-		if err != nil {
-			return ids, size, err
-		}
 		sub := &ingress.Submission{
-			ID:         id,
+			ID:         c.ids[i],
 			Tenant:     route.Tenant,
 			Route:      route.Name,
 			Channel:    ingress.ChannelSMTP,
@@ -246,6 +320,42 @@ func (ss *session) receive(r io.Reader) (ids []string, size int64, err error) {
 		ids = append(ids, sub.ID)
 	}
 	return ids, size, nil
+}
+
+// receiveReport hands the TLS-RPT report of a message to the report
+// address to Config.Reports and returns the report's id. The report is the
+// attachment of type application/tlsrpt+gzip or application/tlsrpt+json
+// (RFC 8460 section 5.3), or else one named *.json.gz or *.json.
+func (ss *session) receiveReport(ctx context.Context, m *mailPayload, auth authResults) (string, error) {
+	var part *attachment
+	var gzipped bool
+	for _, a := range m.Attachments {
+		ct, name := strings.ToLower(a.ContentType), strings.ToLower(a.Filename)
+		switch {
+		case ct == "application/tlsrpt+gzip":
+			part, gzipped = a, true
+		case ct == "application/tlsrpt+json":
+			part, gzipped = a, false
+		case part == nil && strings.HasSuffix(name, ".json.gz"):
+			part, gzipped = a, true
+		case part == nil && strings.HasSuffix(name, ".json"):
+			part, gzipped = a, false
+		default:
+			continue
+		}
+		if strings.HasPrefix(ct, "application/tlsrpt+") {
+			break
+		}
+	}
+	if part == nil {
+		return "", fmt.Errorf("%w: no report part", ErrReportRefused)
+	}
+	authJSON, err := marshalJSON(auth)
+	if err != nil {
+		return "", err
+	}
+	return ss.s.cfg.Reports.PutMailedReport(ctx, MailedReport{Body: part.data, Gzipped: gzipped,
+		RemoteAddr: ss.conn.Conn().RemoteAddr().String(), MailFrom: ss.from, Auth: authJSON})
 }
 
 // receiptID returns a new receipt id for the message on route, or, with

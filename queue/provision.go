@@ -64,7 +64,9 @@ var errRaced = errors.New("declared by another instance at the same moment")
 func passing(err error) bool {
 	var apiErr *jetstream.APIError
 	switch {
-	case errors.Is(err, errRaced):
+	case errors.Is(err, errRaced), errors.Is(err, jetstream.ErrStreamNotFound):
+		// A stream another instance is creating right now can be seen by
+		// one request and not yet by the next.
 		return true
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
 		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
@@ -90,9 +92,6 @@ func (c *Conn) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) (je
 			// or an operator's change), or another instance is creating
 			// it right now: bring it to ours.
 			s, err = c.js.UpdateStream(ctx, cfg)
-			if errors.Is(err, jetstream.ErrStreamNotFound) {
-				err = errRaced
-			}
 		}
 		if err != nil {
 			return err
@@ -133,7 +132,7 @@ func (c *Conn) ensureKV(ctx context.Context, cfg jetstream.KeyValueConfig) (jets
 		kv, err = c.js.CreateKeyValue(ctx, cfg)
 		if errors.Is(err, jetstream.ErrBucketExists) {
 			kv, err = c.js.UpdateKeyValue(ctx, cfg)
-			if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			if errors.Is(err, jetstream.ErrBucketNotFound) {
 				err = errRaced
 			}
 		}
@@ -149,7 +148,7 @@ func (c *Conn) ensureObjects(ctx context.Context, cfg jetstream.ObjectStoreConfi
 		os, err = c.js.CreateObjectStore(ctx, cfg)
 		if errors.Is(err, jetstream.ErrBucketExists) {
 			os, err = c.js.UpdateObjectStore(ctx, cfg)
-			if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			if errors.Is(err, jetstream.ErrBucketNotFound) {
 				err = errRaced
 			}
 		}

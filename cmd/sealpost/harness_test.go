@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -223,9 +224,23 @@ func (g *testGateway) stop() error {
 		}
 		return err
 	case <-time.After(60 * time.Second):
-		g.t.Fatal("gateway did not stop within 60s")
+		g.t.Fatalf("gateway did not stop within 60s; its goroutines:\n%s", sealpostStacks())
 		return nil
 	}
+}
+
+// sealpostStacks returns the stacks of the goroutines running sealpost
+// code, to show where a shutdown hangs.
+func sealpostStacks() string {
+	buf := make([]byte, 8<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "sealpost/sealpost/") && !strings.Contains(g, "testing.tRunner") {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
 }
 
 func grepLines(s, sub string) string {

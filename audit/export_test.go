@@ -317,8 +317,8 @@ func TestCheckpointHandlerAndGolden(t *testing.T) {
 	c := openConn(t)
 	keys := &testKeys{cur: newTestKey(t, "a"), prev: []signer.PrivateKey{newTestKey(t, "b")}}
 	entries, cps := plainStreams(t, c, "GOLDEN")
-	l := openLog(t, entries, cps, keys, nil)
-	l.writerID = "00000000000000a1" // for the golden export
+	l := openLog(t, entries, cps, keys, func(c *Config) { c.Writers = 1 })
+	l.writers[0].id = "00000000000000a1" // for the golden export
 	rec := httptest.NewRecorder()
 	l.CheckpointHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/v1/audit/checkpoint", nil))
 	if rec.Code != http.StatusServiceUnavailable {

@@ -97,6 +97,9 @@ type Config struct {
 	// IdleCheckpointEvery is the longest time between checkpoints when
 	// nothing was appended. Default 1 hour.
 	IdleCheckpointEvery time.Duration
+	// Writers is how many batches one instance has in flight to the store
+	// at once, each on a hash chain of its own. Default 4.
+	Writers int
 	// StoreTimeout bounds one publish attempt. Default 2s.
 	StoreTimeout time.Duration
 	// RetryFor is how long the writer keeps trying to store a batch whose
@@ -141,10 +144,10 @@ type Log struct {
 	closeMu sync.RWMutex
 	closing bool
 
-	// The writer's chain; only the writer goroutine touches it.
-	writerID string
-	next     uint64 // number of the writer's next record
-	lastLeaf []byte // leaf hash of the writer's newest stored record
+	// writers are the chains this instance writes, one goroutine each.
+	writers []*writer
+	// name is this instance's holder name for the checkpointer lease.
+	name string
 
 	// tmu guards the checkpointer's tree.
 	tmu  sync.Mutex
@@ -158,6 +161,17 @@ type Log struct {
 	lastCP   *checkpointRecord
 	lastCPAt time.Time
 }
+
+// writer is one chain of records: only its goroutine touches it.
+type writer struct {
+	id   string
+	next uint64 // number of the chain's next record
+	last []byte // leaf hash of the chain's newest stored record
+}
+
+// restart starts a new chain: the last message of the old one may or may
+// not have been stored.
+func (w *writer) restart() { w.id, w.next, w.last = randomID(), 0, nil }
 
 type pending struct {
 	e    Entry
@@ -222,6 +236,9 @@ func Open(ctx context.Context, c Config) (*Log, error) {
 	if c.StoreTimeout <= 0 {
 		c.StoreTimeout = 2 * time.Second
 	}
+	if c.Writers <= 0 {
+		c.Writers = 4
+	}
 	if c.RetryFor <= 0 || c.RetryFor > time.Minute {
 		c.RetryFor = time.Minute
 	}
@@ -235,7 +252,7 @@ func Open(ctx context.Context, c Config) (*Log, error) {
 		c.ReadOnly = true
 	}
 	l := &Log{cfg: c, log: c.Logger, entries: c.Stream, cps: c.Checkpoints, m: newMetrics(c.Registerer),
-		writerID: randomID(), exportSlots: make(chan struct{}, maxTenantExports)}
+		name: randomID(), exportSlots: make(chan struct{}, maxTenantExports)}
 	if l.entries == nil || l.cps == nil {
 		if c.Conn == nil {
 			return nil, errors.New("audit: conn or both streams are required")
@@ -253,12 +270,19 @@ func Open(ctx context.Context, c Config) (*Log, error) {
 		if err != nil {
 			return nil, fmt.Errorf("audit: %w", err)
 		}
-		l.cfg.Lease = kv.Lease("checkpointer", l.writerID, leaseTTL, c.Now)
+		l.cfg.Lease = kv.Lease("checkpointer", l.name, leaseTTL, c.Now)
 	}
 	l.in = make(chan []*pending, 4*c.BatchMax)
 	l.stop = make(chan struct{})
 	l.done = make(chan struct{})
-	go l.writer()
+	var wg sync.WaitGroup
+	for range c.Writers {
+		w := &writer{}
+		w.restart()
+		l.writers = append(l.writers, w)
+		wg.Go(func() { l.write(w) })
+	}
+	go func() { wg.Wait(); close(l.done) }()
 	return l, nil
 }
 
@@ -321,9 +345,8 @@ func (l *Log) AppendAll(ctx context.Context, es ...Entry) error {
 
 // AppendAsync queues entries to be written with the next batch and returns
 // without waiting for them to be durable: for records that must not hold up
-// an answer and whose loss costs no message. An entry queued before one
-// that Append waits for is stored no later than it. Invalid entries and a
-// closed log are errors; a failed write is logged and counted
+// an answer and whose loss costs no message. Invalid entries and a closed
+// log are errors; a failed write is logged and counted
 // (sealpost_audit_appends_total{result="error"}). Close writes what is
 // queued.
 func (l *Log) AppendAsync(ctx context.Context, es ...Entry) error {
@@ -348,7 +371,7 @@ func (l *Log) prepare(es []Entry, async bool) ([]*pending, error) {
 			return nil, err
 		}
 		// Encode once here to report size errors to the caller, not the batch.
-		if _, err := encodeRecord(e, head{v: recordV2, writer: l.writerID, n: maxIndex, prev: make([]byte, sha256.Size)}); err != nil {
+		if _, err := encodeRecord(e, head{v: recordV2, writer: "0123456789abcdef", n: maxIndex, prev: make([]byte, sha256.Size)}); err != nil {
 			l.m.appends.WithLabelValues("invalid").Add(float64(len(es)))
 			return nil, err
 		}
@@ -374,9 +397,10 @@ func (l *Log) enqueue(ctx context.Context, ps []*pending) error {
 	}
 }
 
-// writer is the single goroutine that publishes batches.
-func (l *Log) writer() {
-	defer close(l.done)
+// write is the goroutine of one writer: it publishes what queued up while
+// its previous batch was in flight. Entries of one Append call travel
+// together and so share a batch and a chain.
+func (l *Log) write(w *writer) {
 	var batch []*pending
 	for {
 		batch = batch[:0]
@@ -384,11 +408,11 @@ func (l *Log) writer() {
 		case g := <-l.in:
 			batch = append(batch, g...)
 		case <-l.stop:
-			l.drain()
+			l.drain(w)
 			return
 		}
 		batch = l.fill(batch)
-		l.commit(batch)
+		l.commit(w, batch)
 	}
 }
 
@@ -423,7 +447,7 @@ func (l *Log) fill(batch []*pending) []*pending {
 }
 
 // drain commits what is queued at Close.
-func (l *Log) drain() {
+func (l *Log) drain(w *writer) {
 	for {
 		var batch []*pending
 		for len(batch) < l.cfg.BatchMax {
@@ -438,14 +462,14 @@ func (l *Log) drain() {
 		if len(batch) == 0 {
 			return
 		}
-		l.commit(batch)
+		l.commit(w, batch)
 	}
 }
 
 // commit writes batch as one or more messages and answers every waiter.
-func (l *Log) commit(batch []*pending) {
+func (l *Log) commit(w *writer, batch []*pending) {
 	for len(batch) > 0 {
-		n, err := l.publish(batch)
+		n, err := l.publish(w, batch)
 		for _, p := range batch[:n] {
 			p.done <- err
 			if p.async {
@@ -461,18 +485,18 @@ func (l *Log) commit(batch []*pending) {
 	}
 }
 
-// publish writes a prefix of batch as one message, chained to this
-// writer's previous one, and returns its length. A failed publish is
+// publish writes a prefix of batch as one message, chained to w's previous
+// one, and returns its length. A failed publish is
 // repeated with the same bytes and message id, so JetStream stores it once
 // even when an earlier answer was lost; after RetryFor the entries are
 // given up and the writer starts a new chain, since its last message may or
 // may not have been stored.
-func (l *Log) publish(batch []*pending) (int, error) {
+func (l *Log) publish(w *writer, batch []*pending) (int, error) {
 	var data []byte
-	prev := l.lastLeaf
+	prev := w.last
 	n := 0
 	for _, p := range batch {
-		rec, err := encodeRecord(p.e, head{v: recordV2, writer: l.writerID, n: l.next + uint64(n), prev: prev})
+		rec, err := encodeRecord(p.e, head{v: recordV2, writer: w.id, n: w.next + uint64(n), prev: prev})
 		if err != nil { // checked in Append; only a bug gets here
 			return max(n, 1), err
 		}
@@ -486,8 +510,8 @@ func (l *Log) publish(batch []*pending) (int, error) {
 		prev = leafHash(rec)
 		n++
 	}
-	msgID := "audit-" + l.writerID + "-" + strconv.FormatUint(l.next, 10)
-	hdr := map[string]string{"Audit-Writer": l.writerID, "Audit-N": strconv.FormatUint(l.next, 10), "Audit-Count": strconv.Itoa(n)}
+	msgID := "audit-" + w.id + "-" + strconv.FormatUint(w.next, 10)
+	hdr := map[string]string{"Audit-Writer": w.id, "Audit-N": strconv.FormatUint(w.next, 10), "Audit-Count": strconv.Itoa(n)}
 	start := l.cfg.Now()
 	backoff := 50 * time.Millisecond
 	for {
@@ -495,22 +519,22 @@ func (l *Log) publish(batch []*pending) (int, error) {
 		_, _, err := l.entries.AppendOnce(ctx, l.cfg.Subject, msgID, hdr, data)
 		cancel()
 		if err == nil {
-			l.next += uint64(n)
-			l.lastLeaf = prev
+			w.next += uint64(n)
+			w.last = prev
 			l.m.publishes.Inc()
 			l.m.batchSize.Observe(float64(n))
 			return n, nil
 		}
 		if l.cfg.Now().Sub(start)+backoff >= l.cfg.RetryFor {
 			l.log.Error("audit: publish failed; entries given up, starting a new chain", "entries", n, "err", err)
-			l.writerID, l.next, l.lastLeaf = randomID(), 0, nil
+			w.restart()
 			return n, fmt.Errorf("audit: %w: %w", ErrUnavailable, err)
 		}
 		select {
 		case <-l.stop:
 			// Closing: no more than one store timeout of retries.
 			if l.cfg.Now().Sub(start) > l.cfg.StoreTimeout {
-				l.writerID, l.next, l.lastLeaf = randomID(), 0, nil
+				w.restart()
 				return n, fmt.Errorf("audit: %w: %w", ErrUnavailable, err)
 			}
 		default:

@@ -52,8 +52,8 @@ func newTamperFixture(t *testing.T) *tamperFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := openLog(t, f.entries, f.cps, f.keys, nil)
-	l.writerID = "00000000000000a1" // for the golden report
+	l := openLog(t, f.entries, f.cps, f.keys, func(c *Config) { c.Writers = 1 })
+	l.writers[0].id = "00000000000000a1" // for the golden report
 	for i := range 33 {
 		if err := l.Append(ctx, testEntry(i, "acme")); err != nil {
 			t.Fatal(err)

@@ -161,7 +161,11 @@ func (w *Worker) loadState(ctx context.Context, items []*item, now time.Time) {
 	}
 	for _, k := range keys {
 		its := groups[k]
-		stored, err := w.receiptsOf(ctx, k)
+		wanted := map[string]bool{}
+		for _, it := range its {
+			wanted[it.s.ID] = true
+		}
+		stored, err := w.receiptsOf(ctx, k, func(id string, _ uint64) bool { return wanted[id] })
 		if err != nil {
 			w.retryLaterAll(its, err)
 			continue
@@ -381,7 +385,7 @@ func (w *Worker) concludeAll(ctx context.Context, items []*item) {
 	var wg sync.WaitGroup
 	for k, recs := range groups {
 		wg.Go(func() {
-			if _, err := w.storeRecords(ctx, w.cfg.Attempts, attemptSubject(k.tenant, k.group), attemptsFormat, recs); err != nil {
+			if _, _, err := w.storeRecords(ctx, w.cfg.Attempts, attemptSubject(k.tenant, k.group), attemptsFormat, recs, false); err != nil {
 				w.retryLaterAll(owners[k], err)
 			}
 		})

@@ -27,15 +27,21 @@ type storedReceipt struct {
 	sealed []byte
 }
 
-// receiptsOf returns the first receipt stored for each id of a group.
-func (w *Worker) receiptsOf(ctx context.Context, k groupKey) (map[string]storedReceipt, error) {
+// receiptsOf returns the first receipt stored for each id of a group. The
+// sealed bytes are kept only where keep says so (nil keeps all): a worker
+// checking that its own receipts came first needs only the others'.
+func (w *Worker) receiptsOf(ctx context.Context, k groupKey, keep func(id string, seq uint64) bool) (map[string]storedReceipt, error) {
 	out := map[string]storedReceipt{}
 	err := eachRecord(ctx, w.cfg.Receipts, receiptSubject(k.tenant, k.group), receiptsFormat, func(seq uint64, f []string, blob []byte) error {
 		if len(f) != 2 {
 			return fmt.Errorf("forwarder: receipt record at seq %d has %d fields", seq, len(f))
 		}
 		if _, ok := out[f[0]]; !ok {
-			out[f[0]] = storedReceipt{seq: seq, route: f[1], sealed: bytes.Clone(blob)}
+			r := storedReceipt{seq: seq, route: f[1]}
+			if keep == nil || keep(f[0], seq) {
+				r.sealed = bytes.Clone(blob)
+			}
+			out[f[0]] = r
 		}
 		return nil
 	})
@@ -116,8 +122,10 @@ func (w *Worker) ensureReceipts(ctx context.Context, items []*item) {
 	wg.Wait()
 }
 
-// storeReceipts stores the sealed receipts of one group's items and reads
-// the group back, so that each item sends the receipt stored first.
+// storeReceipts stores the sealed receipts of one group's items, so that
+// each item sends the receipt stored first: when nobody else wrote on the
+// group's subject meanwhile (the common case) the items' receipts are the
+// first; otherwise the group is read back.
 func (w *Worker) storeReceipts(ctx context.Context, k groupKey, its []*item) {
 	recs := make([]record, 0, len(its))
 	for _, it := range its {
@@ -125,12 +133,19 @@ func (w *Worker) storeReceipts(ctx context.Context, k groupKey, its []*item) {
 			recs = append(recs, record{fields: []string{it.s.ID, it.s.Route}, blob: it.sealed})
 		}
 	}
-	seqs, err := w.storeRecords(ctx, w.cfg.Receipts, receiptSubject(k.tenant, k.group), receiptsFormat, recs)
+	seqs, first, err := w.storeRecords(ctx, w.cfg.Receipts, receiptSubject(k.tenant, k.group), receiptsFormat, recs, true)
 	if err != nil {
 		w.retryLaterAll(its, fmt.Errorf("forwarder: store receipts: %w", err))
 		return
 	}
-	stored, err := w.receiptsOf(ctx, k)
+	if first {
+		for _, it := range its {
+			it.sealed = nil
+		}
+		return
+	}
+	ours := func(_ string, seq uint64) bool { return !slices.Contains(seqs, seq) }
+	stored, err := w.receiptsOf(ctx, k, ours)
 	if err != nil {
 		w.retryLaterAll(its, err)
 		return
@@ -172,7 +187,13 @@ func buildEnvelope(s *ingress.Submission, key signer.PrivateKey, now time.Time) 
 		RawSHA256:  s.RawSHA256,
 		RawSize:    s.RawSize,
 	}
-	env, err := signer.Sign(r, s.Payload, key)
+	sign := signer.Sign
+	if s.PayloadJCS {
+		sign = func(r signer.Receipt, p json.RawMessage, key signer.PrivateKey) ([]byte, error) {
+			return signer.SignCanonical(r, p, key)
+		}
+	}
+	env, err := sign(r, s.Payload, key)
 	if err != nil {
 		return nil, fmt.Errorf("forwarder: sign receipt: %w", err)
 	}
@@ -189,7 +210,7 @@ func (w *Worker) Receipt(ctx context.Context, tenant, id string) ([]byte, error)
 	if err != nil {
 		return nil, fmt.Errorf("%w: receipt %s", ErrNotFound, truncate(id, 64))
 	}
-	stored, err := w.receiptsOf(ctx, k)
+	stored, err := w.receiptsOf(ctx, k, func(rid string, _ uint64) bool { return rid == id })
 	if err != nil {
 		return nil, err
 	}

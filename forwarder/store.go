@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/sealpost/sealpost/ingress"
@@ -80,36 +81,52 @@ type record struct {
 }
 
 // storeRecords writes recs on subject, as few messages as the message
-// limit allows, and returns the sequence of each message written.
-func (w *Worker) storeRecords(ctx context.Context, s *queue.Stream, subject, format string, recs []record) ([]uint64, error) {
+// limit allows, and returns the sequence of each message written. With
+// first set, the messages are stored only while nobody else writes on the
+// subject: the first only when the subject is empty, each next right after
+// the one before. first reports whether that held for all of them; once it
+// does not, the rest are stored unconditionally.
+func (w *Worker) storeRecords(ctx context.Context, s *queue.Stream, subject, format string, recs []record, first bool) (seqs []uint64, held bool, err error) {
 	limit := w.cfg.MaxMessageBytes - recordHeadroom
-	var seqs []uint64
+	held = first
 	var data []byte
+	var last uint64
 	flush := func() error {
 		if len(data) == 0 {
 			return nil
 		}
-		seq, err := s.Append(ctx, subject, "", map[string]string{hdrFormat: format}, data)
+		hdr := map[string]string{hdrFormat: format}
+		if held {
+			hdr[queue.HdrExpectLastSubjectSeq] = strconv.FormatUint(last, 10)
+		}
+		seq, err := s.Append(ctx, subject, "", hdr, data)
+		if held && errors.Is(err, queue.ErrConflict) {
+			held = false
+			delete(hdr, queue.HdrExpectLastSubjectSeq)
+			seq, err = s.Append(ctx, subject, "", hdr, data)
+		}
 		if err != nil {
 			return err
 		}
-		seqs = append(seqs, seq)
-		data = nil
+		seqs, last, data = append(seqs, seq), seq, nil
 		return nil
 	}
 	for _, r := range recs {
 		n := queue.RecordSize(r.fields, len(r.blob))
 		if n > limit {
-			return seqs, fmt.Errorf("forwarder: a record of %d bytes over the %d-byte message limit", n, limit)
+			return seqs, false, fmt.Errorf("forwarder: a record of %d bytes over the %d-byte message limit", n, limit)
 		}
 		if len(data)+n > limit {
 			if err := flush(); err != nil {
-				return seqs, err
+				return seqs, false, err
 			}
 		}
 		data = queue.AppendRecord(data, r.fields, r.blob)
 	}
-	return seqs, flush()
+	if err := flush(); err != nil {
+		return seqs, false, err
+	}
+	return seqs, held, nil
 }
 
 // errStop ends a read early.

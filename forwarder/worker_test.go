@@ -1,6 +1,7 @@
 package forwarder
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/queue"
 	"github.com/sealpost/sealpost/signer"
 )
@@ -240,5 +242,55 @@ func TestNotAckedBeforeAudit(t *testing.T) {
 	e.handle(context.Background(), s, d)
 	if !d.acked {
 		t.Fatalf("decision = %s after the audit log came back, want ack", d.decision())
+	}
+}
+
+// TestFirstStoredReceiptWins: a second copy of a submission handed out as
+// new (a sender's retry whose first copy was queued after all) signs a
+// receipt of its own, but finds the one stored first and sends that: the
+// receiver gets the same body twice, never two receipts for one id.
+func TestFirstStoredReceiptWins(t *testing.T) {
+	c := newClock()
+	e := newEnv(t, func(cfg *Config) { cfg.Now = c.now })
+	rc := newReceiver(t, nil)
+	e.route("invoices", rc, nil)
+	var ids ingress.IDs
+	s := submission(t, "invoices")
+	other := submission(t, "invoices")
+	s.ID, other.ID = ids.New(s.ReceivedAt), ids.New(s.ReceivedAt) // one id group
+	ctx := context.Background()
+	outs := e.w.Handle(ctx, []*queue.Delivery{{Submission: s}})
+	if outs[0].IsRetry() {
+		t.Fatal("first copy not delivered")
+	}
+	c.advance(time.Second) // a later signed_at, if it were signed again
+	outs = e.w.Handle(ctx, []*queue.Delivery{{Submission: s}, {Submission: other}})
+	if outs[0].IsRetry() || outs[1].IsRetry() {
+		t.Fatal("second copy not delivered")
+	}
+	reqs := rc.requests()
+	if len(reqs) != 3 {
+		t.Fatalf("%d requests, want 3", len(reqs))
+	}
+	var first, second []byte
+	for _, r := range reqs {
+		if r.header.Get("webhook-id") != s.ID {
+			continue
+		}
+		if first == nil {
+			first = r.body
+		} else {
+			second = r.body
+		}
+	}
+	if !bytes.Equal(first, second) {
+		t.Fatalf("the second copy sent another receipt:\n%s\n%s", first, second)
+	}
+	stored, err := e.w.Receipt(ctx, "acme", s.ID)
+	if err != nil || !bytes.Equal(stored, first) {
+		t.Fatalf("stored receipt differs from the one sent (%v)", err)
+	}
+	if stored, err := e.w.Receipt(ctx, "acme", other.ID); err != nil || len(stored) == 0 {
+		t.Fatalf("the other receipt of the group: %v", err)
 	}
 }

@@ -34,6 +34,9 @@ type Submission struct {
 	Source json.RawMessage `json:"source"`
 	// Payload is the parsed mail or the posted JSON value.
 	Payload json.RawMessage `json:"payload"`
+	// PayloadJCS is set when Payload is already in its JCS (RFC 8785) form,
+	// so that signing does not canonicalize it again.
+	PayloadJCS bool `json:"payload_jcs,omitempty"`
 	// RawSHA256 is base64url (no padding) of SHA-256 over the exact bytes received.
 	RawSHA256 string `json:"raw_sha256"`
 	// RawSize is the number of bytes received.

@@ -25,9 +25,13 @@ import (
 type ConsumerConfig struct {
 	// Name of the durable consumer, shared by every instance. Default "forwarder".
 	Name string
-	// Workers is the number of INGEST messages (bundles) handled at once per
+	// Workers is the number of handler calls running at once per
 	// instance. Default 16.
 	Workers int
+	// MaxBatch is the most submissions one handler call gets: the INGEST
+	// messages waiting when a worker is free are handled together, so that
+	// their writes are shared. Default 256.
+	MaxBatch int
 	// AckWait is how long a message may go without a sign of life before
 	// JetStream hands it to another instance: the consumer tells JetStream
 	// the message is in progress every AckWait/3 while its handler runs, so
@@ -136,6 +140,9 @@ func (c *Conn) Consume(ctx context.Context, cfg ConsumerConfig, s Sealer, h Hand
 	if cfg.Workers <= 0 {
 		cfg.Workers = 16
 	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 256
+	}
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = 30 * time.Second
 	}
@@ -174,7 +181,7 @@ func (c *Conn) Consume(ctx context.Context, cfg ConsumerConfig, s Sealer, h Hand
 		go func() {
 			defer k.wg.Done()
 			for m := range msgs {
-				k.handle(wctx, m)
+				k.handle(wctx, k.gather(m, msgs))
 			}
 		}()
 	}
@@ -199,7 +206,7 @@ func (k *Consumer) subscribe(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(k.cfg.Workers))
+	it, err := cons.Messages(jetstream.PullMaxMessages(4 * k.cfg.Workers))
 	if err != nil {
 		return fmt.Errorf("queue: consume %s: %w", k.cfg.Name, err)
 	}
@@ -257,53 +264,97 @@ func (k *Consumer) fetch(msgs chan<- jetstream.Msg) {
 // Alive reports whether the consumer is fetching (for /readyz).
 func (k *Consumer) Alive() bool { return k.alive.Load() }
 
-// handle opens one INGEST message, runs the handler on what opened, and
-// settles the message.
-func (k *Consumer) handle(ctx context.Context, m jetstream.Msg) {
-	meta, err := m.Metadata()
-	if err != nil {
-		k.log.Error("queue: message without metadata", "err", err)
-		_ = m.NakWithDelay(openRetryDelay)
-		return
+// gather adds to first the messages already waiting, up to MaxBatch
+// submissions (as the messages' headers count them).
+func (k *Consumer) gather(first jetstream.Msg, msgs <-chan jetstream.Msg) []jetstream.Msg {
+	batch := []jetstream.Msg{first}
+	n := memberCount(first)
+	for n < k.cfg.MaxBatch {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, m)
+			n += memberCount(m)
+		default:
+			return batch
+		}
 	}
-	members, err := decodeBundle(m.Headers(), m.Data())
-	if err != nil {
-		k.quarantineMessage(ctx, m, meta, err)
-		return
+	return batch
+}
+
+func memberCount(m jetstream.Msg) int {
+	n, err := strconv.Atoi(m.Headers().Get(hdrCount))
+	if err != nil || n < 1 {
+		return 1
 	}
-	stop := k.keepAlive(m)
+	return n
+}
+
+// inMsg is one INGEST message of a batch.
+type inMsg struct {
+	m        jetstream.Msg
+	meta     *jetstream.MsgMetadata
+	members  []*member
+	outcomes []Outcome
+}
+
+// handle opens the messages of a batch, runs the handler once on every
+// submission that opened, and settles each message.
+func (k *Consumer) handle(ctx context.Context, batch []jetstream.Msg) {
+	stop := k.keepAlive(batch)
 	defer stop()
 	var (
-		ds       []*Delivery
-		outcomes = make([]Outcome, len(members))
-		pending  []int // indexes of members handed to the handler
+		ims  []*inMsg
+		ds   []*Delivery
+		back []*Outcome // where each Delivery's outcome goes
 	)
-	for i, mb := range members {
-		d, out, ok := k.open(ctx, mb, meta)
-		if !ok {
-			outcomes[i] = out
+	for _, m := range batch {
+		meta, err := m.Metadata()
+		if err != nil {
+			k.log.Error("queue: message without metadata", "err", err)
+			_ = m.NakWithDelay(openRetryDelay)
 			continue
 		}
-		ds = append(ds, d)
-		pending = append(pending, i)
+		members, err := decodeBundle(m.Headers(), m.Data())
+		if err != nil {
+			k.quarantineMessage(ctx, m, meta, err)
+			continue
+		}
+		im := &inMsg{m: m, meta: meta, members: members, outcomes: make([]Outcome, len(members))}
+		ims = append(ims, im)
+		for i, mb := range members {
+			d, out, ok := k.open(ctx, mb, meta)
+			if !ok {
+				im.outcomes[i] = out
+				continue
+			}
+			ds = append(ds, d)
+			back = append(back, &im.outcomes[i])
+		}
 	}
 	if len(ds) > 0 {
 		res := k.h(ctx, ds)
 		if len(res) != len(ds) {
-			k.log.Error("queue: handler returned the wrong number of outcomes; retrying the message", "want", len(ds), "got", len(res))
-			_ = m.NakWithDelay(openRetryDelay)
+			k.log.Error("queue: handler returned the wrong number of outcomes; retrying the messages", "want", len(ds), "got", len(res))
+			for _, im := range ims {
+				_ = im.m.NakWithDelay(openRetryDelay)
+			}
 			return
 		}
-		for j, i := range pending {
-			outcomes[i] = res[j]
+		for i, o := range res {
+			*back[i] = o
 		}
 	}
-	k.settle(ctx, m, meta, members, outcomes)
+	for _, im := range ims {
+		k.settle(ctx, im.m, im.meta, im.members, im.outcomes)
+	}
 }
 
-// keepAlive tells JetStream the message is being worked on every third of
+// keepAlive tells JetStream the messages are being worked on every third of
 // the ack wait until stop is called.
-func (k *Consumer) keepAlive(m jetstream.Msg) (stop func()) {
+func (k *Consumer) keepAlive(batch []jetstream.Msg) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		t := time.NewTicker(k.cfg.AckWait / 3)
@@ -313,7 +364,9 @@ func (k *Consumer) keepAlive(m jetstream.Msg) (stop func()) {
 			case <-done:
 				return
 			case <-t.C:
-				_ = m.InProgress()
+				for _, m := range batch {
+					_ = m.InProgress()
+				}
 			}
 		}
 	}()

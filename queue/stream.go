@@ -102,9 +102,23 @@ func (s *Stream) AppendOnce(ctx context.Context, subject, msgID string, header m
 	opts = append(opts, jetstream.WithExpectStream(s.name))
 	ack, err := s.js.PublishMsg(ctx, m, opts...)
 	if err != nil {
-		return 0, false, fmt.Errorf("queue: append to %s: %w", s.name, err)
+		return 0, false, appendErr(s.name, err)
 	}
 	return ack.Sequence, ack.Duplicate, nil
+}
+
+// HdrExpectLastSubjectSeq makes an append conditional: it is stored only
+// when the newest message on its subject has this sequence (0: there is
+// none). Otherwise the append fails with ErrConflict.
+const HdrExpectLastSubjectSeq = "Nats-Expected-Last-Subject-Sequence"
+
+func appendErr(stream string, err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return fmt.Errorf("queue: append to %s: %w: %w", stream, ErrConflict, err)
+	}
+	return fmt.Errorf("queue: append to %s: %w", stream, err)
 }
 
 // Get returns the message at seq, or ErrNotFound.

@@ -211,17 +211,28 @@ func RawDigest(raw []byte) string {
 // JCS(envelope), the exact webhook body. With a nil payload the envelope has
 // no payload member and r.PayloadSHA256 must already hold the digest.
 func Sign(r Receipt, payload json.RawMessage, key PrivateKey) ([]byte, error) {
-	if err := key.valid(); err != nil {
-		return nil, fmt.Errorf("sign receipt: %w", err)
-	}
-	r.V = Version
-	r.KID = key.KID
 	var canonPayload []byte
 	if payload != nil {
 		var err error
 		if canonPayload, err = Canonicalize(payload); err != nil {
 			return nil, fmt.Errorf("sign receipt: payload: %w", err)
 		}
+	}
+	return SignCanonical(r, canonPayload, key)
+}
+
+// SignCanonical is Sign for a payload already in its JCS form, as
+// Canonicalize returned it: it is not canonicalized again. The caller
+// vouches for the form (sealpost canonicalizes a body when it accepts it
+// and keeps it sealed until it signs); a payload that is not canonical
+// yields an envelope that does not verify.
+func SignCanonical(r Receipt, canonPayload []byte, key PrivateKey) ([]byte, error) {
+	if err := key.valid(); err != nil {
+		return nil, fmt.Errorf("sign receipt: %w", err)
+	}
+	r.V = Version
+	r.KID = key.KID
+	if canonPayload != nil {
 		sum := sha256.Sum256(canonPayload)
 		r.PayloadSHA256 = b64.EncodeToString(sum[:])
 	}

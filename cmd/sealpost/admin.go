@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -32,6 +33,12 @@ func (g *gateway) adminRoutes(mux *http.ServeMux) {
 	h("POST /admin/endpoints/{tenant}/{route}/enable", g.adminEnableEndpoint)
 	h("POST /admin/endpoints/{tenant}/{route}/rotate-secret", g.adminRotateSecret)
 	g.mailAdminRoutes(h)
+	// Go's profiler, for operators chasing CPU or memory; behind the admin
+	// token like the rest.
+	h("GET /debug/pprof/", pprof.Index)
+	h("GET /debug/pprof/profile", pprof.Profile)
+	h("GET /debug/pprof/trace", pprof.Trace)
+	h("GET /debug/pprof/symbol", pprof.Symbol)
 }
 
 func (g *gateway) adminAuth(next http.Handler) http.Handler {

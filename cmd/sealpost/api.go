@@ -174,8 +174,6 @@ func (g *gateway) apiCalls(server string, calls *httpMetrics, next http.Handler)
 		r = r.WithContext(context.WithValue(r.Context(), callInfoKey{}, ci))
 		rec := &statusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
-		// Answer first: the audit append below must not delay the client.
-		_ = http.NewResponseController(w).Flush()
 		pattern := patternLabel(r.Pattern)
 		if rec.code == 0 {
 			rec.code = http.StatusOK

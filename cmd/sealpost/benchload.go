@@ -181,6 +181,8 @@ func post(ctx context.Context, client *http.Client, t benchTarget, body string) 
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&doc); err == nil {
 		s.id = doc.ID
 	}
+	// Read to the end, so the connection is reused.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	return s
 }
 

@@ -95,8 +95,13 @@ func startSelfGateway(ctx context.Context, webhook, logLevel string, syncInterva
 	if err != nil {
 		return nil, benchTarget{}, err
 	}
-	_, adminHash, err := httpin.NewToken("admin")
+	adminToken, adminHash, err := httpin.NewToken("admin")
 	if err != nil {
+		return nil, benchTarget{}, err
+	}
+	// The admin token, for a look at the gateway (metrics, profiles) while
+	// the bench runs.
+	if err := os.WriteFile(filepath.Join(dir, "admin.token"), []byte(adminToken+"\n"), 0o600); err != nil {
 		return nil, benchTarget{}, err
 	}
 	cfgFile := filepath.Join(dir, "sealpost.yaml")

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -179,10 +180,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, err)
 		return
 	}
+	body, _ := json.Marshal(accepted{ID: id})
+	body = append(body, '\n')
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.Header().Set("Location", "/v1/receipts/"+id)
 	w.WriteHeader(http.StatusAccepted)
-	_ = json.NewEncoder(w).Encode(accepted{ID: id})
+	_, _ = w.Write(body)
 }
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) {
@@ -239,7 +243,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 		return "", fmt.Errorf("read body: %w", ingress.Temporary(err))
 	}
 	now := h.cfg.Now().UTC()
-	payload, err := toPayload(r.Header.Get("Content-Type"), raw)
+	payload, canonical, err := toPayload(r.Header.Get("Content-Type"), raw)
 	if err != nil {
 		return "", err
 	}
@@ -250,6 +254,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 		Channel:    ingress.ChannelHTTPS,
 		ReceivedAt: now,
 		Payload:    payload,
+		PayloadJCS: canonical,
 		RawSHA256:  signer.RawDigest(raw),
 		RawSize:    int64(len(raw)),
 	}
@@ -351,86 +356,71 @@ func tlsInfo(cs *tls.ConnectionState) *tlsJSON {
 	}
 }
 
-// toPayload turns the body into the receipt payload: JSON bodies as they
-// are (after checking they canonicalize), anything else wrapped as
-// {"content_type", "body_base64"}.
-func toPayload(contentType string, raw []byte) (json.RawMessage, error) {
+// toPayload turns the body into the receipt payload: JSON bodies in their
+// JCS (RFC 8785) form, which is what the receipt signs (canonical is set),
+// anything else wrapped as {"content_type", "body_base64"}.
+func toPayload(contentType string, raw []byte) (payload json.RawMessage, canonical bool, err error) {
 	mt, _, _ := mime.ParseMediaType(contentType)
 	if mt == "application/json" || strings.HasSuffix(mt, "+json") || contentType == "" {
 		if len(bytes.TrimSpace(raw)) == 0 || !json.Valid(raw) {
-			return nil, errBadJSON
+			return nil, false, errBadJSON
 		}
-		if err := checkJSON(raw); errors.Is(err, signer.ErrLossyNumber) {
-			return nil, fmt.Errorf("%w: %w", errLossyNumber, err)
+		canon, err := canonicalJSON(raw)
+		if errors.Is(err, signer.ErrLossyNumber) {
+			return nil, false, fmt.Errorf("%w: %w", errLossyNumber, err)
 		} else if err != nil {
-			return nil, fmt.Errorf("%w: %w", errBadJSON, err)
+			return nil, false, fmt.Errorf("%w: %w", errBadJSON, err)
 		}
-		return raw, nil
+		return canon, true, nil
 	}
-	return json.Marshal(struct {
+	payload, err = json.Marshal(struct {
 		ContentType string `json:"content_type"`
 		BodyBase64  string `json:"body_base64"`
 	}{ContentType: signer.Truncate(contentType, 255), BodyBase64: base64.StdEncoding.EncodeToString(raw)})
+	return payload, false, err
 }
 
-// checkJSON rejects what JCS cannot sign reproducibly: duplicate member
-// names, and anything the canonicalizer refuses, such as a number that an
-// IEEE-754 double cannot hold (signer.ErrLossyNumber).
-func checkJSON(raw []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber() // numbers are the canonicalizer's to judge
-	if err := noDuplicateKeys(dec); err != nil {
-		return err
+// canonicalJSON returns the JCS form of a valid JSON document and refuses
+// what JCS cannot sign reproducibly: duplicate member names (also when they
+// differ only in escapes), nesting deeper than maxJSONDepth, and anything
+// else the canonicalizer refuses, such as a number that an IEEE-754 double
+// cannot hold (signer.ErrLossyNumber).
+func canonicalJSON(raw []byte) ([]byte, error) {
+	if err := checkDepth(raw); err != nil {
+		return nil, err
 	}
-	_, err := signer.Canonicalize(raw)
-	return err
+	return signer.Canonicalize(raw)
 }
 
 // maxJSONDepth bounds nesting so a hostile body cannot exhaust the stack.
 const maxJSONDepth = 64
 
-func noDuplicateKeys(dec *json.Decoder) error {
-	type frame struct {
-		obj  bool
-		keys map[string]struct{}
-		key  bool // next token in an object is a key
-	}
-	var stack []frame
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if n := len(stack); n > 0 && stack[n-1].obj {
-			top := &stack[n-1]
-			if top.key {
-				if s, ok := tok.(string); ok {
-					if _, dup := top.keys[s]; dup {
-						return fmt.Errorf("duplicate member %q", signer.Truncate(s, 64))
-					}
-					top.keys[s] = struct{}{}
-					top.key = false
-					continue
-				}
-			} else {
-				top.key = true
+// checkDepth refuses valid JSON nested deeper than maxJSONDepth, counting
+// brackets outside strings.
+func checkDepth(raw []byte) error {
+	depth, inString, escaped := 0, false, false
+	for _, c := range raw {
+		switch {
+		case escaped:
+			escaped = false
+		case inString:
+			switch c {
+			case '\\':
+				escaped = true
+			case '"':
+				inString = false
 			}
-		}
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, frame{obj: true, keys: map[string]struct{}{}, key: true})
-		case json.Delim('['):
-			stack = append(stack, frame{})
-		case json.Delim('}'), json.Delim(']'):
-			stack = stack[:len(stack)-1]
-		}
-		if len(stack) > maxJSONDepth {
-			return fmt.Errorf("nesting deeper than %d", maxJSONDepth)
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			if depth++; depth > maxJSONDepth {
+				return fmt.Errorf("nesting deeper than %d", maxJSONDepth)
+			}
+		case c == '}' || c == ']':
+			depth--
 		}
 	}
+	return nil
 }
 
 func validIdemKey(k string) bool {

@@ -196,6 +196,9 @@ func TestIngestAnswers(t *testing.T) {
 		{"duplicate member", "POST", "invoices", "main", js, `{"a":1,"a":2}`, 400, "invalid-json"},
 		{"nested duplicate", "POST", "invoices", "main", js, `{"a":[{"b":1,"b":1}]}`, 400, "invalid-json"},
 		{"too deep", "POST", "invoices", "main", js, strings.Repeat("[", 100) + strings.Repeat("]", 100), 400, "invalid-json"},
+		{"64 deep", "POST", "invoices", "main", js, strings.Repeat("[", 64) + strings.Repeat("]", 64), 202, ""},
+		{"brackets in strings", "POST", "invoices", "main", js, `{"a":"\"` + strings.Repeat("[{", 100) + `","b":["]]]"]}`, 202, ""},
+		{"duplicate after unescaping", "POST", "invoices", "main", js, `{"a":1,"\u0061":2}`, 400, "invalid-json"},
 		{"integer beyond 2^53", "POST", "invoices", "main", js, `{"g":12345678901234567890}`, 400, "lossy-number"},
 		{"2^53 + 1", "POST", "invoices", "main", js, `[9007199254740993]`, 400, "lossy-number"},
 		{"more digits than a double", "POST", "invoices", "main", js, `{"x":[0.10000000000000001]}`, 400, "lossy-number"},
@@ -267,7 +270,10 @@ func TestSubmissionContents(t *testing.T) {
 		t.Fatalf("%d submissions", len(f.enq.subs))
 	}
 	s := f.enq.subs[0]
-	if s.ID != doc["id"] || s.Tenant != "acme" || s.Route != "invoices" || s.Channel != "https" || string(s.Payload) != body {
+	// The payload is kept in its JCS form, the one the receipt signs; the
+	// raw digest covers the bytes as sent.
+	if s.ID != doc["id"] || s.Tenant != "acme" || s.Route != "invoices" || s.Channel != "https" ||
+		string(s.Payload) != `{"a":"é","z":1}` || !s.PayloadJCS {
 		t.Errorf("submission %+v", s)
 	}
 	if s.RawSHA256 != signer.RawDigest([]byte(body)) || s.RawSize != int64(len(body)) {

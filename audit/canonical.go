@@ -124,3 +124,18 @@ func isASCII(s string) bool {
 	}
 	return true
 }
+
+// recordOverhead bounds what a version 2 record holds besides its entry's
+// strings: member names, quotes, separators, the time, n, prev and w.
+const recordOverhead = 256
+
+// maxRecordSize bounds the encoded size of e's record from above: every
+// string byte escaped to \u00xx (6 bytes), each details member with its
+// quotes and separators.
+func maxRecordSize(e *Entry) int {
+	n := recordOverhead + 6*(len(e.Action)+len(e.Actor)+len(e.Tenant)+len(e.Target)+len(e.Outcome)+len(e.RequestID))
+	for k, v := range e.Details {
+		n += 6*(len(k)+len(v)) + 6
+	}
+	return n
+}

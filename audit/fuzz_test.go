@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -128,6 +129,29 @@ func FuzzCanonicalEncoding(f *testing.F) {
 		}
 		if _, err := DecodeRecord(got); err != nil {
 			t.Fatalf("encoded record does not decode: %v", err)
+		}
+	})
+}
+
+// FuzzValidAction holds validAction equal to the action pattern it
+// replaces, and maxRecordSize above the size of the record it bounds.
+func FuzzValidAction(f *testing.F) {
+	re := regexp.MustCompile(`^[a-z0-9_]+(\.[a-z0-9_-]+)*$`)
+	for _, s := range []string{"api.call", "message.dead_lettered", "a.b-c", "a-b.c", "", ".", "a.", ".a", "A", "a..b", "a.b.c_d-e"} {
+		f.Add(s, "x")
+	}
+	f.Fuzz(func(t *testing.T, action, v string) {
+		if got, want := validAction(action), re.MatchString(action); got != want {
+			t.Fatalf("validAction(%q) = %v, pattern says %v", action, got, want)
+		}
+		e := Entry{Time: time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC), Action: "a", Actor: v, Outcome: OutcomeSuccess,
+			Target: v, Tenant: v, RequestID: v, Details: map[string]string{v: v, "k": v}}
+		if validate(&e) != nil {
+			return
+		}
+		rec := appendRecordJCS(nil, &e, head{v: recordV2, writer: "0123456789abcdef", n: maxIndex, prev: make([]byte, 32)})
+		if len(rec) > maxRecordSize(&e) {
+			t.Fatalf("record of %d bytes above its bound %d", len(rec), maxRecordSize(&e))
 		}
 	})
 }

@@ -370,10 +370,14 @@ func (l *Log) prepare(es []Entry, async bool) ([]*pending, error) {
 			l.m.appends.WithLabelValues("invalid").Add(float64(len(es)))
 			return nil, err
 		}
-		// Encode once here to report size errors to the caller, not the batch.
-		if _, err := encodeRecord(e, head{v: recordV2, writer: "0123456789abcdef", n: maxIndex, prev: make([]byte, sha256.Size)}); err != nil {
-			l.m.appends.WithLabelValues("invalid").Add(float64(len(es)))
-			return nil, err
+		// Report size errors to the caller, not the batch: an entry that
+		// cannot be too large even with every byte escaped passes at once,
+		// others are encoded as the writer will.
+		if maxRecordSize(&e) > MaxEntrySize {
+			if _, err := encodeRecord(e, head{v: recordV2, writer: "0123456789abcdef", n: maxIndex, prev: make([]byte, sha256.Size)}); err != nil {
+				l.m.appends.WithLabelValues("invalid").Add(float64(len(es)))
+				return nil, err
+			}
 		}
 		ps[i] = &pending{e: e, done: make(chan error, 1), async: async}
 	}

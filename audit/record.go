@@ -80,8 +80,27 @@ func leafHash(canon []byte) []byte {
 
 var b64 = base64.StdEncoding
 
-// actionRE is the shape of an action name: lowercase dotted words.
-var actionRE = regexp.MustCompile(`^[a-z0-9_]+(\.[a-z0-9_-]+)*$`)
+// validAction reports whether s is lowercase dotted words: [a-z0-9_]+ then
+// any number of "." [a-z0-9_-]+.
+func validAction(s string) bool {
+	word := 0 // length of the current word
+	first := true
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '.':
+			if word == 0 {
+				return false
+			}
+			word, first = 0, false
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '_', c == '-' && !first:
+			word++
+		default:
+			return false
+		}
+	}
+	return word > 0
+}
 
 // localPartRE finds the local part of anything shaped like a mail address:
 // a quoted string or a run of characters that are not space or delimiters,
@@ -125,7 +144,7 @@ func validate(e *Entry) error {
 	if e.Action == "" {
 		return fmt.Errorf("%w: action is empty", ErrInvalidEntry)
 	}
-	if len(e.Action) > MaxActionLen || !actionRE.MatchString(e.Action) {
+	if len(e.Action) > MaxActionLen || !validAction(e.Action) {
 		return fmt.Errorf("%w: action %.64q is not lowercase dotted words of at most %d bytes", ErrInvalidEntry, e.Action, MaxActionLen)
 	}
 	switch e.Outcome {

@@ -6,6 +6,7 @@ type metrics struct {
 	appends       *prometheus.CounterVec
 	appendSeconds prometheus.Histogram
 	publishes     prometheus.Counter
+	publishSecs   prometheus.Histogram
 	batchSize     prometheus.Histogram
 	treeSize      prometheus.Gauge
 	checkpoints   *prometheus.CounterVec
@@ -29,6 +30,11 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		publishes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sealpost_audit_publishes_total",
 			Help: "JetStream publishes of audit batches.",
+		}),
+		publishSecs: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sealpost_audit_publish_seconds",
+			Help:    "Time from sending a batch of audit entries to the store's acknowledgement, retries included.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12),
 		}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "sealpost_audit_batch_entries",
@@ -54,7 +60,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 	}
 	m.consistent.Set(1)
 	if r != nil {
-		r.MustRegister(m.appends, m.appendSeconds, m.publishes, m.batchSize, m.treeSize, m.checkpoints, m.leader, m.consistent)
+		r.MustRegister(m.appends, m.appendSeconds, m.publishes, m.publishSecs, m.batchSize, m.treeSize, m.checkpoints, m.leader, m.consistent)
 	}
 	return m
 }

@@ -63,7 +63,7 @@ type Route struct {
 	Tenant, Name string
 	Endpoint     Endpoint
 	// MaxConcurrency bounds the requests in flight to this route's endpoint
-	// from one instance. Default 4.
+	// from one instance. Default 16.
 	MaxConcurrency int
 }
 
@@ -110,7 +110,7 @@ const (
 	defaultTimeout         = 15 * time.Second
 	defaultBreakerFailures = 5
 	defaultBreakerCooldown = 30 * time.Second
-	defaultMaxConcurrency  = 4
+	defaultMaxConcurrency  = 16
 	maxScheduleLen         = 50
 )
 

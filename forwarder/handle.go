@@ -129,10 +129,13 @@ func (w *Worker) Handle(ctx context.Context, ds []*queue.Delivery) []queue.Outco
 			it.deferTo(w, d.Due.Sub(now))
 		}
 	}
+	start := time.Now()
 	w.loadState(ctx, items, now)
 	w.ensureReceipts(ctx, items)
 	w.attemptAll(ctx, items)
 	w.concludeAll(ctx, items)
+	w.metrics.batchSize.Observe(float64(len(items)))
+	w.metrics.batchSeconds.Observe(time.Since(start).Seconds())
 	outs := make([]queue.Outcome, len(items))
 	for i, it := range items {
 		if !it.done {

@@ -12,6 +12,8 @@ type metrics struct {
 	breakerState     *prometheus.GaugeVec
 	endpointDisabled *prometheus.CounterVec
 	disabled         prometheus.Gauge
+	batchSize        prometheus.Histogram
+	batchSeconds     prometheus.Histogram
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -37,11 +39,21 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Name: "sealpost_forwarder_endpoints_disabled",
 			Help: "Endpoints currently disabled, as last seen by this instance.",
 		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sealpost_forwarder_batch_submissions",
+			Help:    "Submissions handled together in one batch (sharing its signing-key lookup, audit appends and writes).",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024},
+		}),
+		batchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sealpost_forwarder_batch_seconds",
+			Help:    "Time to handle one batch: receipts, requests, attempt records and audit entries.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
+		}),
 	}
 	if r == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.deliveries, m.attemptSeconds, m.breakerState, m.endpointDisabled, m.disabled} {
+	for _, c := range []prometheus.Collector{m.deliveries, m.attemptSeconds, m.breakerState, m.endpointDisabled, m.disabled, m.batchSize, m.batchSeconds} {
 		if err := r.Register(c); err != nil {
 			return nil, fmt.Errorf("forwarder: register metrics: %w", err)
 		}

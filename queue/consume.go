@@ -169,7 +169,9 @@ func (c *Conn) Consume(ctx context.Context, cfg ConsumerConfig, s Sealer, h Hand
 		cancel()
 		return nil, err
 	}
-	msgs := make(chan jetstream.Msg)
+	// Messages wait here while every worker is busy, so that a worker that
+	// frees up takes many at once (gather).
+	msgs := make(chan jetstream.Msg, cfg.MaxBatch)
 	k.wg.Add(1)
 	go func() {
 		defer k.wg.Done()
@@ -206,7 +208,7 @@ func (k *Consumer) subscribe(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(4 * k.cfg.Workers))
+	it, err := cons.Messages(jetstream.PullMaxMessages(k.cfg.MaxBatch))
 	if err != nil {
 		return fmt.Errorf("queue: consume %s: %w", k.cfg.Name, err)
 	}

@@ -241,7 +241,7 @@ type RouteConfig struct {
 	// AllowHTTP permits an http:// endpoint (development only). Default false.
 	AllowHTTP bool `yaml:"allow_http"`
 	// MaxConcurrency bounds deliveries in flight to this endpoint per
-	// instance. Default 4.
+	// instance. Default 16.
 	MaxConcurrency int `yaml:"max_concurrency"`
 	// Recipients: mail addresses routed here by the SMTP ingress. Optional.
 	Recipients []string `yaml:"recipients"`

@@ -85,7 +85,7 @@ func (w *Worker) recordAttempt(ctx context.Context, tenant, id string, a Attempt
 	if err != nil {
 		return err
 	}
-	if _, _, err := w.storeRecords(ctx, w.cfg.Attempts, attemptSubject(k.tenant, k.group), attemptsFormat, []record{r}, false); err != nil {
+	if _, err := w.storeRecords(ctx, w.cfg.Attempts, attemptSubject(k.tenant, k.group), attemptsFormat, []record{r}, nil); err != nil {
 		return fmt.Errorf("forwarder: record attempt: %w", err)
 	}
 	return nil

@@ -195,6 +195,7 @@ type Worker struct {
 	guard    *guard
 	metrics  *metrics
 	breakers sync.Map // routeKey -> *breaker
+	groups   *groupIndex
 }
 
 // Errors callers branch on.
@@ -273,7 +274,7 @@ func New(c Config) (*Worker, error) {
 		return nil, err
 	}
 	g := &guard{allow: append([]netip.Prefix(nil), c.AllowNets...)}
-	w := &Worker{cfg: c, log: c.Logger, guard: g, metrics: m}
+	w := &Worker{cfg: c, log: c.Logger, guard: g, metrics: m, groups: newGroupIndex()}
 	w.client = newClient(c, g, nil)
 	return w, nil
 }

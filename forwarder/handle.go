@@ -388,7 +388,7 @@ func (w *Worker) concludeAll(ctx context.Context, items []*item) {
 	var wg sync.WaitGroup
 	for k, recs := range groups {
 		wg.Go(func() {
-			if _, _, err := w.storeRecords(ctx, w.cfg.Attempts, attemptSubject(k.tenant, k.group), attemptsFormat, recs, false); err != nil {
+			if _, err := w.storeRecords(ctx, w.cfg.Attempts, attemptSubject(k.tenant, k.group), attemptsFormat, recs, nil); err != nil {
 				w.retryLaterAll(owners[k], err)
 			}
 		})

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -28,8 +27,7 @@ type storedReceipt struct {
 }
 
 // receiptsOf returns the first receipt stored for each id of a group. The
-// sealed bytes are kept only where keep says so (nil keeps all): a worker
-// checking that its own receipts came first needs only the others'.
+// sealed bytes are kept only where keep says so (nil keeps all).
 func (w *Worker) receiptsOf(ctx context.Context, k groupKey, keep func(id string, seq uint64) bool) (map[string]storedReceipt, error) {
 	out := map[string]storedReceipt{}
 	err := eachRecord(ctx, w.cfg.Receipts, receiptSubject(k.tenant, k.group), receiptsFormat, func(seq uint64, f []string, blob []byte) error {
@@ -120,55 +118,6 @@ func (w *Worker) ensureReceipts(ctx context.Context, items []*item) {
 		wg.Go(func() { w.storeReceipts(ctx, k, groups[k]) })
 	}
 	wg.Wait()
-}
-
-// storeReceipts stores the sealed receipts of one group's items, so that
-// each item sends the receipt stored first: when nobody else wrote on the
-// group's subject meanwhile (the common case) the items' receipts are the
-// first; otherwise the group is read back.
-func (w *Worker) storeReceipts(ctx context.Context, k groupKey, its []*item) {
-	recs := make([]record, 0, len(its))
-	for _, it := range its {
-		if it.sealed != nil {
-			recs = append(recs, record{fields: []string{it.s.ID, it.s.Route}, blob: it.sealed})
-		}
-	}
-	seqs, first, err := w.storeRecords(ctx, w.cfg.Receipts, receiptSubject(k.tenant, k.group), receiptsFormat, recs, true)
-	if err != nil {
-		w.retryLaterAll(its, fmt.Errorf("forwarder: store receipts: %w", err))
-		return
-	}
-	if first {
-		for _, it := range its {
-			it.sealed = nil
-		}
-		return
-	}
-	ours := func(_ string, seq uint64) bool { return !slices.Contains(seqs, seq) }
-	stored, err := w.receiptsOf(ctx, k, ours)
-	if err != nil {
-		w.retryLaterAll(its, err)
-		return
-	}
-	for _, it := range its {
-		if it.done || it.sealed == nil {
-			continue
-		}
-		first, ok := stored[it.s.ID]
-		switch {
-		case !ok:
-			it.retryLater(w, errors.New("forwarder: a stored receipt is not found"))
-		case !slices.Contains(seqs, first.seq):
-			// Another worker stored this id's receipt first: send theirs.
-			env, err := w.openReceipt(ctx, k.tenant, it.s.ID, first.sealed)
-			if err != nil {
-				it.retryLater(w, err)
-				continue
-			}
-			it.env = env
-		}
-		it.sealed = nil
-	}
 }
 
 // buildEnvelope makes the signed receipt envelope of s (DESIGN.md, receipt

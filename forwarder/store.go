@@ -81,52 +81,52 @@ type record struct {
 }
 
 // storeRecords writes recs on subject, as few messages as the message
-// limit allows, and returns the sequence of each message written. With
-// first set, the messages are stored only while nobody else writes on the
-// subject: the first only when the subject is empty, each next right after
-// the one before. first reports whether that held for all of them; once it
-// does not, the rest are stored unconditionally.
-func (w *Worker) storeRecords(ctx context.Context, s *queue.Stream, subject, format string, recs []record, first bool) (seqs []uint64, held bool, err error) {
+// limit allows, and returns the sequence of the message holding each record
+// stored. With expect set, each message is stored only if the newest
+// message on the subject is *expect (0: the subject is empty), and then
+// *expect moves to it: the records are stored while nobody else writes on
+// the subject. When somebody did, storeRecords stops with
+// queue.ErrConflict, having stored the records it returned sequences for.
+func (w *Worker) storeRecords(ctx context.Context, s *queue.Stream, subject, format string, recs []record, expect *uint64) ([]uint64, error) {
 	limit := w.cfg.MaxMessageBytes - recordHeadroom
-	held = first
+	seqs := make([]uint64, 0, len(recs))
 	var data []byte
-	var last uint64
+	count := 0
 	flush := func() error {
 		if len(data) == 0 {
 			return nil
 		}
 		hdr := map[string]string{hdrFormat: format}
-		if held {
-			hdr[queue.HdrExpectLastSubjectSeq] = strconv.FormatUint(last, 10)
+		if expect != nil {
+			hdr[queue.HdrExpectLastSubjectSeq] = strconv.FormatUint(*expect, 10)
 		}
 		seq, err := s.Append(ctx, subject, "", hdr, data)
-		if held && errors.Is(err, queue.ErrConflict) {
-			held = false
-			delete(hdr, queue.HdrExpectLastSubjectSeq)
-			seq, err = s.Append(ctx, subject, "", hdr, data)
-		}
 		if err != nil {
 			return err
 		}
-		seqs, last, data = append(seqs, seq), seq, nil
+		if expect != nil {
+			*expect = seq
+		}
+		for range count {
+			seqs = append(seqs, seq)
+		}
+		data, count = nil, 0
 		return nil
 	}
 	for _, r := range recs {
-		n := queue.RecordSize(r.fields, len(r.blob))
-		if n > limit {
-			return seqs, false, fmt.Errorf("forwarder: a record of %d bytes over the %d-byte message limit", n, limit)
+		size := queue.RecordSize(r.fields, len(r.blob))
+		if size > limit {
+			return seqs, fmt.Errorf("forwarder: a record of %d bytes over the %d-byte message limit", size, limit)
 		}
-		if len(data)+n > limit {
+		if len(data)+size > limit {
 			if err := flush(); err != nil {
-				return seqs, false, err
+				return seqs, err
 			}
 		}
 		data = queue.AppendRecord(data, r.fields, r.blob)
+		count++
 	}
-	if err := flush(); err != nil {
-		return seqs, false, err
-	}
-	return seqs, held, nil
+	return seqs, flush()
 }
 
 // errStop ends a read early.
@@ -135,7 +135,12 @@ var errStop = errors.New("stop")
 // eachRecord calls fn for every record stored on subject, in stream order,
 // with the sequence of the message holding it.
 func eachRecord(ctx context.Context, s *queue.Stream, subject, format string, fn func(seq uint64, fields []string, blob []byte) error) error {
-	err := s.Each(ctx, subject, func(m *queue.Msg) error {
+	return eachRecordFrom(ctx, s, subject, format, 1, fn)
+}
+
+// eachRecordFrom is eachRecord from the message at sequence from on.
+func eachRecordFrom(ctx context.Context, s *queue.Stream, subject, format string, from uint64, fn func(seq uint64, fields []string, blob []byte) error) error {
+	err := s.EachFrom(ctx, subject, from, func(m *queue.Msg) error {
 		if m.Header[hdrFormat] != format {
 			return fmt.Errorf("forwarder: %s seq %d: format %q, want %q", s.Name(), m.Seq, truncate(m.Header[hdrFormat], 40), format)
 		}

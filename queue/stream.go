@@ -275,7 +275,12 @@ const maxEach = 10000
 // consumer and suits subjects that hold a few messages. An error from fn
 // stops Each and is returned.
 func (s *Stream) Each(ctx context.Context, subject string, fn func(*Msg) error) error {
-	seq := uint64(1)
+	return s.EachFrom(ctx, subject, 1, fn)
+}
+
+// EachFrom is Each from sequence from on.
+func (s *Stream) EachFrom(ctx context.Context, subject string, from uint64, fn func(*Msg) error) error {
+	seq := max(from, 1)
 	for range maxEach {
 		raw, err := s.s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {

@@ -56,7 +56,7 @@ type Config struct {
 	// QUARANTINE, for restoring streams into an empty store (a restore
 	// refuses a stream that exists). Default false.
 	NoDeclare bool
-	Logger *slog.Logger
+	Logger    *slog.Logger
 }
 
 // Conn is a connection to JetStream, owning the embedded server if any.

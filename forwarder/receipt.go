@@ -122,7 +122,7 @@ func (w *Worker) storeReceipts(ctx context.Context, k groupKey, its []*item) {
 	recs := make([]record, 0, len(its))
 	for _, it := range its {
 		if it.sealed != nil {
-			recs = append(recs, record{fields: []string{it.s.ID, it.s.Route}, blob: it.sealed})
+			recs = append(recs, record{fields: []string{it.s.ID, it.s.Route}, blob: it.sealed, ttl: w.retention(it.s.Tenant, it.s.Route)})
 		}
 	}
 	seqs, err := w.storeRecords(ctx, w.cfg.Receipts, receiptSubject(k.tenant, k.group), receiptsFormat, recs)

@@ -1,9 +1,12 @@
 package forwarder
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/sealpost/sealpost/ingress"
@@ -29,16 +32,21 @@ import (
 var (
 	// ReceiptsStream holds sealed receipt envelopes on
 	// "receipt.<tenant>.<group>".
-	ReceiptsStream = queue.StreamConfig{Name: "RECEIPTS", Subjects: []string{"receipt.>"}}
+	//
+	// Receipts, attempt records and dead letters expire by their tenant's
+	// and route's retention (Config.Retention): each message carries its
+	// own time to live (queue.HeaderTTL), so the store removes it without
+	// a sweeper and without another write.
+	ReceiptsStream = queue.StreamConfig{Name: "RECEIPTS", Subjects: []string{"receipt.>"}, AllowMsgTTL: true}
 	// AttemptsStream records every attempt, sealed, on
 	// "attempts.<tenant>.<group>". Records older than 90 days are dropped.
-	AttemptsStream = queue.StreamConfig{Name: "ATTEMPTS", Subjects: []string{"attempts.>"}, MaxAge: 90 * 24 * time.Hour}
+	AttemptsStream = queue.StreamConfig{Name: "ATTEMPTS", Subjects: []string{"attempts.>"}, MaxAge: 90 * 24 * time.Hour, AllowMsgTTL: true}
 	// EndpointStateBucket holds disabled-endpoint markers and sealed
 	// endpoint secrets.
 	EndpointStateBucket = queue.KVConfig{Bucket: "ENDPOINTS", History: 5}
 	// DeadLetterStream holds sealed dead letters and the markers of their
 	// redelivery, on "dlq.<tenant>.<route>.<id>", for 90 days.
-	DeadLetterStream = queue.StreamConfig{Name: "DLQ", Subjects: []string{"dlq.>"}, DenyDelete: true, MaxAge: 90 * 24 * time.Hour}
+	DeadLetterStream = queue.StreamConfig{Name: "DLQ", Subjects: []string{"dlq.>"}, DenyDelete: true, MaxAge: 90 * 24 * time.Hour, AllowMsgTTL: true}
 )
 
 // Body formats, in the Sealpost-Format header.
@@ -46,6 +54,9 @@ const (
 	hdrFormat      = "Sealpost-Format"
 	receiptsFormat = "receipts/1"
 	attemptsFormat = "attempts/1"
+	// hdrRecords is the number of records in a message, so that expiry
+	// can be counted from headers alone.
+	hdrRecords = "Sealpost-Records"
 )
 
 // recordHeadroom is what a message leaves of the server's limit for
@@ -73,41 +84,57 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// record is one record to store: its fields and sealed blob.
+// record is one record to store: its fields and sealed blob, and how long
+// it is kept (0: no time to live of its own).
 type record struct {
 	fields []string
 	blob   []byte
+	ttl    time.Duration
 }
 
 // storeRecords writes recs on subject, as few messages as the message
-// limit allows, and returns the sequence of each message written.
+// limit allows, and returns the sequence of each message written. Records
+// of different retention go to different messages, each with its time to
+// live; a batch of one route's records is still one write.
 func (w *Worker) storeRecords(ctx context.Context, s *queue.Stream, subject, format string, recs []record) ([]uint64, error) {
 	limit := w.cfg.MaxMessageBytes - recordHeadroom
+	if len(recs) > 1 && slices.ContainsFunc(recs, func(r record) bool { return r.ttl != recs[0].ttl }) {
+		recs = slices.Clone(recs)
+		slices.SortStableFunc(recs, func(a, b record) int { return cmp.Compare(a.ttl, b.ttl) })
+	}
 	var seqs []uint64
 	var data []byte
+	var ttl time.Duration
+	n := 0
 	flush := func() error {
 		if len(data) == 0 {
 			return nil
 		}
-		seq, err := s.Append(ctx, subject, "", map[string]string{hdrFormat: format}, data)
+		hdr := map[string]string{hdrFormat: format, hdrRecords: strconv.Itoa(n)}
+		if ttl > 0 {
+			hdr[queue.HeaderTTL] = queue.TTLValue(ttl)
+		}
+		seq, err := s.Append(ctx, subject, "", hdr, data)
 		if err != nil {
 			return err
 		}
 		seqs = append(seqs, seq)
-		data = nil
+		data, n = nil, 0
 		return nil
 	}
 	for _, r := range recs {
-		n := queue.RecordSize(r.fields, len(r.blob))
-		if n > limit {
-			return seqs, fmt.Errorf("forwarder: a record of %d bytes over the %d-byte message limit", n, limit)
+		size := queue.RecordSize(r.fields, len(r.blob))
+		if size > limit {
+			return seqs, fmt.Errorf("forwarder: a record of %d bytes over the %d-byte message limit", size, limit)
 		}
-		if len(data)+n > limit {
+		if len(data)+size > limit || (len(data) > 0 && r.ttl != ttl) {
 			if err := flush(); err != nil {
 				return seqs, err
 			}
 		}
+		ttl = r.ttl
 		data = queue.AppendRecord(data, r.fields, r.blob)
+		n++
 	}
 	return seqs, flush()
 }

@@ -114,3 +114,14 @@ func (o *Objects) Erase(ctx context.Context, name string) error {
 	// The object's metadata names no content; a delete marker replaces it.
 	return o.Delete(ctx, name)
 }
+
+// Purge removes every message on subject (wildcards allowed). Unlike
+// Erase it does not overwrite their bytes: use it for data that is
+// unreadable already (a destroyed tenant's) or where the stream refuses
+// deletes of single messages.
+func (s *Stream) Purge(ctx context.Context, subject string) error {
+	if err := s.s.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
+		return fmt.Errorf("queue: purge %s %s: %w", s.name, subject, err)
+	}
+	return nil
+}

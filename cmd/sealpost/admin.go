@@ -31,6 +31,11 @@ func (g *gateway) adminRoutes(mux *http.ServeMux) {
 	h("POST /admin/receipts/{tenant}/{id}/redeliver", g.adminRedeliver)
 	h("POST /admin/endpoints/{tenant}/{route}/enable", g.adminEnableEndpoint)
 	h("POST /admin/endpoints/{tenant}/{route}/rotate-secret", g.adminRotateSecret)
+	h("DELETE /admin/receipts/{tenant}/{id}", g.adminDeleteReceipt)
+	h("DELETE /admin/tenants/{tenant}", g.adminDeleteTenant)
+	h("GET /admin/tenants/{tenant}/export", g.adminExportTenant)
+	h("POST /admin/backup", g.adminBackup)
+	h("GET /admin/backups", g.adminListBackups)
 }
 
 func (g *gateway) adminAuth(next http.Handler) http.Handler {
@@ -189,7 +194,7 @@ func (g *gateway) adminError(w http.ResponseWriter, err error) {
 		g.adminFail(w, http.StatusNotFound, err)
 	case errors.Is(err, forwarder.ErrInvalidInput):
 		g.adminFail(w, http.StatusBadRequest, err)
-	case errors.Is(err, forwarder.ErrEndpointDisabled):
+	case errors.Is(err, forwarder.ErrEndpointDisabled), errors.Is(err, forwarder.ErrPending):
 		g.adminFail(w, http.StatusConflict, err)
 	case errors.Is(err, forwarder.ErrDeliveryFailed):
 		g.adminFail(w, http.StatusBadGateway, err)

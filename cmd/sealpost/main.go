@@ -9,6 +9,11 @@
 //	sealpost audit verify|export
 //	sealpost apikey new ID [--admin]
 //	sealpost kms rotate-master [--data DIR]
+//	sealpost receipts delete TENANT ID
+//	sealpost tenant delete TENANT --confirm TENANT | export TENANT [-o FILE]
+//	sealpost export verify FILE --jwks FILE|URL
+//	sealpost backup [now|list]
+//	sealpost restore --config FILE [--snapshot ID] [--from primary|copy]
 //	sealpost version
 package main
 
@@ -75,6 +80,11 @@ commands:
   audit          verify or export the audit log (admin API)
   apikey         make a new API key or admin token and its hash
   kms            rotate the local master key
+  receipts       delete a receipt's payload and attachments (admin API)
+  tenant         delete a tenant (crypto-shredding) or export its data (admin API)
+  export         verify a tenant export offline
+  backup         write a backup now or list backups (admin API)
+  restore        restore a backup into an empty data dir or a fresh cluster
   version        print the version
 
 Run "sealpost <command> -h" for a command's flags.
@@ -106,6 +116,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runAPIKey(rest, stdout, stderr)
 	case "kms":
 		return runKMS(rest, getenv, stdout, stderr)
+	case "receipts":
+		return runReceipts(ctx, rest, getenv, stdout, stderr)
+	case "tenant":
+		return runTenant(ctx, rest, getenv, stdout, stderr)
+	case "export":
+		return runExport(ctx, rest, stdout, stderr)
+	case "backup":
+		return runBackup(ctx, rest, getenv, stdout, stderr)
+	case "restore":
+		return runRestore(ctx, rest, getenv, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "sealpost", version)
 		return nil

@@ -65,6 +65,8 @@ func NewTarget(ctx context.Context, c TargetConfig) (*Target, error) {
 			o.BaseEndpoint = aws.String(c.Endpoint)
 		}
 		o.UsePathStyle = c.PathStyle
+		// Objects are checked against the manifest's SHA-256 instead.
+		o.DisableLogOutputChecksumValidationSkipped = true
 	})
 	return &Target{cfg: c, client: client}, nil
 }

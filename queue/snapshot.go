@@ -161,8 +161,9 @@ func (c *Conn) Snapshot(ctx context.Context, stream string, w io.Writer) (Snapsh
 	}
 }
 
-// restoreChunk is the size of the chunks Restore sends.
-const restoreChunk = 128 << 10
+// restoreChunk is the largest chunk Restore sends; each is a round trip.
+// It is cut to fit the server's message limit.
+const restoreChunk = 1 << 20
 
 // restoreChunkTimeout bounds the server's answer to one restore chunk.
 const restoreChunkTimeout = time.Minute
@@ -197,7 +198,7 @@ func (c *Conn) Restore(ctx context.Context, info SnapshotInfo, replicas int, r i
 	if resp.DeliverSubject == "" {
 		return fmt.Errorf("queue: restore %s: the server named no subject for the chunks", info.Stream)
 	}
-	buf := make([]byte, restoreChunk)
+	buf := make([]byte, max(1024, min(restoreChunk, int(c.nc.MaxPayload())-4096)))
 	for {
 		n, rerr := io.ReadFull(r, buf)
 		if n > 0 {

@@ -42,6 +42,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sealpost/sealpost/keyring/kms"
@@ -165,7 +166,7 @@ func Backup(ctx context.Context, c Config) (*Result, error) {
 		case b == queue.IngestStream:
 			return 1
 		}
-		return cmpString(a, b)
+		return strings.Compare(a, b)
 	})
 	// The checkpoint is read before any stream is taken, so every entry it
 	// covers is in the AUDIT snapshot.
@@ -209,16 +210,6 @@ func Backup(ctx context.Context, c Config) (*Result, error) {
 		return nil, err
 	}
 	return res, nil
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // NewID names a snapshot taken at t: its UTC time to the millisecond, so

@@ -679,7 +679,11 @@ func mustHex32(s string) [32]byte {
 
 // validate checks the backup settings.
 func (b *BackupConfig) validate(bad func(key, format string, args ...any)) {
-	for key, s3 := range map[string]S3Config{"backup.s3": b.S3, "backup.copy": b.Copy, "backup.checkpoints.s3": b.Checkpoints.S3} {
+	for _, loc := range []struct {
+		key string
+		s3  S3Config
+	}{{"backup.s3", b.S3}, {"backup.copy", b.Copy}, {"backup.checkpoints.s3", b.Checkpoints.S3}} {
+		key, s3 := loc.key, loc.s3
 		if s3.Bucket == "" {
 			if s3 != (S3Config{}) {
 				bad(key+".bucket", "required when %s is set", key)

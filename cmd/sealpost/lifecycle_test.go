@@ -27,7 +27,8 @@ import (
 
 // TestLifecycle runs the data lifecycle through a live gateway on moto's
 // S3: a tenant export verifies offline and a tampered one fails; one
-// receipt's payload is deleted and its receipt still verifies; a backup
+// receipt's payload is deleted, its receipt still verifies and its stored
+// record is gone from the data dir and from later backups; a backup
 // taken while deliveries are pending is restored into an empty data dir
 // from the second region, after which the audit log verifies, receipts
 // verify, every message accepted before the backup is delivered (to the
@@ -44,7 +45,9 @@ func TestLifecycle(t *testing.T) {
 	marker := "MARKER-" + rand.Text()
 	rcvA := newReceiver(t)
 	dir1 := t.TempDir()
-	g := startGateway(t, gatewayOpts{dataDir: dir1, endpoint: rcvA.url(), extra: backupYAML(endpoint), logLevel: "info"})
+	natsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	g := startGateway(t, gatewayOpts{dataDir: dir1, endpoint: rcvA.url(), logLevel: "info",
+		extra: backupYAML(endpoint) + "nats:\n  listen: " + natsAddr + "\n"})
 
 	accepted := map[string]bool{}
 	ingest := func(g *testGateway, body string) string {
@@ -106,12 +109,35 @@ func TestLifecycle(t *testing.T) {
 	})
 
 	deletedID := delivered[0]
+	var sealedRecord []byte // the deleted receipt's record as it was stored
 	t.Run("delete one receipt", func(t *testing.T) {
+		// The receipt's stored (sealed) record, read through the
+		// embedded server's client port, must be gone from the data dir
+		// afterwards, not only from the stream.
+		q, err := queue.Open(ctx, queue.Config{URL: "nats://" + natsAddr, NoDeclare: true})
+		must(t, err)
+		defer q.Close()
+		receipts, err := q.LookupStream(ctx, "RECEIPTS")
+		must(t, err)
+		must(t, receipts.Read(ctx, queue.ReadOptions{Filter: "receipt.acme.>"}, func(m *queue.Msg) error {
+			return queue.EachRecord(m.Data, func(f []string, blob []byte) error {
+				if f[0] == deletedID {
+					sealedRecord = bytes.Clone(blob)
+				}
+				return nil
+			})
+		}))
+		if sealedRecord == nil || !dirContains(t, dir1, sealedRecord) {
+			t.Fatal("the receipt's sealed record is not in the data dir before the deletion: the scan sees nothing")
+		}
 		if out, err := g.cli("receipts", "delete", "acme", deletedID); err != nil {
 			t.Fatalf("delete: %v %s", err, out)
 		}
 		checkReceipt(t, g, deletedID, keysFile, false)
 		checkReceipt(t, g, delivered[1], keysFile, true)
+		if dirContains(t, dir1, sealedRecord) {
+			t.Error("the deleted receipt's sealed record is still in the data dir")
+		}
 	})
 
 	// Messages accepted while the endpoint fails stay pending: the
@@ -258,6 +284,11 @@ func TestLifecycle(t *testing.T) {
 		}
 		if dirContains(t, dir3, []byte(marker)) || dirContains(t, dir3, rec) {
 			t.Error("the restored backup holds the marker or the tenant key")
+		}
+		// The backup was taken after the one-receipt deletion: it never
+		// had that receipt's payload.
+		if dirContains(t, dir3, sealedRecord) {
+			t.Error("the backup holds the deleted receipt's sealed record")
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/sealpost/sealpost/audit"
 	"github.com/sealpost/sealpost/forwarder"
 	"github.com/sealpost/sealpost/queue/backup"
 )
@@ -55,7 +56,10 @@ func (g *gateway) adminExportTenant(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-tar")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+tenant+`-export.tar"`)
 	w.Header().Set("Cache-Control", "no-store")
-	if err := g.exportTenant(r.Context(), tenant, w); err != nil {
+	err := g.exportTenant(r.Context(), tenant, w)
+	g.appendAudit(r.Context(), audit.Entry{Actor: "admin", Action: actionTenantExport, Tenant: tenant, Target: tenant,
+		Outcome: outcomeOf(err), RequestID: r.Header.Get("X-Request-Id")})
+	if err != nil {
 		g.log.Error("tenant export failed", "tenant", tenant, "err", err)
 		panic(http.ErrAbortHandler) // the client sees a cut connection, not a short archive that looks whole
 	}

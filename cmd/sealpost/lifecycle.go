@@ -22,6 +22,7 @@ import (
 // Audit actions of the data lifecycle.
 const (
 	actionTenantDeleted = "tenant.deleted"
+	actionTenantExport  = "tenant.export"
 	actionBackup        = "backup.created"
 )
 

@@ -58,8 +58,9 @@ func attemptsContext(tenant, id string) kms.Context {
 // blob is the sealed Attempt.
 const attemptFields = 6
 
-// attemptRecord returns the record of attempt a of id, sealed.
-func (w *Worker) attemptRecord(ctx context.Context, tenant, id string, a Attempt) (record, error) {
+// attemptRecord returns the record of attempt a of id, sealed, kept as
+// long as route's receipts.
+func (w *Worker) attemptRecord(ctx context.Context, tenant, route, id string, a Attempt) (record, error) {
 	plain, err := json.Marshal(a)
 	if err != nil {
 		return record{}, fmt.Errorf("forwarder: encode attempt: %w", err)
@@ -72,16 +73,16 @@ func (w *Worker) attemptRecord(ctx context.Context, tenant, id string, a Attempt
 	if !a.NextAt.IsZero() {
 		next = strconv.FormatInt(a.NextAt.UnixMilli(), 10)
 	}
-	return record{fields: []string{id, strconv.Itoa(a.N), a.Result, next, a.Trigger, a.Class}, blob: sealed}, nil
+	return record{fields: []string{id, strconv.Itoa(a.N), a.Result, next, a.Trigger, a.Class}, blob: sealed, ttl: w.retention(tenant, route)}, nil
 }
 
 // recordAttempt stores one attempt record of id.
-func (w *Worker) recordAttempt(ctx context.Context, tenant, id string, a Attempt) error {
+func (w *Worker) recordAttempt(ctx context.Context, tenant, route, id string, a Attempt) error {
 	k, err := groupOf(tenant, id)
 	if err != nil {
 		return err
 	}
-	r, err := w.attemptRecord(ctx, tenant, id, a)
+	r, err := w.attemptRecord(ctx, tenant, route, id, a)
 	if err != nil {
 		return err
 	}

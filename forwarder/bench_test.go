@@ -20,12 +20,18 @@ import (
 // healthy ones:
 // the whole path of sign, seal, store, POST, record, audit (in memory) and
 // ack on an embedded JetStream.
-func benchDeliver(b *testing.B, endpoints, limit, workers int, hang bool) {
+func benchDeliver(b *testing.B, endpoints, limit, workers int, hang bool, mods ...func(*Config)) {
 	const healthy = 3000
 	for range b.N {
 		b.StopTimer()
 		reg := prometheus.NewRegistry()
-		e := newEnv(b, func(c *Config) { c.Timeout = 5 * time.Second; c.Registerer = reg })
+		e := newEnv(b, func(c *Config) {
+			c.Timeout = 5 * time.Second
+			c.Registerer = reg
+			for _, m := range mods {
+				m(c)
+			}
+		})
 		var delivered atomic.Int64
 		for i := range endpoints {
 			rc := newReceiver(b, func(w http.ResponseWriter, _ *http.Request, _ int) {
@@ -87,6 +93,35 @@ func BenchmarkDeliver(b *testing.B) {
 	b.Run("endpoints=10/none-hang/workers=64", func(b *testing.B) { benchDeliver(b, 10, 4, 64, false) })
 	b.Run("endpoints=10/one-hangs/workers=64", func(b *testing.B) { benchDeliver(b, 10, 4, 64, true) })
 }
+
+// BenchmarkDeliverRetention measures what retention costs on the hot
+// path: none (no time to live), one retention for every route (each
+// message carries a Nats-TTL header on the write it makes anyway), and a
+// different retention per route (records of different routes in one batch
+// go to different messages).
+func BenchmarkDeliverRetention(b *testing.B) {
+	b.Run("retention=none", func(b *testing.B) { benchDeliver(b, 10, 4, 16, false) })
+	b.Run("retention=30d", func(b *testing.B) {
+		benchDeliver(b, 10, 4, 16, false, func(c *Config) { c.Retention = benchRetention{same: true} })
+	})
+	b.Run("retention=per-route", func(b *testing.B) {
+		benchDeliver(b, 10, 4, 16, false, func(c *Config) { c.Retention = benchRetention{} })
+	})
+}
+
+// benchRetention keeps every route 30 days, or with same unset route rN
+// N+1 days.
+type benchRetention struct{ same bool }
+
+func (r benchRetention) Retention(_, route string) time.Duration {
+	if r.same {
+		return 30 * 24 * time.Hour
+	}
+	n, _ := strconv.Atoi(route[1:])
+	return time.Duration(n+1) * 24 * time.Hour
+}
+func (benchRetention) TenantRetention(string) time.Duration { return 30 * 24 * time.Hour }
+func (benchRetention) Durations() []time.Duration           { return nil }
 
 // counter reads the value of a counter with the given label value.
 func counter(t testing.TB, g prometheus.Gatherer, name, label string) float64 {

@@ -69,7 +69,7 @@ func (w *Worker) deadLetterAll(ctx context.Context, items []*item) {
 				// The message id makes a repeated append (after a failure
 				// below) land once within the duplicate window.
 				_, err = w.cfg.DeadLetters.Append(ctx, dlqSubject(it.s.Tenant, it.s.Route, it.s.ID), "dlq-"+it.s.ID+"-"+strconv.Itoa(it.n),
-					map[string]string{hdrID: it.s.ID, hdrState: stateDead}, sealed)
+					w.ttlHeader(map[string]string{hdrID: it.s.ID, hdrState: stateDead}, it.s.Tenant, it.s.Route), sealed)
 			}
 		}
 		if err != nil {
@@ -158,7 +158,7 @@ func (w *Worker) redeliver(ctx context.Context, tenant, id, trigger string) erro
 	if res.ok() {
 		a.Result = ResultDelivered
 	}
-	if err := w.recordAttempt(ctx, tenant, id, a); err != nil {
+	if err := w.recordAttempt(ctx, tenant, route, id, a); err != nil {
 		return err
 	}
 	details := map[string]string{"route": route, "trigger": trigger}
@@ -206,7 +206,7 @@ func (w *Worker) markResolved(ctx context.Context, tenant, route, id string) err
 	if m.Header[hdrState] != stateDead {
 		return nil
 	}
-	if _, err := w.cfg.DeadLetters.Append(ctx, subj, "", map[string]string{hdrID: id, hdrState: stateResolved}, nil); err != nil {
+	if _, err := w.cfg.DeadLetters.Append(ctx, subj, "", w.ttlHeader(map[string]string{hdrID: id, hdrState: stateResolved}, tenant, route), nil); err != nil {
 		return fmt.Errorf("forwarder: resolve dead letter: %w", err)
 	}
 	return nil

@@ -138,6 +138,14 @@ type Config struct {
 	// EndpointState holds disabled endpoints and stored endpoint secrets;
 	// declare it with EndpointStateBucket. Required.
 	EndpointState *queue.KV
+	// Attachments is the object store of mail attachments and bodies
+	// stored by reference ("<tenant>/<name>"): deletion and retention
+	// remove them. Optional.
+	Attachments *queue.Objects
+	// Retention says how long each tenant's and route's receipts, attempt
+	// records, dead letters and attachments are kept. Optional: nil keeps
+	// them (up to the streams' own limits).
+	Retention RetentionPolicy
 	// MaxMessageBytes is the largest message the queue server takes
 	// (queue.Conn.MaxPayload); receipts and attempt records are stored many
 	// to a message up to it. Default 1 MiB.

@@ -99,16 +99,28 @@ func (w *Worker) storeReceipts(ctx context.Context, k groupKey, its []*item) {
 	for round := 0; ; round++ {
 		var recs []record
 		var pending []*item
+		reset := false
 		for _, it := range todo {
 			if it.done || it.sealed == nil {
 				continue
 			}
 			if seq, ok := st.first[it.s.ID]; ok {
-				w.useStored(ctx, k, it, seq)
+				if err := w.useStored(ctx, k, it, seq); errors.Is(err, queue.ErrNotFound) && round+1 < maxStoreRounds {
+					// The message was rewritten since (a deletion):
+					// learn the group again.
+					st.last, st.first = 0, map[string]uint64{}
+					reset = true
+					break
+				} else if err != nil {
+					it.retryLater(w, err)
+				}
 				continue
 			}
-			recs = append(recs, record{fields: []string{it.s.ID, it.s.Route}, blob: it.sealed})
+			recs = append(recs, record{fields: []string{it.s.ID, it.s.Route}, blob: it.sealed, ttl: w.retention(it.s.Tenant, it.s.Route)})
 			pending = append(pending, it)
+		}
+		if reset {
+			continue
 		}
 		if len(recs) == 0 {
 			return
@@ -136,11 +148,10 @@ func (w *Worker) storeReceipts(ctx context.Context, k groupKey, its []*item) {
 }
 
 // useStored gives it the receipt stored first for its id, at seq.
-func (w *Worker) useStored(ctx context.Context, k groupKey, it *item, seq uint64) {
+func (w *Worker) useStored(ctx context.Context, k groupKey, it *item, seq uint64) error {
 	m, err := w.cfg.Receipts.Get(ctx, seq)
 	if err != nil {
-		it.retryLater(w, err)
-		return
+		return err
 	}
 	var sealed []byte
 	_ = queue.EachRecord(m.Data, func(f []string, blob []byte) error {
@@ -150,13 +161,12 @@ func (w *Worker) useStored(ctx context.Context, k groupKey, it *item, seq uint64
 		return nil
 	})
 	if sealed == nil {
-		it.retryLater(w, fmt.Errorf("forwarder: receipt %s not at seq %d", it.s.ID, seq))
-		return
+		return fmt.Errorf("forwarder: receipt %s not at seq %d: %w", it.s.ID, seq, queue.ErrNotFound)
 	}
 	env, err := w.openReceipt(ctx, k.tenant, it.s.ID, sealed)
 	if err != nil {
-		it.retryLater(w, err)
-		return
+		return err
 	}
 	it.env, it.sealed = env, nil
+	return nil
 }

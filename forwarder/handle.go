@@ -375,7 +375,7 @@ func (w *Worker) concludeAll(ctx context.Context, items []*item) {
 			entries = append(entries, audit.Entry{Actor: "system", Action: audit.ActionFailed, Tenant: it.s.Tenant,
 				Target: it.s.ID, Outcome: audit.OutcomeFailure, Details: details})
 		}
-		r, err := w.attemptRecord(ctx, it.s.Tenant, it.s.ID, a)
+		r, err := w.attemptRecord(ctx, it.s.Tenant, it.s.Route, it.s.ID, a)
 		if err != nil {
 			it.retryLater(w, err)
 			continue

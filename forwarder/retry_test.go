@@ -151,7 +151,7 @@ func TestRetryAfter(t *testing.T) {
 			e.route("invoices", rc, nil)
 			s := submission(t, "invoices")
 			for i := range tc.attempt {
-				if err := e.w.recordAttempt(context.Background(), "acme", s.ID, Attempt{N: i + 1, Trigger: TriggerQueue, Result: ResultRetry}); err != nil {
+				if err := e.w.recordAttempt(context.Background(), "acme", "invoices", s.ID, Attempt{N: i + 1, Trigger: TriggerQueue, Result: ResultRetry}); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -30,16 +30,21 @@ import (
 var (
 	// ReceiptsStream holds sealed receipt envelopes on
 	// "receipt.<tenant>.<group>".
-	ReceiptsStream = queue.StreamConfig{Name: "RECEIPTS", Subjects: []string{"receipt.>"}}
+	//
+	// Receipts, attempt records and dead letters expire by their tenant's
+	// and route's retention (Config.Retention): each message carries its
+	// own time to live (queue.HeaderTTL), so the store removes it without
+	// a sweeper and without another write.
+	ReceiptsStream = queue.StreamConfig{Name: "RECEIPTS", Subjects: []string{"receipt.>"}, AllowMsgTTL: true}
 	// AttemptsStream records every attempt, sealed, on
 	// "attempts.<tenant>.<group>". Records older than 90 days are dropped.
-	AttemptsStream = queue.StreamConfig{Name: "ATTEMPTS", Subjects: []string{"attempts.>"}, MaxAge: 90 * 24 * time.Hour}
+	AttemptsStream = queue.StreamConfig{Name: "ATTEMPTS", Subjects: []string{"attempts.>"}, MaxAge: 90 * 24 * time.Hour, AllowMsgTTL: true}
 	// EndpointStateBucket holds disabled-endpoint markers and sealed
 	// endpoint secrets.
 	EndpointStateBucket = queue.KVConfig{Bucket: "ENDPOINTS", History: 5}
 	// DeadLetterStream holds sealed dead letters and the markers of their
 	// redelivery, on "dlq.<tenant>.<route>.<id>", for 90 days.
-	DeadLetterStream = queue.StreamConfig{Name: "DLQ", Subjects: []string{"dlq.>"}, DenyDelete: true, MaxAge: 90 * 24 * time.Hour}
+	DeadLetterStream = queue.StreamConfig{Name: "DLQ", Subjects: []string{"dlq.>"}, DenyDelete: true, MaxAge: 90 * 24 * time.Hour, AllowMsgTTL: true}
 )
 
 // Body formats, in the Sealpost-Format header.
@@ -47,6 +52,9 @@ const (
 	hdrFormat      = "Sealpost-Format"
 	receiptsFormat = "receipts/1"
 	attemptsFormat = "attempts/1"
+	// hdrRecords is the number of records in a message, so that expiry
+	// can be counted from headers alone.
+	hdrRecords = "Sealpost-Records"
 )
 
 // recordHeadroom is what a message leaves of the server's limit for
@@ -74,29 +82,37 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// record is one record to store: its fields and sealed blob.
+// record is one record to store: its fields and sealed blob, and how long
+// it is kept (0: no time to live of its own).
 type record struct {
 	fields []string
 	blob   []byte
+	ttl    time.Duration
 }
 
 // storeRecords writes recs on subject, as few messages as the message
 // limit allows, and returns the sequence of the message holding each record
-// stored. With expect set, each message is stored only if the newest
-// message on the subject is *expect (0: the subject is empty), and then
-// *expect moves to it: the records are stored while nobody else writes on
-// the subject. When somebody did, storeRecords stops with
-// queue.ErrConflict, having stored the records it returned sequences for.
+// stored. Records of different retention go to different messages, each
+// with its time to live (records of one route share one). With expect set,
+// each message is stored only if the newest message on the subject is
+// *expect (0: the subject is empty), and then *expect moves to it: the
+// records are stored while nobody else writes on the subject. When somebody
+// did, storeRecords stops with queue.ErrConflict, having stored the records
+// it returned sequences for.
 func (w *Worker) storeRecords(ctx context.Context, s *queue.Stream, subject, format string, recs []record, expect *uint64) ([]uint64, error) {
 	limit := w.cfg.MaxMessageBytes - recordHeadroom
 	seqs := make([]uint64, 0, len(recs))
 	var data []byte
+	var ttl time.Duration
 	count := 0
 	flush := func() error {
 		if len(data) == 0 {
 			return nil
 		}
-		hdr := map[string]string{hdrFormat: format}
+		hdr := map[string]string{hdrFormat: format, hdrRecords: strconv.Itoa(count)}
+		if ttl > 0 {
+			hdr[queue.HeaderTTL] = queue.TTLValue(ttl)
+		}
 		if expect != nil {
 			hdr[queue.HdrExpectLastSubjectSeq] = strconv.FormatUint(*expect, 10)
 		}
@@ -118,11 +134,12 @@ func (w *Worker) storeRecords(ctx context.Context, s *queue.Stream, subject, for
 		if size > limit {
 			return seqs, fmt.Errorf("forwarder: a record of %d bytes over the %d-byte message limit", size, limit)
 		}
-		if len(data)+size > limit {
+		if len(data)+size > limit || (len(data) > 0 && r.ttl != ttl) {
 			if err := flush(); err != nil {
 				return seqs, err
 			}
 		}
+		ttl = r.ttl
 		data = queue.AppendRecord(data, r.fields, r.blob)
 		count++
 	}

@@ -51,8 +51,12 @@ type Config struct {
 	// ConnectTimeout bounds the initial connection. Default 10s.
 	ConnectTimeout time.Duration
 	// Name identifies this instance to NATS. Default "sealpost".
-	Name   string
-	Logger *slog.Logger
+	Name string
+	// NoDeclare opens the connection without declaring INGEST and
+	// QUARANTINE, for restoring streams into an empty store (a restore
+	// refuses a stream that exists). Default false.
+	NoDeclare bool
+	Logger    *slog.Logger
 }
 
 // Conn is a connection to JetStream, owning the embedded server if any.
@@ -134,6 +138,9 @@ func Open(ctx context.Context, cfg Config) (*Conn, error) {
 		return nil, fmt.Errorf("queue: jetstream: %w", err)
 	}
 	c.js = js
+	if cfg.NoDeclare {
+		return c, nil
+	}
 	if err := c.ensureIngest(ctx); err != nil {
 		c.Close()
 		return nil, err

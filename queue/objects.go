@@ -10,7 +10,11 @@ import (
 
 // Objects is a JetStream object store for payload parts too large for one
 // message (mail attachments). Callers store only sealed bytes.
-type Objects struct{ os jetstream.ObjectStore }
+type Objects struct {
+	os     jetstream.ObjectStore
+	js     jetstream.JetStream
+	bucket string
+}
 
 // ObjectsConfig declares an object store bucket.
 type ObjectsConfig struct {
@@ -34,7 +38,7 @@ func (c *Conn) Objects(ctx context.Context, cfg ObjectsConfig) (*Objects, error)
 	if err != nil {
 		return nil, err
 	}
-	return &Objects{os: os}, nil
+	return &Objects{os: os, js: c.js, bucket: cfg.Bucket}, nil
 }
 
 // Put stores data under name, replacing any previous object.

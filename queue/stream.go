@@ -26,6 +26,9 @@ type StreamConfig struct {
 	// Duplicates is the window in which a repeated MsgID is dropped.
 	// Default 2 minutes.
 	Duplicates time.Duration
+	// AllowMsgTTL lets a message carry its own time to live (the header
+	// HeaderTTL, see TTLValue); the store removes it when that ends.
+	AllowMsgTTL bool
 }
 
 // Stream is a JetStream stream used as an append-only log.
@@ -65,6 +68,7 @@ func (c *Conn) Stream(ctx context.Context, cfg StreamConfig) (*Stream, error) {
 		Replicas:          c.replicas(),
 		Discard:           jetstream.DiscardOld,
 		AllowDirect:       true,
+		AllowMsgTTL:       cfg.AllowMsgTTL,
 	}
 	if cfg.MaxBytes == 0 {
 		sc.MaxBytes = -1
@@ -180,6 +184,9 @@ type ReadOptions struct {
 	// message at or after this time. Both zero read from the beginning.
 	StartSeq  uint64
 	StartTime time.Time
+	// HeadersOnly delivers the headers without the data (Msg.Data is
+	// empty): for scans that need subjects and headers only.
+	HeadersOnly bool
 }
 
 // readInactive is how long after a read its consumer lingers on the server.
@@ -190,7 +197,7 @@ const readInactive = 5 * time.Second
 func (s *Stream) Read(ctx context.Context, o ReadOptions, fn func(*Msg) error) error {
 	// The server removes the consumer a few seconds after the read ends,
 	// so reads never pile consumers up on a stream.
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: readInactive}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: readInactive, HeadersOnly: o.HeadersOnly}
 	if o.Filter != "" {
 		cfg.FilterSubjects = []string{o.Filter}
 	}

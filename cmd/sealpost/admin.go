@@ -39,6 +39,11 @@ func (g *gateway) adminRoutes(mux *http.ServeMux) {
 	h("GET /debug/pprof/profile", pprof.Profile)
 	h("GET /debug/pprof/trace", pprof.Trace)
 	h("GET /debug/pprof/symbol", pprof.Symbol)
+	h("DELETE /admin/receipts/{tenant}/{id}", g.adminDeleteReceipt)
+	h("DELETE /admin/tenants/{tenant}", g.adminDeleteTenant)
+	h("GET /admin/tenants/{tenant}/export", g.adminExportTenant)
+	h("POST /admin/backup", g.adminBackup)
+	h("GET /admin/backups", g.adminListBackups)
 }
 
 func (g *gateway) adminAuth(next http.Handler) http.Handler {
@@ -197,7 +202,7 @@ func (g *gateway) adminError(w http.ResponseWriter, err error) {
 		g.adminFail(w, http.StatusNotFound, err)
 	case errors.Is(err, forwarder.ErrInvalidInput):
 		g.adminFail(w, http.StatusBadRequest, err)
-	case errors.Is(err, forwarder.ErrEndpointDisabled):
+	case errors.Is(err, forwarder.ErrEndpointDisabled), errors.Is(err, forwarder.ErrPending):
 		g.adminFail(w, http.StatusConflict, err)
 	case errors.Is(err, forwarder.ErrDeliveryFailed):
 		g.adminFail(w, http.StatusBadGateway, err)

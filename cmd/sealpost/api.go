@@ -32,9 +32,6 @@ const (
 // buildServers makes the HTTPS (ingest and public API), admin and SMTP
 // servers. Listeners are bound by the caller.
 func (g *gateway) buildServers() error {
-	if err := g.openBlobs(context.Background()); err != nil {
-		return err
-	}
 	ingest, err := httpin.New(httpin.Config{
 		Enqueuer: g.enqueuer(), Keys: g.tables.keys, Routes: g.tables, NewID: g.ids.New,
 		Auditor: requestAuditor{g}, Idempotency: g.idempotency, Authenticated: noteKey,

@@ -106,6 +106,11 @@ func (g *gateway) openForwarder(ctx context.Context) error {
 		return err
 	}
 	g.idempotency = &idempotencyStore{kv: idem}
+	objects, err := g.q.Objects(ctx, queue.ObjectsConfig{Bucket: "ATTACHMENTS"})
+	if err != nil {
+		return err
+	}
+	g.blobs = &blobStore{objects: objects, sealer: g.sealer}
 	var schedule []time.Duration
 	for _, d := range g.cfg.Forward.Schedule {
 		schedule = append(schedule, time.Duration(d))
@@ -117,6 +122,7 @@ func (g *gateway) openForwarder(ctx context.Context) error {
 	g.fwd, err = forwarder.New(forwarder.Config{
 		Routes: &forwarder2httpRoutes{g.tables}, Keys: g.keys, Sealer: g.sealer, Auditor: g.auditLog,
 		Receipts: receipts, DeadLetters: dlq, Attempts: attempts, EndpointState: state,
+		Attachments: objects, Retention: newRetentionPolicy(g.cfg),
 		MaxMessageBytes: int(g.q.MaxPayload()),
 		Schedule:        schedule, Timeout: time.Duration(g.cfg.Forward.Timeout), AllowNets: allow,
 		BreakerFailures: g.cfg.Forward.BreakerFailures, BreakerCooldown: time.Duration(g.cfg.Forward.BreakerCooldown),
@@ -210,16 +216,6 @@ func (a *auditedEnqueuer) Enqueue(ctx context.Context, s *ingress.Submission) er
 type blobStore struct {
 	objects *queue.Objects
 	sealer  *kms.Envelope
-}
-
-// openBlobs opens the ATTACHMENTS object store.
-func (g *gateway) openBlobs(ctx context.Context) error {
-	objects, err := g.q.Objects(ctx, queue.ObjectsConfig{Bucket: "ATTACHMENTS"})
-	if err != nil {
-		return err
-	}
-	g.blobs = &blobStore{objects: objects, sealer: g.sealer}
-	return nil
 }
 
 // blobNamePattern is a blob's name: base64url (unpadded) SHA-256.

@@ -43,6 +43,14 @@ type Config struct {
 	Audit   AuditConfig   `yaml:"audit"`
 	// Admin protects the admin API (/admin/...) on the admin listener.
 	Admin AdminConfig `yaml:"admin"`
+	// Retention is how long tenant data (receipts, attempt records, dead
+	// letters, attachments) is kept when neither the tenant nor the route
+	// says. Default 720h (30 days); at least 1s, at most 8784h (366 days).
+	// The audit log has its own (audit.retention).
+	Retention Duration `yaml:"retention"`
+	// Backup writes sealed snapshots to S3-compatible storage. Optional:
+	// without backup.bucket there are no scheduled backups.
+	Backup BackupConfig `yaml:"backup"`
 	// Tenants, each with its API keys and routes. At least one is required.
 	Tenants []TenantConfig `yaml:"tenants"`
 }
@@ -220,6 +228,9 @@ type TenantConfig struct {
 	Name    string         `yaml:"name"`
 	APIKeys []APIKeyConfig `yaml:"api_keys"`
 	Routes  []RouteConfig  `yaml:"routes"`
+	// Retention of the tenant's data (e.g. "168h" for 7 days). Default:
+	// the top-level retention. Same bounds.
+	Retention Duration `yaml:"retention"`
 }
 
 // APIKeyConfig is a tenant's API key, kept only as a hash.
@@ -251,6 +262,55 @@ type RouteConfig struct {
 	AllowedNetworks []string `yaml:"allowed_networks"`
 	// RequireDKIM refuses mail without a passing DKIM signature. Default false.
 	RequireDKIM bool `yaml:"require_dkim"`
+	// Retention of this route's receipts, attempt records and dead
+	// letters. Default: the tenant's. Same bounds.
+	Retention Duration `yaml:"retention"`
+}
+
+// BackupConfig schedules backups. Credentials come from the standard AWS
+// chain (environment, shared config, instance role).
+type BackupConfig struct {
+	// S3 is where snapshots go. Its bucket is required to enable backups.
+	S3 S3Config `yaml:"s3"`
+	// Copy is a second bucket (another region or provider) that gets
+	// every object too. Optional.
+	Copy S3Config `yaml:"copy"`
+	// Every is the time between scheduled backups inside serve. Default
+	// 1h; "0s" turns the schedule off (backups then run only on request).
+	// At least 1m.
+	Every *Duration `yaml:"every"`
+	// Keep is how long snapshots are kept before they are pruned. Default
+	// 720h (30 days); at least 1h.
+	Keep Duration `yaml:"keep"`
+	// MinKeep snapshots are never pruned, however old. Default 3.
+	MinKeep int `yaml:"min_keep"`
+	// Checkpoints is a bucket with S3 Object Lock that gets every signed
+	// audit checkpoint a backup records, write-once. Optional.
+	Checkpoints CheckpointsConfig `yaml:"checkpoints"`
+}
+
+// S3Config names an S3-compatible bucket.
+type S3Config struct {
+	// Bucket name. Required for the location to be used.
+	Bucket string `yaml:"bucket"`
+	// Prefix of every object key, e.g. "sealpost/". Optional.
+	Prefix string `yaml:"prefix"`
+	// Region, e.g. "eu-central-1". Required unless set in the environment.
+	Region string `yaml:"region"`
+	// Endpoint overrides the S3 URL (MinIO, Ceph, tests). Optional.
+	Endpoint string `yaml:"endpoint"`
+	// PathStyle puts the bucket in the URL path, as most S3-compatible
+	// servers need. Default false.
+	PathStyle bool `yaml:"path_style"`
+}
+
+// CheckpointsConfig is the write-once location of audit checkpoints.
+type CheckpointsConfig struct {
+	S3 S3Config `yaml:"s3"`
+	// Retain is how long each checkpoint is locked. Default 9600h (400 days).
+	Retain Duration `yaml:"retain"`
+	// Mode is COMPLIANCE (default) or GOVERNANCE.
+	Mode string `yaml:"mode"`
 }
 
 // Duration is a time.Duration written as "5m", "90s", "2160h".
@@ -368,7 +428,26 @@ func (c *Config) setDefaults() {
 	if c.Audit.Retention == 0 {
 		c.Audit.Retention = Duration(395 * 24 * time.Hour)
 	}
+	if c.Retention == 0 {
+		c.Retention = Duration(defaultRetention)
+	}
+	if c.Backup.Every == nil {
+		d := Duration(time.Hour)
+		c.Backup.Every = &d
+	}
+	if c.Backup.Keep == 0 {
+		c.Backup.Keep = Duration(30 * 24 * time.Hour)
+	}
+	if c.Backup.MinKeep == 0 {
+		c.Backup.MinKeep = 3
+	}
 }
+
+// Retention bounds.
+const (
+	defaultRetention = 30 * 24 * time.Hour
+	maxRetention     = 366 * 24 * time.Hour
+)
 
 var (
 	namePattern  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
@@ -538,6 +617,13 @@ func (c *Config) Validate() error {
 	if len(c.Tenants) == 0 {
 		bad("tenants", "at least one tenant is required")
 	}
+	checkRetention := func(key string, d Duration) {
+		if d != 0 && (d < Duration(time.Second) || d > Duration(maxRetention)) {
+			bad(key, "must be between 1s and 8784h (366 days), got %s", time.Duration(d))
+		}
+	}
+	checkRetention("retention", c.Retention)
+	c.Backup.validate(bad)
 	tenants := map[string]bool{}
 	keyIDs := map[string]bool{}
 	recipients := map[string]string{} // address -> the YAML path of its route
@@ -549,6 +635,7 @@ func (c *Config) Validate() error {
 			bad(tk+".name", "duplicate tenant %q", t.Name)
 		}
 		tenants[t.Name] = true
+		checkRetention(tk+".retention", t.Retention)
 		routes := map[string]bool{}
 		for j, r := range t.Routes {
 			rk := fmt.Sprintf("%s.routes[%d]", tk, j)
@@ -558,6 +645,7 @@ func (c *Config) Validate() error {
 				bad(rk+".name", "duplicate route %q", r.Name)
 			}
 			routes[r.Name] = true
+			checkRetention(rk+".retention", r.Retention)
 			if err := validateEndpoint(r.Endpoint, r.AllowHTTP, allowNets); err != nil {
 				bad(rk+".endpoint", "%v", err)
 			}
@@ -740,4 +828,48 @@ func requiredMaxPayload(cfg *Config) int64 {
 // whole MiB.
 func payloadSetting(n int64) string {
 	return strconv.FormatInt((n+1<<20-1)>>20, 10) + "MB"
+}
+
+// validate checks the backup settings.
+func (b *BackupConfig) validate(bad func(key, format string, args ...any)) {
+	for _, loc := range []struct {
+		key string
+		s3  S3Config
+	}{{"backup.s3", b.S3}, {"backup.copy", b.Copy}, {"backup.checkpoints.s3", b.Checkpoints.S3}} {
+		key, s3 := loc.key, loc.s3
+		if s3.Bucket == "" {
+			if s3 != (S3Config{}) {
+				bad(key+".bucket", "required when %s is set", key)
+			}
+			continue
+		}
+		if len(s3.Bucket) < 3 || len(s3.Bucket) > 63 || strings.ContainsAny(s3.Bucket, "/ ") {
+			bad(key+".bucket", "must be a bucket name (3-63 characters)")
+		}
+		if s3.Endpoint != "" {
+			if u, err := url.Parse(s3.Endpoint); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				bad(key+".endpoint", "must be an http(s) URL, got %q", s3.Endpoint)
+			}
+		}
+		if len(s3.Prefix) > 256 || strings.HasPrefix(s3.Prefix, "/") {
+			bad(key+".prefix", "at most 256 characters, not starting with '/'")
+		}
+	}
+	if b.S3.Bucket == "" && (b.Copy.Bucket != "" || b.Checkpoints.S3.Bucket != "") {
+		bad("backup.s3.bucket", "required when backup.copy or backup.checkpoints is set")
+	}
+	if b.Every != nil && *b.Every != 0 && *b.Every < Duration(time.Minute) {
+		bad("backup.every", "must be 0s (no schedule) or at least 1m")
+	}
+	if b.Keep < Duration(time.Hour) {
+		bad("backup.keep", "must be at least 1h")
+	}
+	if b.MinKeep < 1 || b.MinKeep > 1000 {
+		bad("backup.min_keep", "must be between 1 and 1000")
+	}
+	switch b.Checkpoints.Mode {
+	case "", "COMPLIANCE", "GOVERNANCE":
+	default:
+		bad("backup.checkpoints.mode", "must be COMPLIANCE or GOVERNANCE")
+	}
 }

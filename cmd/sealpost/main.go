@@ -11,6 +11,11 @@
 //	sealpost kms rotate-master [--data DIR]
 //	sealpost bench --self [--bare] | --url URL --token T --route R
 //	sealpost health [--ready]                (Docker HEALTHCHECK: the admin listener's probes)
+//	sealpost receipts delete TENANT ID
+//	sealpost tenant delete TENANT --confirm TENANT | export TENANT [-o FILE]
+//	sealpost export verify FILE --jwks FILE|URL
+//	sealpost backup [now|list]
+//	sealpost restore --config FILE [--snapshot ID] [--from primary|copy]
 //	sealpost version
 //
 // Exit status: 0 success, 1 a check failed (verify, check-config, audit
@@ -99,6 +104,11 @@ commands:
   kms            rotate the local master key
   bench          measure a gateway: throughput, latency, CPU per message
   health         probe a running gateway's admin listener (for HEALTHCHECK)
+  receipts       delete a receipt's payload and attachments (admin API)
+  tenant         delete a tenant (crypto-shredding) or export its data (admin API)
+  export         verify a tenant export offline
+  backup         write a backup now or list backups (admin API)
+  restore        restore a backup into an empty data dir or a fresh cluster
   version        print the version
 
 Run "sealpost <command> -h" for a command's flags.
@@ -136,6 +146,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runBench(ctx, rest, getenv, stdout, stderr)
 	case "health":
 		return runHealth(ctx, rest, getenv, stdout, stderr)
+	case "receipts":
+		return runReceipts(ctx, rest, getenv, stdout, stderr)
+	case "tenant":
+		return runTenant(ctx, rest, getenv, stdout, stderr)
+	case "export":
+		return runExport(ctx, rest, stdout, stderr)
+	case "backup":
+		return runBackup(ctx, rest, getenv, stdout, stderr)
+	case "restore":
+		return runRestore(ctx, rest, getenv, stdout, stderr)
 	case "version", "-version", "--version":
 		return runVersion(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":

@@ -114,10 +114,14 @@ type gateway struct {
 	keyAudit *keyringAuditor
 	fwd      *forwarder.Worker
 	consumer *queue.Consumer
-	smtp     *smtpin.Server
-	httpsSrv *http.Server
-	adminSrv *http.Server
-	tables   *routeTables
+	// tenantKeys holds each tenant's key (crypto-shredding); life runs
+	// retention and backups.
+	tenantKeys *queue.TenantKeys
+	life       *lifecycle
+	smtp       *smtpin.Server
+	httpsSrv   *http.Server
+	adminSrv   *http.Server
+	tables     *routeTables
 	// idempotency remembers Idempotency-Key uses of the ingest API.
 	idempotency *idempotencyStore
 	draining    atomic.Bool
@@ -156,9 +160,6 @@ func newGateway(ctx context.Context, cfg *Config, devMode bool, dev *devSetup, s
 	if err := g.openTLS(devMode); err != nil {
 		return nil, err
 	}
-	if err := g.openKMS(ctx); err != nil {
-		return nil, err
-	}
 	g.q, err = queue.Open(ctx, queue.Config{
 		URL: cfg.NATS.URL, CredsFile: cfg.NATS.CredsFile, DataDir: cfg.DataDir,
 		ListenAddr: cfg.NATS.Listen, Replicas: cfg.NATS.Replicas, Logger: g.log,
@@ -168,6 +169,9 @@ func newGateway(ctx context.Context, cfg *Config, devMode bool, dev *devSetup, s
 		return nil, err
 	}
 	g.closers = append(g.closers, g.q.Close)
+	if err := g.openKMS(ctx); err != nil {
+		return nil, err
+	}
 	if err := g.reg.Register(g.q.Collector("")); err != nil {
 		return nil, err
 	}
@@ -196,6 +200,10 @@ func newGateway(ctx context.Context, cfg *Config, devMode bool, dev *devSetup, s
 	if err := g.openForwarder(ctx); err != nil {
 		return nil, err
 	}
+	if err := g.openLifecycle(ctx); err != nil {
+		return nil, err
+	}
+	g.goBackground(func() { g.life.run(bgCtx) })
 	return g, nil
 }
 
@@ -234,8 +242,13 @@ func (g *gateway) openKMS(ctx context.Context) error {
 		}
 		kek = a
 	}
+	tks, err := g.q.TenantKeys(ctx)
+	if err != nil {
+		return err
+	}
+	g.tenantKeys = tks
 	env, err := kms.New(kms.Config{
-		KEK: kek, Logger: g.log, Registerer: g.reg,
+		KEK: kek, Logger: g.log, Registerer: g.reg, TenantKeys: tks,
 		MaxAge: time.Duration(g.cfg.KMS.CacheMaxAge), MaxUses: g.cfg.KMS.CacheMaxUses,
 	})
 	if err != nil {

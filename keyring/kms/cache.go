@@ -292,3 +292,23 @@ func (c *openCache) get(ctx context.Context, id openID, now func() time.Time,
 	close(call.done)
 	return call.aead, false, call.err
 }
+
+// forgetTenant drops the sealing keys of tenant.
+func (c *sealCache) forgetTenant(tenant string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range c.slots {
+		if k.tenant == tenant {
+			delete(c.slots, k)
+		}
+	}
+}
+
+// clear drops every cached key. Entries do not record their tenant, so
+// forgetting one tenant's keys forgets all; later opens unwrap again.
+func (c *openCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ll.Init()
+	clear(c.entries)
+}

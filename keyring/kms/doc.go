@@ -28,6 +28,14 @@
 // The object id cannot be part of it because one data key seals many
 // objects.
 //
+// # Tenant keys
+//
+// With [Config].TenantKeys set, each tenant has a key of its own between the
+// KEK and its data keys, sealed under the KEK and kept in a
+// [TenantKeyStore]. [Envelope.DestroyTenant] erases it, which makes every
+// object sealed for the tenant unopenable wherever a copy lies
+// (crypto-shredding). The layout is in tenant.go.
+//
 // # Data-key cache
 //
 // Calling the KMS per object would make KMS traffic proportional to mail

@@ -75,6 +75,11 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
+	// TenantKeys, when set, puts a key of each tenant's own between the
+	// KEK and the tenant's data keys (see DestroyTenant); tenants whose
+	// name starts with '_' are exempt. Default nil: the KEK wraps every
+	// data key. Objects sealed either way open either way.
+	TenantKeys TenantKeyStore
 }
 
 // Envelope seals and opens objects with data keys wrapped by a KEK. It is
@@ -87,6 +92,8 @@ type Envelope struct {
 	m        *metrics
 	seal     *sealCache
 	open     *openCache
+	maxAge   time.Duration
+	tenants  *tenantKeys // nil without Config.TenantKeys
 }
 
 // New returns an Envelope for c.
@@ -126,7 +133,7 @@ func New(c Config) (*Envelope, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kms: metrics: %w", err)
 	}
-	return &Envelope{
+	e := &Envelope{
 		kek:      c.KEK,
 		provider: id,
 		log:      c.Logger,
@@ -134,12 +141,26 @@ func New(c Config) (*Envelope, error) {
 		m:        m,
 		seal:     newSealCache(c.MaxAge, c.MaxUses),
 		open:     newOpenCache(c.MaxOpenKeys, c.MaxAge),
-	}, nil
+		maxAge:   c.MaxAge,
+	}
+	if c.TenantKeys != nil {
+		e.tenants = &tenantKeys{store: c.TenantKeys, keys: map[string]*tenantKey{}}
+	}
+	return e, nil
 }
 
 // Seal encrypts plaintext for the context c and returns the sealed blob.
 // Errors wrap ErrInvalidContext, ErrTooLarge or ErrUnavailable.
 func (e *Envelope) Seal(ctx context.Context, c Context, plaintext []byte) ([]byte, error) {
+	return e.seal1(ctx, c, plaintext, !e.tenantScoped(c.Tenant))
+}
+
+// sealDirect seals with a data key wrapped by the KEK, never a tenant key.
+func (e *Envelope) sealDirect(ctx context.Context, c Context, plaintext []byte) ([]byte, error) {
+	return e.seal1(ctx, c, plaintext, true)
+}
+
+func (e *Envelope) seal1(ctx context.Context, c Context, plaintext []byte, direct bool) ([]byte, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
@@ -147,7 +168,7 @@ func (e *Envelope) Seal(ctx context.Context, c Context, plaintext []byte) ([]byt
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(plaintext), MaxPlaintext)
 	}
 	k, hit, err := e.seal.get(ctx, c.Tenant, c.Purpose, e.now, func(ctx context.Context) (*sealKey, error) {
-		return e.newSealKey(ctx, c.Tenant, c.Purpose)
+		return e.newSealKey(ctx, c.Tenant, c.Purpose, direct)
 	})
 	if err != nil {
 		if !errors.Is(err, ErrUnavailable) {
@@ -174,6 +195,15 @@ func (e *Envelope) Seal(ctx context.Context, c Context, plaintext []byte) ([]byt
 // ErrInvalidContext, ErrOpen (permanent) or ErrUnavailable (temporary). On
 // error no plaintext is returned.
 func (e *Envelope) Open(ctx context.Context, c Context, blob []byte) ([]byte, error) {
+	return e.open1(ctx, c, blob, false)
+}
+
+// openDirect opens only blobs whose data key the KEK wrapped.
+func (e *Envelope) openDirect(ctx context.Context, c Context, blob []byte) ([]byte, error) {
+	return e.open1(ctx, c, blob, true)
+}
+
+func (e *Envelope) open1(ctx context.Context, c Context, blob []byte, direct bool) ([]byte, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
@@ -181,12 +211,25 @@ func (e *Envelope) Open(ctx context.Context, c Context, blob []byte) ([]byte, er
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrOpen, err)
 	}
-	if s.provider != e.provider {
+	byTenant := s.provider == ProviderTenant && !direct && e.tenantScoped(c.Tenant)
+	if s.provider != e.provider && !byTenant {
 		return nil, fmt.Errorf("%w: sealed by key provider %q, configured provider is %q", ErrOpen, s.provider, e.provider)
 	}
 	ec := kmsContext(c.Tenant, c.Purpose)
 	id := newOpenID(s.provider, s.wrapped, ec)
 	aead, hit, err := e.open.get(ctx, id, e.now, func(ctx context.Context) (cipher.AEAD, error) {
+		if byTenant {
+			pt, err := e.unwrapTenantDataKey(ctx, c.Tenant, s.wrapped, ec)
+			if err != nil {
+				return nil, err
+			}
+			defer clear(pt)
+			aead, err := newGCM(pt)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrOpen, err)
+			}
+			return aead, nil
+		}
 		return e.unwrap(ctx, s.wrapped, ec)
 	})
 	if err != nil {
@@ -211,9 +254,22 @@ func (e *Envelope) Open(ctx context.Context, c Context, blob []byte) ([]byte, er
 // newSealKey generates a data key for tenant and purpose and makes it
 // available for opening too, so that objects sealed by this process open
 // without a provider call.
-func (e *Envelope) newSealKey(ctx context.Context, tenant, purpose string) (*sealKey, error) {
+func (e *Envelope) newSealKey(ctx context.Context, tenant, purpose string, direct bool) (*sealKey, error) {
 	ec := kmsContext(tenant, purpose)
-	pt, wrapped, err := e.kek.GenerateDataKey(ctx, ec)
+	provider := e.provider
+	var pt, wrapped []byte
+	var err error
+	if direct {
+		pt, wrapped, err = e.kek.GenerateDataKey(ctx, ec)
+	} else {
+		provider = ProviderTenant
+		pt, wrapped, err = e.generateTenantDataKey(ctx, tenant, ec)
+		if errors.Is(err, ErrOpen) {
+			// The tenant's key record does not open: not a passing
+			// failure of the provider, but reported the same way.
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+	}
 	if err != nil {
 		e.m.calls.WithLabelValues(opGenerate, outcomeUnavailable).Inc()
 		return nil, fmt.Errorf("%w: generate data key: %w", ErrUnavailable, err)
@@ -224,14 +280,14 @@ func (e *Envelope) newSealKey(ctx context.Context, tenant, purpose string) (*sea
 		e.m.calls.WithLabelValues(opGenerate, outcomeRejected).Inc()
 		return nil, fmt.Errorf("%w: generate data key: %w", ErrUnavailable, err)
 	}
-	header, err := appendHeader(nil, e.provider, wrapped)
+	header, err := appendHeader(nil, provider, wrapped)
 	if err != nil {
 		e.m.calls.WithLabelValues(opGenerate, outcomeRejected).Inc()
 		return nil, fmt.Errorf("%w: generate data key: %w", ErrUnavailable, err)
 	}
 	e.m.calls.WithLabelValues(opGenerate, outcomeOK).Inc()
 	now := e.now()
-	e.open.put(newOpenID(e.provider, wrapped, ec), aead, now)
+	e.open.put(newOpenID(provider, wrapped, ec), aead, now)
 	e.log.Debug("kms data key generated", "tenant", tenant, "purpose", purpose, "provider", e.provider)
 	return &sealKey{aead: aead, header: header, created: now}, nil
 }

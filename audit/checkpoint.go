@@ -48,11 +48,19 @@ type checkpointRecord struct {
 	seq uint64 // stream sequence of this record
 }
 
-// Checkpoint is a parsed checkpoint body (C2SP tlog-checkpoint).
+// Checkpoint is a parsed checkpoint body (C2SP tlog-checkpoint), with what
+// VerifyCheckpoint learnt from its signatures.
 type Checkpoint struct {
 	Origin string
 	Size   uint64
 	Root   []byte
+	// Time is when the log signed the checkpoint, from the log's own
+	// timestamped cosignature; zero for a checkpoint without one (signed
+	// before sealpost added it).
+	Time time.Time
+	// Cosigned maps each witness of the policy whose cosignature verified
+	// to the time of its cosignature.
+	Cosigned map[string]time.Time
 }
 
 // formatCheckpoint returns the checkpoint body: "<origin>\n<size>\n<base64
@@ -116,50 +124,11 @@ func (s *noteSigner) Sign(msg []byte) ([]byte, error) {
 	return ed25519.Sign(s.key, msg), nil
 }
 
-// NoteVerifiers returns note verifiers for every key in keys under name
-// origin. It is what verify and VerifyExport use to check checkpoints.
-func NoteVerifiers(origin string, keys *signer.KeySet) (note.Verifiers, error) {
-	if keys == nil {
-		return nil, errors.New("audit: no verification keys")
-	}
-	var vs []note.Verifier
-	for _, k := range keys.Keys {
-		vkey, err := note.NewEd25519VerifierKey(origin, k.Key)
-		if err != nil {
-			continue
-		}
-		v, err := note.NewVerifier(vkey)
-		if err != nil {
-			return nil, fmt.Errorf("audit: verifier for %s: %w", k.KID, err)
-		}
-		vs = append(vs, v)
-	}
-	return note.VerifierList(vs...), nil
-}
-
 // OpenCheckpoint verifies a signed checkpoint note against keys and parses
-// its body; the origin must be origin (empty accepts the note's own).
+// its body; the origin must be origin (empty accepts the note's own). It is
+// VerifyCheckpoint without a witness policy.
 func OpenCheckpoint(signed []byte, origin string, keys *signer.KeySet) (Checkpoint, error) {
-	if origin == "" {
-		first, _, _ := bytes.Cut(signed, []byte{'\n'})
-		origin = string(first)
-	}
-	vs, err := NoteVerifiers(origin, keys)
-	if err != nil {
-		return Checkpoint{}, err
-	}
-	n, err := note.Open(signed, vs)
-	if err != nil {
-		return Checkpoint{}, fmt.Errorf("checkpoint signature: %w", err)
-	}
-	c, err := ParseCheckpoint(n.Text)
-	if err != nil {
-		return Checkpoint{}, err
-	}
-	if c.Origin != origin {
-		return Checkpoint{}, fmt.Errorf("checkpoint origin %q, want %q", c.Origin, origin)
-	}
-	return c, nil
+	return VerifyCheckpoint(signed, origin, keys, nil)
 }
 
 // compactRange rebuilds the compact range the record carries and checks it
@@ -255,6 +224,11 @@ type tree struct {
 	broken error
 	// writers follows the chains of the writers seen lately.
 	writers map[string]*writerState
+	// tiles and ix collect the proof tiles and the receipt index on the
+	// instance that keeps them (the checkpointer, see keepProofs); nil
+	// elsewhere.
+	tiles *tileBuilder
+	ix    *indexer
 }
 
 // integrateLocked brings the tree up to the end of the stream. l.tmu must
@@ -293,12 +267,17 @@ func (l *Log) integrateLocked(ctx context.Context) error {
 		if m.Seq != t.lastSeq+1 {
 			return fmt.Errorf("audit: %w: seq %d..%d are missing", ErrTampered, t.lastSeq+1, m.Seq-1)
 		}
-		for _, line := range splitBatch(m.Data) {
+		for pos, line := range splitBatch(m.Data) {
 			h := leafHash(line)
 			if err := t.checkLink(line, h, m.Seq, now); err != nil {
 				return err
 			}
-			if err := t.rng.Append(h, nil); err != nil {
+			var visit compact.VisitFn
+			if t.tiles != nil {
+				t.ix.add(line, t.rng.End(), m.Seq, pos)
+				visit = t.tiles.visit
+			}
+			if err := t.rng.Append(h, visit); err != nil {
 				return err
 			}
 			t.lastLeaf = h
@@ -314,6 +293,13 @@ func (l *Log) integrateLocked(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("audit: %w: read: %w", ErrUnavailable, err)
 	}
+	if t.tiles != nil && (len(t.tiles.full) >= maxPendingTiles || t.ix.n >= maxPendingNotes) {
+		// Written early to bound memory; a failure is retried with the
+		// next checkpoint.
+		if err := l.writeProofsLocked(ctx, false); err != nil {
+			l.log.Warn("audit: writing proof data failed; retrying", "err", err)
+		}
+	}
 	return nil
 }
 
@@ -322,26 +308,39 @@ func (l *Log) breakTree(err error) error {
 		l.log.Error("audit: the stored log does not continue the signed tree; checkpoints stop until it is repaired (run audit verify)", "err", err)
 	}
 	l.tree.broken = err
-	l.m.consistent.Set(0)
+	l.setBroken(err)
 	return err
 }
 
+// setBroken records the inconsistency Consistent reports (nil: none).
+func (l *Log) setBroken(err error) {
+	if err == nil {
+		l.broken.Store(nil)
+		l.m.consistent.Set(1)
+		return
+	}
+	l.broken.Store(&err)
+	l.m.consistent.Set(0)
+}
+
 // loadLocked starts the tree from the newest checkpoint this keyring
-// signed (its compact range, not every leaf), or from the first entry.
+// signed (its compact range, not every leaf), or from the first entry. It
+// compares that checkpoint with the newest one held outside the store
+// (read first: the outside copy is written after the stored one, so a
+// store that is not behind it was not rolled back), and, on the instance
+// that keeps the proof data, restores the tiles.
 func (l *Log) loadLocked(ctx context.Context) error {
 	t := &l.tree
 	*t = tree{rng: rangeFactory.NewEmptyRange(0)}
-	cp, err := l.latestCheckpoint(ctx)
-	switch {
-	case errors.Is(err, ErrNoCheckpoint):
-	case err != nil:
+	outside, cp, notOurs, err := l.heads(ctx)
+	if err != nil {
 		return err
-	default:
-		if err := l.signedByUs(ctx, cp); err != nil {
-			// Not a checkpoint this keyring signed: do not build on it.
-			l.log.Warn("audit: newest checkpoint does not verify; building the tree from the first entry", "err", err)
-			break
-		}
+	}
+	if notOurs != nil {
+		// Not a checkpoint this keyring signed: do not build on it.
+		l.log.Warn("audit: newest checkpoint does not verify; building the tree from the first entry", "err", notOurs)
+	}
+	if cp != nil {
 		rng, err := cp.compactRange()
 		if err != nil {
 			t.loaded = true
@@ -350,17 +349,13 @@ func (l *Log) loadLocked(ctx context.Context) error {
 		if cp.Size > 0 {
 			// The stored message the checkpoint ends with must still be
 			// there and end with the checkpointed leaf.
-			m, err := l.entries.Get(ctx, cp.LastSeq)
-			if err != nil && !errors.Is(err, queue.ErrNotFound) {
-				return fmt.Errorf("audit: %w: %w", ErrUnavailable, err)
+			lines, err := l.checkEnd(ctx, cp, ErrTampered, "the last one checkpointed")
+			if errors.Is(err, ErrTampered) {
+				t.loaded = true
+				return l.breakTree(err)
 			}
-			t.loaded = true
 			if err != nil {
-				return l.breakTree(fmt.Errorf("audit: %w: seq %d, the last one checkpointed, is missing", ErrTampered, cp.LastSeq))
-			}
-			lines := splitBatch(m.Data)
-			if !bytes.Equal(leafHash(lines[len(lines)-1]), cp.lastLeaf()) {
-				return l.breakTree(fmt.Errorf("audit: %w: seq %d differs from the checkpointed entry", ErrTampered, cp.LastSeq))
+				return err
 			}
 			// Follow the chains of the writers of that message from it.
 			now := l.cfg.Now()
@@ -374,15 +369,54 @@ func (l *Log) loadLocked(ctx context.Context) error {
 		t.rng, t.lastLeaf, t.lastSeq, t.lastAt = rng, cp.lastLeaf(), cp.LastSeq, cp.LastAt
 		l.setLastCheckpoint(cp)
 	}
+	if err := l.checkOutside(ctx, outside, cp, true); err != nil {
+		if errors.Is(err, ErrTampered) {
+			t.loaded = true
+			return l.breakTree(err)
+		}
+		return err
+	}
+	if l.keepProofs && l.tiles != nil {
+		if err := l.loadProofsLocked(ctx, cp); err != nil {
+			if errors.Is(err, ErrTampered) {
+				t.loaded = true
+				return l.breakTree(err)
+			}
+			*t = tree{}
+			return err
+		}
+	}
 	t.loaded = true
-	l.m.consistent.Set(1)
+	l.setBroken(nil)
 	return nil
+}
+
+// checkEnd reads the stored message a checkpoint record ends with and
+// checks that it ends with the record's last leaf; it returns the
+// message's records. A missing or different message is an error wrapping
+// kind (ErrTampered or ErrRollback) that names the message as what.
+func (l *Log) checkEnd(ctx context.Context, cp *checkpointRecord, kind error, what string) ([][]byte, error) {
+	m, err := l.entries.Get(ctx, cp.LastSeq)
+	if errors.Is(err, queue.ErrNotFound) {
+		return nil, fmt.Errorf("audit: %w: seq %d, %s, is missing", kind, cp.LastSeq, what)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w: %w", ErrUnavailable, err)
+	}
+	lines := splitBatch(m.Data)
+	if !bytes.Equal(leafHash(lines[len(lines)-1]), cp.lastLeaf()) {
+		return nil, fmt.Errorf("audit: %w: seq %d, %s, holds another entry", kind, cp.LastSeq, what)
+	}
+	return lines, nil
 }
 
 // signedByUs checks a stored checkpoint against the keyring's current and
 // previous keys, so a record planted in the checkpoints stream cannot steer
 // the tree this process continues.
 func (l *Log) signedByUs(ctx context.Context, cp *checkpointRecord) error {
+	if l.cfg.Keys == nil {
+		return ErrReadOnly
+	}
 	cur, prev, err := l.cfg.Keys.SigningKeys(ctx, l.cfg.Now())
 	if err != nil {
 		return fmt.Errorf("signing keys: %w", err)
@@ -414,12 +448,15 @@ func (l *Log) Size(ctx context.Context) (uint64, error) {
 	return l.tree.rng.End(), nil
 }
 
-// Consistent returns nil while the stored log continues the signed tree,
-// and the inconsistency found otherwise.
+// Consistent returns nil while the stored log continues the signed tree
+// and is not behind the newest checkpoint held outside it, and the
+// inconsistency found otherwise (wrapping ErrTampered). It does not wait
+// for the checkpointer: the ingest path asks it for every message.
 func (l *Log) Consistent() error {
-	l.tmu.Lock()
-	defer l.tmu.Unlock()
-	return l.tree.broken
+	if p := l.broken.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // signCheckpoint integrates what was stored, signs the tree and, when
@@ -446,6 +483,13 @@ func (l *Log) signCheckpoint(ctx context.Context, store bool) (*checkpointRecord
 		signers = append(signers, s)
 		kids = append(kids, k.KID)
 	}
+	// The signed time: the log's own timestamped cosignature with the
+	// current key.
+	stamp, err := NewCosigner(l.cfg.Origin, cur.Key, l.cfg.Now)
+	if err != nil {
+		return nil, err
+	}
+	signers = append(signers, stamp)
 	var latest *checkpointRecord
 	var latestSeq uint64
 	if store {
@@ -460,6 +504,9 @@ func (l *Log) signCheckpoint(ctx context.Context, store bool) (*checkpointRecord
 	}
 
 	l.tmu.Lock()
+	if store {
+		l.keepProofsLocked(true)
+	}
 	if err := l.integrateLocked(ctx); err != nil {
 		l.tmu.Unlock()
 		l.m.checkpoints.WithLabelValues("error").Inc()
@@ -475,6 +522,15 @@ func (l *Log) signCheckpoint(ctx context.Context, store bool) (*checkpointRecord
 	if t.lastLeaf != nil {
 		rec.LastLeaf, rec.LastAt = b64.EncodeToString(t.lastLeaf), t.lastAt
 	}
+	if err == nil && store && (latest == nil || latest.Size <= size) {
+		// Proofs against this checkpoint must be possible once it is
+		// stored: its tiles and index notes are written first.
+		if werr := l.writeProofsLocked(ctx, true); werr != nil {
+			l.tmu.Unlock()
+			l.m.checkpoints.WithLabelValues("error").Inc()
+			return nil, fmt.Errorf("audit: %w: %w", ErrUnavailable, werr)
+		}
+	}
 	l.tmu.Unlock()
 	if err != nil {
 		return nil, err
@@ -487,10 +543,25 @@ func (l *Log) signCheckpoint(ctx context.Context, store bool) (*checkpointRecord
 	if err != nil {
 		return nil, fmt.Errorf("audit: sign checkpoint: %w", err)
 	}
-	rec.Note = string(signed)
 	if !store {
+		rec.Note = string(signed)
 		return rec, nil
 	}
+	if l.wit != nil {
+		prove := func(ctx context.Context, old uint64) ([][]byte, error) {
+			if old > 0 && l.tiles == nil {
+				return nil, ErrProofsUnavailable
+			}
+			return proveConsistency(ctx, l.tiles, old, size, root)
+		}
+		var n int
+		signed, n = l.wit.cosign(ctx, signed, size, prove, l.m)
+		l.m.cosignatures.Set(float64(n))
+		if n < l.cfg.Witnesses.Quorum {
+			l.log.Warn("audit: checkpoint stored without the witness quorum", "size", size, "cosignatures", n, "quorum", l.cfg.Witnesses.Quorum)
+		}
+	}
+	rec.Note = string(signed)
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return nil, err
@@ -512,6 +583,7 @@ func (l *Log) signCheckpoint(ctx context.Context, store bool) (*checkpointRecord
 	l.setLastCheckpoint(rec)
 	l.m.checkpoints.WithLabelValues("ok").Inc()
 	l.log.Debug("audit checkpoint signed", "size", size, "kid", cur.KID)
+	l.putOutside(ctx, rec, root, data)
 	return rec, nil
 }
 
@@ -567,10 +639,18 @@ func (l *Log) Run(ctx context.Context) {
 	tick := time.NewTicker(min(integrateEvery, l.cfg.CheckpointEvery))
 	defer tick.Stop()
 	wasLeader := false
-	var signed time.Time // when this instance last stored a checkpoint
+	var signed time.Time  // when this instance last stored a checkpoint
+	var checked time.Time // when this instance last checked the log's tail
 	for {
 		isLeader := l.leader(ctx)
 		l.m.leader.Set(b2f(isLeader))
+		if isLeader != wasLeader {
+			// The checkpointer keeps the proof data; it starts from what
+			// the previous holder wrote.
+			l.tmu.Lock()
+			l.keepProofsLocked(isLeader)
+			l.tmu.Unlock()
+		}
 		if isLeader && !wasLeader {
 			// Start from what the previous holder signed.
 			if cp, err := l.latestCheckpoint(ctx); err == nil {
@@ -587,6 +667,13 @@ func (l *Log) Run(ctx context.Context) {
 			}
 			if ok {
 				signed = time.Now()
+			}
+		} else if time.Since(checked) >= tailCheckEvery {
+			// The checkpointer finds what the other instances would not:
+			// they look at the newest checkpoints only.
+			checked = time.Now()
+			if err := l.CheckTail(ctx); err != nil && !errors.Is(err, ErrTampered) && ctx.Err() == nil {
+				l.log.Warn("audit: checking the log's tail failed", "err", err)
 			}
 		}
 		select {

@@ -316,6 +316,7 @@ func Open(ctx context.Context, c Config) (*Log, error) {
 	}
 	if c.Witnesses.active() {
 		l.wit = newWitnesses(c.Witnesses, c.HTTPClient, c.WitnessTimeout, c.Logger)
+		l.m.quorum.Set(float64(c.Witnesses.Quorum))
 	}
 	if c.ReadOnly {
 		return l, nil
@@ -615,6 +616,10 @@ func (l *Log) Close(ctx context.Context) error {
 		return nil
 	}
 	defer l.releaseLease(ctx)
+	if l.Consistent() != nil {
+		// Nothing can be signed over it; it was reported when found.
+		return nil
+	}
 	if _, err := l.checkpointIfGrown(ctx); err != nil {
 		return fmt.Errorf("audit: close: %w", err)
 	}

@@ -14,6 +14,7 @@ type metrics struct {
 	// Witnesses, the outside copies and proofs.
 	witnessRequests *prometheus.CounterVec
 	cosignatures    prometheus.Gauge
+	quorum          prometheus.Gauge
 	outsideWrites   *prometheus.CounterVec
 	proofState      prometheus.Gauge
 }
@@ -64,6 +65,10 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "sealpost_audit_checkpoint_cosignatures",
 			Help: "Witness cosignatures on the newest checkpoint this instance stored.",
 		}),
+		quorum: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sealpost_audit_witness_quorum",
+			Help: "Witness cosignatures a checkpoint needs (0: no witnesses configured).",
+		}),
 		outsideWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sealpost_audit_outside_writes_total",
 			Help: "Checkpoints written to the outside location, by result (ok, error).",
@@ -76,7 +81,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 	m.consistent.Set(1)
 	if r != nil {
 		r.MustRegister(m.appends, m.appendSeconds, m.publishes, m.batchSize, m.treeSize, m.checkpoints, m.leader, m.consistent,
-			m.witnessRequests, m.cosignatures, m.outsideWrites, m.proofState)
+			m.witnessRequests, m.cosignatures, m.quorum, m.outsideWrites, m.proofState)
 	}
 	return m
 }

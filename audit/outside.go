@@ -267,3 +267,13 @@ func (l *Log) verifyWitnesses(ctx context.Context, keys *signer.KeySet, v *verif
 		}
 	}
 }
+
+// Check integrates what was stored and compares the log with the newest
+// checkpoint held outside it: what the checkpointer checks when it starts,
+// for a gateway to know before it accepts anything. A finding wraps
+// ErrTampered and is what Consistent reports from then on; another error
+// means the store or the outside location could not be read.
+func (l *Log) Check(ctx context.Context) error {
+	_, err := l.Size(ctx)
+	return err
+}

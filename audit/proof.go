@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/sealpost/sealpost/queue"
@@ -81,6 +82,15 @@ type ConsistencyProof struct {
 	FromCheckpoint string   `json:"from_checkpoint,omitempty"`
 	ToCheckpoint   string   `json:"to_checkpoint"`
 	Proof          []string `json:"proof"`
+}
+
+// EncodeProof writes a proof document as JSON without HTML escapes, so
+// that the records in it stay byte for byte what was stored: their leaf
+// hashes depend on it.
+func EncodeProof(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
 }
 
 func (l *Log) proofSlot() (func(), error) {

@@ -243,7 +243,10 @@ func (l *Log) verifyWitnesses(ctx context.Context, keys *signer.KeySet, v *verif
 	if !l.cfg.Witnesses.active() || v.newest == nil {
 		return
 	}
-	if _, err := VerifyCheckpoint([]byte(v.newest.Note), l.cfg.Origin, keys, l.cfg.Witnesses); errors.Is(err, ErrQuorum) {
+	switch _, err := VerifyCheckpoint([]byte(v.newest.Note), l.cfg.Origin, keys, l.cfg.Witnesses); {
+	case err == nil:
+		v.rep.Witnessed = v.newest.Size
+	case errors.Is(err, ErrQuorum):
 		v.rep.add(Problem{Seq: v.newest.seq, Index: v.newest.Size, Kind: KindUnwitnessed,
 			Detail: fmt.Sprintf("the newest checkpoint (size %d): %v", v.newest.Size, err)})
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -68,8 +67,8 @@ type Report struct {
 	// Truncated is set when more than maxProblems problems were found.
 	Truncated bool `json:"problems_truncated,omitempty"`
 	// Outside is the size of the newest checkpoint held outside the log,
-	// when the log has an outside copy; Witnessed the largest stored size
-	// with the witness quorum, when witnesses are configured.
+	// when the log has an outside copy; Witnessed the size of the newest
+	// checkpoint when witnesses are configured and it has their quorum.
 	Outside   uint64 `json:"outside_size,omitempty"`
 	Witnessed uint64 `json:"witnessed,omitempty"`
 	// Notes are remarks that are not problems (a witness that did not
@@ -102,8 +101,6 @@ type verifiedCP struct {
 	at      time.Time
 	// outside: the newest checkpoint held outside the log, not a stored one.
 	outside bool
-	// witnessed: it carries the witness quorum.
-	witnessed bool
 }
 
 // mismatch is a checkpoint root that the entries [from, end) failed.
@@ -185,9 +182,6 @@ func (l *Log) Verify(ctx context.Context, keys *signer.KeySet) (*Report, error) 
 	rep.Checkpoints = len(v.cps)
 	for _, c := range v.cps {
 		v.maxStored = max(v.maxStored, c.Size)
-		if c.witnessed {
-			rep.Witnessed = max(rep.Witnessed, c.Size)
-		}
 	}
 	if err := l.verifyOutside(ctx, keys, v); err != nil {
 		return nil, err
@@ -252,11 +246,7 @@ func (l *Log) readCheckpoints(ctx context.Context, keys *signer.KeySet, rep *Rep
 			rep.add(Problem{Seq: m.Seq, Kind: KindBadSignature, Detail: err.Error()})
 			return nil
 		}
-		c, err := VerifyCheckpoint([]byte(rec.Note), l.cfg.Origin, keys, l.cfg.Witnesses)
-		witnessed := err == nil && l.cfg.Witnesses.active()
-		if errors.Is(err, ErrQuorum) {
-			err = nil
-		}
+		c, err := OpenCheckpoint([]byte(rec.Note), l.cfg.Origin, keys)
 		if err != nil {
 			rep.add(Problem{Seq: m.Seq, Kind: KindBadSignature, Detail: fmt.Sprintf("checkpoint record %d: %v", m.Seq, err)})
 			return nil
@@ -269,7 +259,7 @@ func (l *Log) readCheckpoints(ctx context.Context, keys *signer.KeySet, rep *Rep
 		if at.IsZero() {
 			at = m.Time
 		}
-		out = append(out, verifiedCP{Checkpoint: c, seq: m.Seq, lastSeq: rec.LastSeq, at: at, witnessed: witnessed})
+		out = append(out, verifiedCP{Checkpoint: c, seq: m.Seq, lastSeq: rec.LastSeq, at: at})
 		if newest == nil || rec.Size >= newest.Size {
 			newest = rec
 		}

@@ -223,21 +223,6 @@ func OpenStreams(ctx context.Context, c *queue.Conn, retention time.Duration) (e
 	return entries, checkpoints, nil
 }
 
-// openProofStores declares the tiles bucket and the receipt index stream,
-// kept a month longer than the entries like the checkpoints.
-func openProofStores(ctx context.Context, c *queue.Conn, retention time.Duration) (*queue.KV, *queue.Stream, error) {
-	keep := retention + 30*24*time.Hour
-	tiles, err := c.KV(ctx, queue.KVConfig{Bucket: TilesBucket, TTL: keep})
-	if err != nil {
-		return nil, nil, fmt.Errorf("audit: %w", err)
-	}
-	index, err := c.Stream(ctx, queue.StreamConfig{Name: IndexStream, Subjects: []string{IndexSubject + ".>"}, MaxAge: keep})
-	if err != nil {
-		return nil, nil, fmt.Errorf("audit: %w", err)
-	}
-	return tiles, index, nil
-}
-
 // leaseTTL is how long the checkpointer lease lasts without renewal: the
 // longest another instance waits to take checkpointing over.
 const leaseTTL = 6 * time.Second

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/transparency-dev/merkle/compact"
 	"golang.org/x/mod/sumdb/tlog"
@@ -61,6 +62,21 @@ var _ kvStore = (*queue.KV)(nil)
 
 func tileKey(level int, n int64) string {
 	return strconv.Itoa(level) + "." + strconv.FormatInt(n, 10)
+}
+
+// openProofStores declares the tiles bucket and the receipt index stream,
+// kept a month longer than the entries like the checkpoints.
+func openProofStores(ctx context.Context, c *queue.Conn, retention time.Duration) (*queue.KV, *queue.Stream, error) {
+	keep := retention + 30*24*time.Hour
+	tiles, err := c.KV(ctx, queue.KVConfig{Bucket: TilesBucket, TTL: keep})
+	if err != nil {
+		return nil, nil, fmt.Errorf("audit: %w", err)
+	}
+	index, err := c.Stream(ctx, queue.StreamConfig{Name: IndexStream, Subjects: []string{IndexSubject + ".>"}, MaxAge: keep})
+	if err != nil {
+		return nil, nil, fmt.Errorf("audit: %w", err)
+	}
+	return tiles, index, nil
 }
 
 // pendingTile is a complete tile not written yet.

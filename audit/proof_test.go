@@ -490,3 +490,20 @@ func TestIndexerReadsOnlyTheTarget(t *testing.T) {
 		}
 	}
 }
+
+func TestValidReceiptID(t *testing.T) {
+	for id, want := range map[string]bool{
+		"rcpt_01JD7QZX3M5K8B2N4P6R9T1000": true,
+		"rcpt_7ZZZZZZZZZZZZZZZZZZZZZZZZZ": true,
+		"rcpt_8ZZZZZZZZZZZZZZZZZZZZZZZZZ": false, // beyond 128 bits
+		"rcpt_01JD7QZX3M5K8B2N4P6R9T100I": false, // I is not Crockford
+		"rcpt_01jd7qzx3m5k8b2n4p6r9t1000": false,
+		"rcpt_01JD7QZX3M5K8B2N4P6R9T100":  false,
+		"rcpx_01JD7QZX3M5K8B2N4P6R9T1000": false,
+		"":                                false,
+	} {
+		if got := ValidReceiptID(id); got != want {
+			t.Errorf("ValidReceiptID(%q) = %v, want %v", id, got, want)
+		}
+	}
+}

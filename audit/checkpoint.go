@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -48,11 +47,19 @@ type checkpointRecord struct {
 	seq uint64 // stream sequence of this record
 }
 
-// Checkpoint is a parsed checkpoint body (C2SP tlog-checkpoint).
+// Checkpoint is a parsed checkpoint body (C2SP tlog-checkpoint), with what
+// VerifyCheckpoint learnt from its signatures.
 type Checkpoint struct {
 	Origin string
 	Size   uint64
 	Root   []byte
+	// Time is when the log signed the checkpoint, from the log's own
+	// timestamped cosignature; zero for a checkpoint without one (signed
+	// before sealpost added it).
+	Time time.Time
+	// Cosigned maps each witness of the policy whose cosignature verified
+	// to the time of its cosignature.
+	Cosigned map[string]time.Time
 }
 
 // formatCheckpoint returns the checkpoint body: "<origin>\n<size>\n<base64
@@ -116,50 +123,11 @@ func (s *noteSigner) Sign(msg []byte) ([]byte, error) {
 	return ed25519.Sign(s.key, msg), nil
 }
 
-// NoteVerifiers returns note verifiers for every key in keys under name
-// origin. It is what verify and VerifyExport use to check checkpoints.
-func NoteVerifiers(origin string, keys *signer.KeySet) (note.Verifiers, error) {
-	if keys == nil {
-		return nil, errors.New("audit: no verification keys")
-	}
-	var vs []note.Verifier
-	for _, k := range keys.Keys {
-		vkey, err := note.NewEd25519VerifierKey(origin, k.Key)
-		if err != nil {
-			continue
-		}
-		v, err := note.NewVerifier(vkey)
-		if err != nil {
-			return nil, fmt.Errorf("audit: verifier for %s: %w", k.KID, err)
-		}
-		vs = append(vs, v)
-	}
-	return note.VerifierList(vs...), nil
-}
-
 // OpenCheckpoint verifies a signed checkpoint note against keys and parses
-// its body; the origin must be origin (empty accepts the note's own).
+// its body; the origin must be origin (empty accepts the note's own). It is
+// VerifyCheckpoint without a witness policy.
 func OpenCheckpoint(signed []byte, origin string, keys *signer.KeySet) (Checkpoint, error) {
-	if origin == "" {
-		first, _, _ := bytes.Cut(signed, []byte{'\n'})
-		origin = string(first)
-	}
-	vs, err := NoteVerifiers(origin, keys)
-	if err != nil {
-		return Checkpoint{}, err
-	}
-	n, err := note.Open(signed, vs)
-	if err != nil {
-		return Checkpoint{}, fmt.Errorf("checkpoint signature: %w", err)
-	}
-	c, err := ParseCheckpoint(n.Text)
-	if err != nil {
-		return Checkpoint{}, err
-	}
-	if c.Origin != origin {
-		return Checkpoint{}, fmt.Errorf("checkpoint origin %q, want %q", c.Origin, origin)
-	}
-	return c, nil
+	return VerifyCheckpoint(signed, origin, keys, nil)
 }
 
 // compactRange rebuilds the compact range the record carries and checks it
@@ -241,187 +209,6 @@ func (l *Log) setLastCheckpoint(r *checkpointRecord) {
 	}
 }
 
-// tree is the checkpointer's view of the Merkle tree: the compact range of
-// every entry integrated so far and where in the stream it ends. Any
-// instance's tree is a prefix of the same tree, since the leaves are the
-// stored records in stream order.
-type tree struct {
-	loaded   bool
-	rng      *compact.Range // [0, size)
-	lastLeaf []byte         // leaf hash of record size-1
-	lastSeq  uint64         // stream sequence of the newest integrated message
-	lastAt   time.Time      // when that message was stored
-	// broken is set when the stored log does not continue the signed tree.
-	broken error
-	// writers follows the chains of the writers seen lately.
-	writers map[string]*writerState
-}
-
-// integrateLocked brings the tree up to the end of the stream. l.tmu must
-// be held.
-func (l *Log) integrateLocked(ctx context.Context) error {
-	t := &l.tree
-	if !t.loaded {
-		if err := l.loadLocked(ctx); err != nil {
-			return err
-		}
-	}
-	if t.broken != nil {
-		return t.broken
-	}
-	st, err := l.entries.State(ctx)
-	if err != nil {
-		return fmt.Errorf("audit: %w: %w", ErrUnavailable, err)
-	}
-	if st.LastSeq < t.lastSeq {
-		return l.breakTree(fmt.Errorf("audit: %w: the stream ends at seq %d, before seq %d already integrated", ErrTampered, st.LastSeq, t.lastSeq))
-	}
-	if st.LastSeq == t.lastSeq || st.Msgs == 0 {
-		return nil
-	}
-	start := t.lastSeq + 1
-	if start < st.FirstSeq {
-		if t.lastSeq != 0 || t.rng.End() != 0 {
-			return l.breakTree(fmt.Errorf("audit: %w: entries after seq %d are gone before a checkpoint covered them", ErrTampered, t.lastSeq))
-		}
-		// Nothing was ever checkpointed and the oldest entries expired.
-		l.log.Warn("audit: the oldest entries expired before any checkpoint; the tree starts at the oldest stored one", "seq", st.FirstSeq)
-		start, t.lastSeq = st.FirstSeq, st.FirstSeq-1
-	}
-	now := l.cfg.Now()
-	err = scan(ctx, l.entries, start, func(m *queue.Msg) error {
-		if m.Seq != t.lastSeq+1 {
-			return fmt.Errorf("audit: %w: seq %d..%d are missing", ErrTampered, t.lastSeq+1, m.Seq-1)
-		}
-		for _, line := range splitBatch(m.Data) {
-			h := leafHash(line)
-			if err := t.checkLink(line, h, m.Seq, now); err != nil {
-				return err
-			}
-			if err := t.rng.Append(h, nil); err != nil {
-				return err
-			}
-			t.lastLeaf = h
-		}
-		t.lastSeq, t.lastAt = m.Seq, m.Time.UTC().Truncate(time.Microsecond)
-		return nil
-	})
-	t.forgetIdleWriters(now)
-	l.m.treeSize.Set(float64(t.rng.End()))
-	if errors.Is(err, ErrTampered) {
-		return l.breakTree(err)
-	}
-	if err != nil {
-		return fmt.Errorf("audit: %w: read: %w", ErrUnavailable, err)
-	}
-	return nil
-}
-
-func (l *Log) breakTree(err error) error {
-	if l.tree.broken == nil {
-		l.log.Error("audit: the stored log does not continue the signed tree; checkpoints stop until it is repaired (run audit verify)", "err", err)
-	}
-	l.tree.broken = err
-	l.m.consistent.Set(0)
-	return err
-}
-
-// loadLocked starts the tree from the newest checkpoint this keyring
-// signed (its compact range, not every leaf), or from the first entry.
-func (l *Log) loadLocked(ctx context.Context) error {
-	t := &l.tree
-	*t = tree{rng: rangeFactory.NewEmptyRange(0)}
-	cp, err := l.latestCheckpoint(ctx)
-	switch {
-	case errors.Is(err, ErrNoCheckpoint):
-	case err != nil:
-		return err
-	default:
-		if err := l.signedByUs(ctx, cp); err != nil {
-			// Not a checkpoint this keyring signed: do not build on it.
-			l.log.Warn("audit: newest checkpoint does not verify; building the tree from the first entry", "err", err)
-			break
-		}
-		rng, err := cp.compactRange()
-		if err != nil {
-			t.loaded = true
-			return l.breakTree(fmt.Errorf("audit: %w: checkpoint at size %d: %w", ErrTampered, cp.Size, err))
-		}
-		if cp.Size > 0 {
-			// The stored message the checkpoint ends with must still be
-			// there and end with the checkpointed leaf.
-			m, err := l.entries.Get(ctx, cp.LastSeq)
-			if err != nil && !errors.Is(err, queue.ErrNotFound) {
-				return fmt.Errorf("audit: %w: %w", ErrUnavailable, err)
-			}
-			t.loaded = true
-			if err != nil {
-				return l.breakTree(fmt.Errorf("audit: %w: seq %d, the last one checkpointed, is missing", ErrTampered, cp.LastSeq))
-			}
-			lines := splitBatch(m.Data)
-			if !bytes.Equal(leafHash(lines[len(lines)-1]), cp.lastLeaf()) {
-				return l.breakTree(fmt.Errorf("audit: %w: seq %d differs from the checkpointed entry", ErrTampered, cp.LastSeq))
-			}
-			// Follow the chains of the writers of that message from it.
-			now := l.cfg.Now()
-			t.writers = map[string]*writerState{}
-			for _, line := range lines {
-				if w, n, _, ok := parseLink(line); ok {
-					t.writers[w] = &writerState{next: n + 1, last: leafHash(line), seen: now}
-				}
-			}
-		}
-		t.rng, t.lastLeaf, t.lastSeq, t.lastAt = rng, cp.lastLeaf(), cp.LastSeq, cp.LastAt
-		l.setLastCheckpoint(cp)
-	}
-	t.loaded = true
-	l.m.consistent.Set(1)
-	return nil
-}
-
-// signedByUs checks a stored checkpoint against the keyring's current and
-// previous keys, so a record planted in the checkpoints stream cannot steer
-// the tree this process continues.
-func (l *Log) signedByUs(ctx context.Context, cp *checkpointRecord) error {
-	cur, prev, err := l.cfg.Keys.SigningKeys(ctx, l.cfg.Now())
-	if err != nil {
-		return fmt.Errorf("signing keys: %w", err)
-	}
-	ks := &signer.KeySet{}
-	for _, k := range append([]signer.PrivateKey{cur}, prev...) {
-		if pub := k.Public(); pub != nil {
-			ks.Keys = append(ks.Keys, signer.PublicKey{KID: k.KID, Key: pub})
-		}
-	}
-	c, err := OpenCheckpoint([]byte(cp.Note), l.cfg.Origin, ks)
-	if err != nil {
-		return err
-	}
-	if c.Size != cp.Size || b64.EncodeToString(c.Root) != cp.Root {
-		return errors.New("checkpoint record differs from its signed note")
-	}
-	return nil
-}
-
-// Size integrates what was stored and returns the number of entries in
-// the tree.
-func (l *Log) Size(ctx context.Context) (uint64, error) {
-	l.tmu.Lock()
-	defer l.tmu.Unlock()
-	if err := l.integrateLocked(ctx); err != nil {
-		return 0, err
-	}
-	return l.tree.rng.End(), nil
-}
-
-// Consistent returns nil while the stored log continues the signed tree,
-// and the inconsistency found otherwise.
-func (l *Log) Consistent() error {
-	l.tmu.Lock()
-	defer l.tmu.Unlock()
-	return l.tree.broken
-}
-
 // signCheckpoint integrates what was stored, signs the tree and, when
 // store is set, stores the checkpoint. A checkpoint is stored only after
 // the newest stored one (a compare-and-set on the subject), so stored
@@ -446,6 +233,13 @@ func (l *Log) signCheckpoint(ctx context.Context, store bool) (*checkpointRecord
 		signers = append(signers, s)
 		kids = append(kids, k.KID)
 	}
+	// The signed time: the log's own timestamped cosignature with the
+	// current key.
+	stamp, err := NewCosigner(l.cfg.Origin, cur.Key, l.cfg.Now)
+	if err != nil {
+		return nil, err
+	}
+	signers = append(signers, stamp)
 	var latest *checkpointRecord
 	var latestSeq uint64
 	if store {
@@ -460,6 +254,9 @@ func (l *Log) signCheckpoint(ctx context.Context, store bool) (*checkpointRecord
 	}
 
 	l.tmu.Lock()
+	if store {
+		l.keepProofsLocked(true)
+	}
 	if err := l.integrateLocked(ctx); err != nil {
 		l.tmu.Unlock()
 		l.m.checkpoints.WithLabelValues("error").Inc()
@@ -475,6 +272,15 @@ func (l *Log) signCheckpoint(ctx context.Context, store bool) (*checkpointRecord
 	if t.lastLeaf != nil {
 		rec.LastLeaf, rec.LastAt = b64.EncodeToString(t.lastLeaf), t.lastAt
 	}
+	if err == nil && store && (latest == nil || latest.Size <= size) {
+		// Proofs against this checkpoint must be possible once it is
+		// stored: its tiles and index notes are written first.
+		if werr := l.writeProofsLocked(ctx, true); werr != nil {
+			l.tmu.Unlock()
+			l.m.checkpoints.WithLabelValues("error").Inc()
+			return nil, fmt.Errorf("audit: %w: %w", ErrUnavailable, werr)
+		}
+	}
 	l.tmu.Unlock()
 	if err != nil {
 		return nil, err
@@ -487,10 +293,25 @@ func (l *Log) signCheckpoint(ctx context.Context, store bool) (*checkpointRecord
 	if err != nil {
 		return nil, fmt.Errorf("audit: sign checkpoint: %w", err)
 	}
-	rec.Note = string(signed)
 	if !store {
+		rec.Note = string(signed)
 		return rec, nil
 	}
+	if l.wit != nil {
+		prove := func(ctx context.Context, old uint64) ([][]byte, error) {
+			if old > 0 && l.tiles == nil {
+				return nil, ErrProofsUnavailable
+			}
+			return proveConsistency(ctx, l.tiles, old, size, root)
+		}
+		var n int
+		signed, n = l.wit.cosign(ctx, signed, size, prove, l.m)
+		l.m.cosignatures.Set(float64(n))
+		if n < l.cfg.Witnesses.Quorum {
+			l.log.Warn("audit: checkpoint stored without the witness quorum", "size", size, "cosignatures", n, "quorum", l.cfg.Witnesses.Quorum)
+		}
+	}
+	rec.Note = string(signed)
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return nil, err
@@ -512,6 +333,7 @@ func (l *Log) signCheckpoint(ctx context.Context, store bool) (*checkpointRecord
 	l.setLastCheckpoint(rec)
 	l.m.checkpoints.WithLabelValues("ok").Inc()
 	l.log.Debug("audit checkpoint signed", "size", size, "kid", cur.KID)
+	l.putOutside(ctx, rec, root, data)
 	return rec, nil
 }
 
@@ -567,10 +389,18 @@ func (l *Log) Run(ctx context.Context) {
 	tick := time.NewTicker(min(integrateEvery, l.cfg.CheckpointEvery))
 	defer tick.Stop()
 	wasLeader := false
-	var signed time.Time // when this instance last stored a checkpoint
+	var signed time.Time  // when this instance last stored a checkpoint
+	var checked time.Time // when this instance last checked the log's tail
 	for {
 		isLeader := l.leader(ctx)
 		l.m.leader.Set(b2f(isLeader))
+		if isLeader != wasLeader {
+			// The checkpointer keeps the proof data; it starts from what
+			// the previous holder wrote.
+			l.tmu.Lock()
+			l.keepProofsLocked(isLeader)
+			l.tmu.Unlock()
+		}
 		if isLeader && !wasLeader {
 			// Start from what the previous holder signed.
 			if cp, err := l.latestCheckpoint(ctx); err == nil {
@@ -582,11 +412,19 @@ func (l *Log) Run(ctx context.Context) {
 		wasLeader = isLeader
 		if isLeader {
 			ok, err := l.checkpointIfDue(ctx, time.Since(signed) >= l.cfg.CheckpointEvery)
-			if err != nil && ctx.Err() == nil {
+			if err != nil && ctx.Err() == nil && !errors.Is(err, ErrTampered) {
+				// An inconsistent log was reported when it was found.
 				l.log.Error("audit checkpoint failed", "err", err)
 			}
 			if ok {
 				signed = time.Now()
+			}
+		} else if time.Since(checked) >= tailCheckEvery {
+			// The checkpointer finds what the other instances would not:
+			// they look at the newest checkpoints only.
+			checked = time.Now()
+			if err := l.CheckTail(ctx); err != nil && !errors.Is(err, ErrTampered) && ctx.Err() == nil {
+				l.log.Warn("audit: checking the log's tail failed", "err", err)
 			}
 		}
 		select {

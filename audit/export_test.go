@@ -373,7 +373,22 @@ func TestCheckpointHandlerAndGolden(t *testing.T) {
 	for sc.Scan() {
 		lines = append(lines, sc.Text())
 	}
-	if len(lines) != 6 || lines[0] != testOrigin || lines[1] != "5" || lines[3] != "" || !strings.HasPrefix(lines[4], "— "+testOrigin+" ") {
+	// Three body lines, a blank line, two log signatures and the log's
+	// timestamped cosignature.
+	if len(lines) != 7 || lines[0] != testOrigin || lines[1] != "5" || lines[3] != "" || !strings.HasPrefix(lines[4], "— "+testOrigin+" ") {
 		t.Fatalf("checkpoint is not in the C2SP form:\n%s", rec.Body)
+	}
+	cp, err := OpenCheckpoint(rec.Body.Bytes(), testOrigin, keys.keySet())
+	if err != nil || !cp.Time.Equal(time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)) {
+		t.Fatalf("signed time %v (%v), want the log's clock", cp.Time, err)
+	}
+	// A checkpoint signed before checkpoints carried a time still verifies,
+	// without one.
+	old, err := os.ReadFile(filepath.Join("testdata", "checkpoint-notime.golden"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp, err := OpenCheckpoint(old, testOrigin, keys.keySet()); err != nil || !cp.Time.IsZero() || cp.Size != 5 {
+		t.Fatalf("checkpoint without a time: %+v, %v", cp, err)
 	}
 }

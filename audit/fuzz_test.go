@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -153,5 +154,103 @@ func FuzzValidAction(f *testing.F) {
 		if len(rec) > maxRecordSize(&e) {
 			t.Fatalf("record of %d bytes above its bound %d", len(rec), maxRecordSize(&e))
 		}
+	})
+}
+
+// FuzzParseCosignerKey checks that an accepted verifier key is exactly the
+// encoding of what it parses to.
+func FuzzParseCosignerKey(f *testing.F) {
+	k := newTestKey(f, "w")
+	f.Add(FormatCosignerKey("witness.test/w1", k.Public()))
+	f.Add("witness.test/w1+00000000+BAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	f.Add("a+b+c")
+	f.Fuzz(func(t *testing.T, s string) {
+		name, key, err := ParseCosignerKey(s)
+		if err != nil {
+			return
+		}
+		if got := FormatCosignerKey(name, key); got != s {
+			t.Fatalf("accepted %q, which formats as %q", s, got)
+		}
+	})
+}
+
+// FuzzIndexer checks the receipt index against the record decoder: a
+// record that decodes is indexed exactly when it is a message step whose
+// target is a receipt id, under that id.
+func FuzzIndexer(f *testing.F) {
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	for i, e := range []Entry{
+		stepEntry(ActionSigned, "acme", testReceiptID(1, 2)),
+		{Actor: "a", Action: ActionSigned, Outcome: OutcomeSuccess, Target: "x", Details: map[string]string{"z": "1", "target": testReceiptID(1, 3)}},
+		{Actor: "a", Action: ActionAPICall, Outcome: OutcomeSuccess, Target: testReceiptID(1, 4)},
+	} {
+		rec, err := encodeRecord(normalize(e, now), head{v: recordV2, writer: "0123456789abcdef", n: uint64(i)})
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(rec)
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		ix := newIndexer()
+		ix.add(line, 7, 1, 0)
+		r, err := DecodeRecord(line)
+		if err != nil {
+			return
+		}
+		want := strings.HasPrefix(r.Action, "message.") && ValidReceiptID(r.Target)
+		if (ix.n == 1) != want {
+			t.Fatalf("indexed %v, want %v: %s", ix.n == 1, want, line)
+		}
+		if want {
+			g := r.Target[groupStart:groupEnd]
+			if n := ix.groups[g]; len(n) != 1 || n[0].suffix != r.Target[groupEnd:] || n[0].action != r.Action {
+				t.Fatalf("indexed %+v for %s %s", ix.groups, r.Action, r.Target)
+			}
+		}
+	})
+}
+
+// FuzzVerifyProofDocuments checks that the proof verifiers never panic,
+// and that whatever they accept holds only canonical records of the
+// receipt.
+func FuzzVerifyProofDocuments(f *testing.F) {
+	ctx := context.Background()
+	c := openConn(f)
+	entries, cps := plainStreams(f, c, "FUZZPROOF")
+	keys := &testKeys{cur: newTestKey(f, "a")}
+	l := openLog(f, entries, cps, keys, proofStreams(f, c, "FUZZPROOF"))
+	id := testReceiptID(1, 1)
+	if err := l.AppendAll(ctx, testEntry(0, "acme"), stepEntry(ActionSigned, "acme", id), testEntry(1, "acme")); err != nil {
+		f.Fatal(err)
+	}
+	if _, err := l.signCheckpoint(ctx, true); err != nil {
+		f.Fatal(err)
+	}
+	p, err := l.ReceiptProof(ctx, "acme", id)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var b bytes.Buffer
+	_ = EncodeProof(&b, p)
+	f.Add(b.Bytes())
+	cp, err := l.ConsistencyProof(ctx, 0, 0, true)
+	if err != nil {
+		f.Fatal(err)
+	}
+	b.Reset()
+	_ = EncodeProof(&b, cp)
+	f.Add(b.Bytes())
+	f.Add([]byte(`{"type":"sealpost.receipt-proof/v1","entries":[{}]}`))
+	ks := keys.keySet()
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		if rp, _, err := VerifyReceiptProof(doc, ks, nil); err == nil {
+			for _, e := range rp.Entries {
+				if r, err := DecodeRecord(e.Record); err != nil || r.Target != rp.ReceiptID {
+					t.Fatalf("accepted entry %s of %s", e.Record, rp.ReceiptID)
+				}
+			}
+		}
+		_, _, _, _ = VerifyConsistencyProof(doc, ks, nil)
 	})
 }

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -103,6 +105,29 @@ type Config struct {
 	Writers int
 	// StoreTimeout bounds one publish attempt. Default 2s.
 	StoreTimeout time.Duration
+	// Tiles holds the proof tiles and Index the receipt index, which the
+	// checkpointer writes and proofs read. Nil with a Conn and not
+	// ReadOnly: the AUDIT_TILES bucket and the AUDIT_INDEX stream
+	// (retention plus 30 days). Nil otherwise: no proofs
+	// (ErrProofsUnavailable).
+	Tiles *queue.KV
+	Index *queue.Stream
+	// IndexSubject prefixes the receipt index's subjects; default
+	// IndexSubject.
+	IndexSubject string
+	// Outside receives a copy of every checkpoint stored; the checkpointer
+	// and Verify compare the log with the newest copy there, the only way
+	// a rollback of the whole store shows. Nil keeps no copies.
+	Outside CheckpointSink
+	// Witnesses cosign every checkpoint before it is stored (C2SP
+	// tlog-witness), and Verify requires their quorum on the newest
+	// checkpoint. Nil or empty: no witnesses.
+	Witnesses *WitnessPolicy
+	// WitnessTimeout bounds one witness's answer. Default 10s.
+	WitnessTimeout time.Duration
+	// HTTPClient calls the witnesses. Default: a client with
+	// WitnessTimeout.
+	HTTPClient *http.Client
 	// RetryFor is how long the writer keeps trying to store a batch whose
 	// publish failed (the same message, so JetStream keeps one copy) before
 	// giving its entries up. Default 60s; at most a minute, inside
@@ -161,6 +186,17 @@ type Log struct {
 	cpMu     sync.Mutex
 	lastCP   *checkpointRecord
 	lastCPAt time.Time
+
+	// Proof data: nil tiles means none is kept. keepProofs (guarded by
+	// tmu) is set on the checkpointer.
+	tiles      kvStore
+	index      indexStream
+	keepProofs bool
+	proofSlots chan struct{}
+	// wit submits checkpoints to the witnesses; nil without witnesses.
+	wit *witnesses
+	// broken is the inconsistency Consistent reports.
+	broken atomic.Pointer[error]
 }
 
 // writer is one chain of records: only its goroutine touches it.
@@ -252,8 +288,17 @@ func Open(ctx context.Context, c Config) (*Log, error) {
 	if c.Keys == nil {
 		c.ReadOnly = true
 	}
+	if c.IndexSubject == "" {
+		c.IndexSubject = IndexSubject
+	}
+	if c.WitnessTimeout <= 0 {
+		c.WitnessTimeout = DefaultWitnessTimeout
+	}
+	if err := c.Witnesses.Check(); err != nil {
+		return nil, fmt.Errorf("audit: witnesses: %w", err)
+	}
 	l := &Log{cfg: c, log: c.Logger, entries: c.Stream, cps: c.Checkpoints, m: newMetrics(c.Registerer),
-		name: randomID(), exportSlots: make(chan struct{}, maxTenantExports)}
+		name: randomID(), exportSlots: make(chan struct{}, maxTenantExports), proofSlots: make(chan struct{}, maxProofsInFlight)}
 	if l.entries == nil || l.cps == nil {
 		if c.Conn == nil {
 			return nil, errors.New("audit: conn or both streams are required")
@@ -262,6 +307,19 @@ func Open(ctx context.Context, c Config) (*Log, error) {
 		if l.entries, l.cps, err = OpenStreams(ctx, c.Conn, c.Retention); err != nil {
 			return nil, err
 		}
+	}
+	if c.Tiles == nil && c.Index == nil && c.Conn != nil && !c.ReadOnly {
+		var err error
+		if c.Tiles, c.Index, err = openProofStores(ctx, c.Conn, c.Retention); err != nil {
+			return nil, err
+		}
+	}
+	if c.Tiles != nil && c.Index != nil {
+		l.tiles, l.index = c.Tiles, c.Index
+	}
+	if c.Witnesses.active() {
+		l.wit = newWitnesses(c.Witnesses, c.HTTPClient, c.WitnessTimeout, c.Logger)
+		l.m.quorum.Set(float64(c.Witnesses.Quorum))
 	}
 	if c.ReadOnly {
 		return l, nil
@@ -573,6 +631,10 @@ func (l *Log) Close(ctx context.Context) error {
 		return nil
 	}
 	defer l.releaseLease(ctx)
+	if l.Consistent() != nil {
+		// Nothing can be signed over it; it was reported when found.
+		return nil
+	}
 	if _, err := l.checkpointIfGrown(ctx); err != nil {
 		return fmt.Errorf("audit: close: %w", err)
 	}

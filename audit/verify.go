@@ -24,7 +24,17 @@ const (
 	KindInserted     = "inserted"
 	KindTruncated    = "truncated"
 	KindBadSignature = "bad_signature"
+	// KindRollback: the log is behind, or does not match, a checkpoint
+	// held outside it (the outside copy, a witness).
+	KindRollback = "rollback"
+	// KindUnwitnessed: witnesses are configured and the newest checkpoint
+	// lacks their quorum of cosignatures.
+	KindUnwitnessed = "unwitnessed"
 )
+
+// aboutCheckpoint reports whether a problem kind concerns a checkpoint
+// record (Seq is then a checkpoints stream sequence).
+func aboutCheckpoint(kind string) bool { return kind == KindBadSignature || kind == KindUnwitnessed }
 
 // maxProblems bounds the problems one report lists.
 const maxProblems = 1000
@@ -56,13 +66,21 @@ type Report struct {
 	Problems    []Problem `json:"problems,omitempty"`
 	// Truncated is set when more than maxProblems problems were found.
 	Truncated bool `json:"problems_truncated,omitempty"`
+	// Outside is the size of the newest checkpoint held outside the log,
+	// when the log has an outside copy; Witnessed the size of the newest
+	// checkpoint when witnesses are configured and it has their quorum.
+	Outside   uint64 `json:"outside_size,omitempty"`
+	Witnessed uint64 `json:"witnessed,omitempty"`
+	// Notes are remarks that are not problems (a witness that did not
+	// answer).
+	Notes []string `json:"notes,omitempty"`
 }
 
 func (r *Report) add(p Problem) {
 	for _, q := range r.Problems {
 		// One finding per entry and kind: a record that does not decode
 		// also breaks the next record's link.
-		if q == p || (p.Kind != KindBadSignature && q.Kind == p.Kind && q.Seq == p.Seq && q.Index == p.Index) {
+		if q == p || (!aboutCheckpoint(p.Kind) && q.Kind == p.Kind && q.Seq == p.Seq && q.Index == p.Index) {
 			return
 		}
 	}
@@ -81,6 +99,8 @@ type verifiedCP struct {
 	seq     uint64
 	lastSeq uint64 // the record's hint: entries stream sequence of leaf Size-1
 	at      time.Time
+	// outside: the newest checkpoint held outside the log, not a stored one.
+	outside bool
 }
 
 // mismatch is a checkpoint root that the entries [from, end) failed.
@@ -133,6 +153,10 @@ type verifier struct {
 	lastSeen uint64 // sequence of the newest message read
 
 	load func(seq uint64) (*checkpointRecord, error)
+
+	maxStored uint64      // largest stored checkpoint size that verified
+	outside   *verifiedCP // the newest checkpoint held outside, if any
+	newest    *checkpointRecord
 }
 
 // Verify reads every checkpoint and every entry, checks the checkpoints'
@@ -152,10 +176,16 @@ func (l *Log) Verify(ctx context.Context, keys *signer.KeySet) (*Report, error) 
 		return decodeCheckpointRecord(m)
 	}
 	var err error
-	if v.cps, err = l.readCheckpoints(ctx, keys, rep); err != nil {
+	if v.cps, v.newest, err = l.readCheckpoints(ctx, keys, rep); err != nil {
 		return nil, err
 	}
 	rep.Checkpoints = len(v.cps)
+	for _, c := range v.cps {
+		v.maxStored = max(v.maxStored, c.Size)
+	}
+	if err := l.verifyOutside(ctx, keys, v); err != nil {
+		return nil, err
+	}
 	st, err := l.entries.State(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("audit: verify: %w", err)
@@ -169,16 +199,17 @@ func (l *Log) Verify(ctx context.Context, keys *signer.KeySet) (*Report, error) 
 		return nil, fmt.Errorf("audit: verify: %w", err)
 	}
 	v.finish()
+	l.verifyWitnesses(ctx, keys, v)
 	rep.Size = v.next
 	rep.Verified = v.goodSize
 	slices.SortStableFunc(rep.Problems, func(a, b Problem) int {
-		if a.Kind == KindBadSignature || b.Kind == KindBadSignature {
-			return boolCmp(a.Kind == KindBadSignature, b.Kind == KindBadSignature)
+		if aboutCheckpoint(a.Kind) || aboutCheckpoint(b.Kind) {
+			return boolCmp(aboutCheckpoint(a.Kind), aboutCheckpoint(b.Kind))
 		}
 		return cmpU(a.Seq, b.Seq)
 	})
 	for _, p := range rep.Problems {
-		if p.Kind != KindBadSignature && (rep.FirstBadSeq == 0 || p.Seq < rep.FirstBadSeq) {
+		if !aboutCheckpoint(p.Kind) && (rep.FirstBadSeq == 0 || p.Seq < rep.FirstBadSeq) {
 			rep.FirstBadSeq = p.Seq
 		}
 	}
@@ -208,9 +239,8 @@ func boolCmp(a, b bool) int {
 
 // readCheckpoints returns the checkpoints whose signatures verify, sorted by
 // size, and reports the others.
-func (l *Log) readCheckpoints(ctx context.Context, keys *signer.KeySet, rep *Report) ([]verifiedCP, error) {
-	var out []verifiedCP
-	err := scan(ctx, l.cps, 0, func(m *queue.Msg) error {
+func (l *Log) readCheckpoints(ctx context.Context, keys *signer.KeySet, rep *Report) (out []verifiedCP, newest *checkpointRecord, err error) {
+	err = scan(ctx, l.cps, 0, func(m *queue.Msg) error {
 		rec, err := decodeCheckpointRecord(m)
 		if err != nil {
 			rep.add(Problem{Seq: m.Seq, Kind: KindBadSignature, Detail: err.Error()})
@@ -230,10 +260,13 @@ func (l *Log) readCheckpoints(ctx context.Context, keys *signer.KeySet, rep *Rep
 			at = m.Time
 		}
 		out = append(out, verifiedCP{Checkpoint: c, seq: m.Seq, lastSeq: rec.LastSeq, at: at})
+		if newest == nil || rec.Size >= newest.Size {
+			newest = rec
+		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("audit: verify: read checkpoints: %w", err)
+		return nil, nil, fmt.Errorf("audit: verify: read checkpoints: %w", err)
 	}
 	slices.SortStableFunc(out, func(a, b verifiedCP) int { return cmpU(a.Size, b.Size) })
 	for i := 1; i < len(out); i++ {
@@ -242,7 +275,7 @@ func (l *Log) readCheckpoints(ctx context.Context, keys *signer.KeySet, rep *Rep
 				Detail: fmt.Sprintf("two signed checkpoints of size %d disagree on the root", out[i].Size)})
 		}
 	}
-	return out, nil
+	return out, newest, nil
 }
 
 // pruneSlack allows for clock differences between writers and the store
@@ -267,7 +300,7 @@ func (v *verifier) start(st queue.StreamState, cutoff time.Time) {
 	gone := st.FirstSeq - 1
 	for i := range v.cps {
 		c := &v.cps[i]
-		if c.lastSeq < gone {
+		if c.lastSeq < gone || c.outside {
 			continue
 		}
 		rec, err := v.load(c.seq)
@@ -440,6 +473,14 @@ func (v *verifier) compare(seq uint64) {
 		c := v.cps[v.ci]
 		v.ci++
 		root, err := rootOf(v.rng)
+		if c.outside {
+			if err != nil || !bytes.Equal(root, c.Root) {
+				v.rep.add(Problem{Seq: seq, Index: c.Size, Kind: KindRollback,
+					Detail: fmt.Sprintf("the first %d entries do not hash to the root of the checkpoint held outside the log (signed %s): the log was rewritten or forked",
+						c.Size, c.at.UTC().Format(time.RFC3339))})
+			}
+			continue
+		}
 		if err == nil && bytes.Equal(root, c.Root) {
 			v.goodSize = c.Size
 			v.reported = false
@@ -472,7 +513,7 @@ func (v *verifier) finish() {
 	for _, m := range v.mismatch {
 		explained := false
 		for _, p := range v.rep.Problems {
-			if p.Kind != KindBadSignature && p.Kind != KindTruncated && p.Index >= m.from && p.Index < m.end {
+			if !aboutCheckpoint(p.Kind) && p.Kind != KindTruncated && p.Kind != KindRollback && p.Index >= m.from && p.Index < m.end {
 				explained = true
 			}
 		}
@@ -481,9 +522,14 @@ func (v *verifier) finish() {
 		}
 	}
 	stored := v.next + v.missing
-	if n := len(v.cps); n > 0 && v.cps[n-1].Size > stored {
+	if v.maxStored > stored {
 		v.rep.add(Problem{Seq: v.lastSeen + 1, Index: stored, Kind: KindTruncated,
-			Detail: fmt.Sprintf("a signed checkpoint covers %d entries, %d are stored", v.cps[n-1].Size, stored)})
+			Detail: fmt.Sprintf("a signed checkpoint covers %d entries, %d are stored", v.maxStored, stored)})
+	}
+	if o := v.outside; o != nil && (o.Size > stored || o.Size > v.maxStored) {
+		v.rep.add(Problem{Seq: v.lastSeen + 1, Index: min(stored, v.maxStored), Kind: KindRollback,
+			Detail: fmt.Sprintf("the newest checkpoint held outside the log covers %d entries (signed %s); the log holds %d and its newest checkpoint covers %d",
+				o.Size, o.at.UTC().Format(time.RFC3339), stored, v.maxStored)})
 	}
 }
 
@@ -497,7 +543,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "audit log FAILED: %d problems; first bad sequence %d\n", len(r.Problems), r.FirstBadSeq)
 		fmt.Fprintf(&b, "  %d entries read, %d verified by %d signed checkpoints\n", r.Entries, r.Verified, r.Checkpoints)
 		for _, p := range r.Problems {
-			if p.Kind == KindBadSignature {
+			if aboutCheckpoint(p.Kind) {
 				fmt.Fprintf(&b, "  %-13s checkpoint seq %d: %s\n", p.Kind, p.Seq, p.Detail)
 				continue
 			}
@@ -506,6 +552,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		if r.Truncated {
 			fmt.Fprintf(&b, "  (only the first %d problems are listed)\n", maxProblems)
 		}
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "  note: %s\n", n)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -53,6 +53,19 @@ func (c *Conn) KV(ctx context.Context, cfg KVConfig) (*KV, error) {
 	return &KV{kv: kv}, nil
 }
 
+// LookupKV returns an existing bucket without declaring or changing it,
+// or an error wrapping ErrNotFound (see LookupStream).
+func (c *Conn) LookupKV(ctx context.Context, bucket string) (*KV, error) {
+	kv, err := c.js.KeyValue(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("%w: bucket %s", ErrNotFound, bucket)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("queue: bucket %s: %w", bucket, err)
+	}
+	return &KV{kv: kv}, nil
+}
+
 // Get returns the value and revision of key, or ErrNotFound.
 func (k *KV) Get(ctx context.Context, key string) ([]byte, uint64, error) {
 	e, err := k.kv.Get(ctx, key)

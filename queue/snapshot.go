@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // JetStream's snapshot API is not wrapped by nats.go's jetstream package;
@@ -240,17 +239,4 @@ func (c *Conn) Restore(ctx context.Context, info SnapshotInfo, replicas int, r i
 		return fmt.Errorf("queue: restore %s: %w", info.Stream, done.Error)
 	}
 	return nil
-}
-
-// LookupStream returns an existing stream without declaring it (its
-// configuration stays as it is), or ErrNotFound.
-func (c *Conn) LookupStream(ctx context.Context, name string) (*Stream, error) {
-	s, err := c.js.Stream(ctx, name)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("%w: stream %s", ErrNotFound, name)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("queue: stream %s: %w", name, err)
-	}
-	return &Stream{js: c.js, s: s, name: name}, nil
 }

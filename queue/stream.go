@@ -80,6 +80,20 @@ func (c *Conn) Stream(ctx context.Context, cfg StreamConfig) (*Stream, error) {
 	return &Stream{js: c.js, s: s, name: cfg.Name}, nil
 }
 
+// LookupStream returns an existing stream without declaring or changing
+// it, or an error wrapping ErrNotFound: for tools that must leave a store
+// as it is (offline verification of a data dir or a backup).
+func (c *Conn) LookupStream(ctx context.Context, name string) (*Stream, error) {
+	s, err := c.js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("%w: stream %s", ErrNotFound, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("queue: stream %s: %w", name, err)
+	}
+	return &Stream{js: c.js, s: s, name: name}, nil
+}
+
 // Name returns the stream's name.
 func (s *Stream) Name() string { return s.name }
 

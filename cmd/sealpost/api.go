@@ -53,15 +53,17 @@ func (g *gateway) buildServers() error {
 	}
 
 	pub := http.NewServeMux()
-	pub.Handle("POST /v1/ingest/{route}", ingest)
+	pub.Handle("POST /v1/ingest/{route}", g.ingestGate(ingest))
 	// Other methods: the handler answers 405 with Allow: POST, which the
 	// catch-all "/" would otherwise turn into 404.
-	pub.Handle("/v1/ingest/{route}", ingest)
+	pub.Handle("/v1/ingest/{route}", g.ingestGate(ingest))
 	pub.Handle("GET /.well-known/jwks.json", g.keys.JWKSHandler())
 	pub.Handle("GET /v1/keys", g.keys.HistoryHandler())
 	pub.Handle("GET /v1/keys/{kid}", g.keys.HistoryHandler())
 	pub.Handle("GET /v1/audit/checkpoint", g.auditLog.CheckpointHandler())
 	pub.Handle("GET /v1/audit", g.tenantAuth(g.auditLog.Handler()))
+	pub.Handle("GET /v1/audit/consistency", http.HandlerFunc(g.getConsistency))
+	pub.Handle("GET /v1/receipts/{id}/proof", g.tenantAuth(http.HandlerFunc(g.getReceiptProof)))
 	pub.Handle("GET /v1/receipts/{id}", g.tenantAuth(http.HandlerFunc(g.getReceipt)))
 	pub.Handle("GET /v1/receipts/{id}/attempts", g.tenantAuth(g.fwd.AttemptsHandler()))
 	pub.Handle("POST /v1/receipts/{id}/redeliver", g.tenantAuth(g.fwd.RedeliverHandler()))

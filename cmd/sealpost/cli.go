@@ -57,21 +57,24 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.SetOutput(stderr)
 	jwks := fs.String("jwks", "", "JWKS or key-history `source`: a file, or an https URL (required)")
 	cacert := fs.String("cacert", "", "PEM `file` of a CA to trust when fetching --jwks (e.g. the dev certificate)")
+	proofFile := fs.String("proof", "", "proof `file` (GET /v1/receipts/{id}/proof or /v1/audit/consistency) to check")
+	wf := addWitnessFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: sealpost verify RECEIPT.json --jwks FILE|URL [--cacert FILE]")
+		fmt.Fprintln(stderr, "       sealpost verify [RECEIPT.json] --proof FILE --jwks FILE|URL [--witness VKEY ... --quorum N]")
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 || *jwks == "" {
+	if len(pos) > 1 || (len(pos) == 0 && *proofFile == "") || *jwks == "" {
 		fs.Usage()
 		return exitError{code: 2}
 	}
-	envelope, err := readLimited(pos[0])
+	policy, err := wf.policy()
 	if err != nil {
-		return err
+		return usageError("verify: %v", err)
 	}
 	keyDoc, err := fetchDocument(ctx, *jwks, *cacert)
 	if err != nil {
@@ -80,6 +83,13 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	keys, err := signer.ParseKeySet(keyDoc)
 	if err != nil {
 		return fmt.Errorf("keys: %w", err)
+	}
+	if len(pos) == 0 {
+		return verifyProofFile(*proofFile, "", keys, policy, stdout)
+	}
+	envelope, err := readLimited(pos[0])
+	if err != nil {
+		return err
 	}
 	v, err := signer.Verify(envelope, keys)
 	if err != nil {
@@ -91,6 +101,9 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintln(stdout, "; payload matches payload_sha256")
 	} else {
 		fmt.Fprintln(stdout, "; no payload present, payload_sha256 not checked")
+	}
+	if *proofFile != "" {
+		return verifyProofFile(*proofFile, v.Receipt.ID, keys, policy, stdout)
 	}
 	return nil
 }
@@ -132,17 +145,9 @@ func fetchDocument(ctx context.Context, src, cacert string) ([]byte, error) {
 			return nil, fmt.Errorf("refusing to fetch keys over plain http from %s: use https", u.Host)
 		}
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if cacert != "" {
-		pem, err := os.ReadFile(cacert)
-		if err != nil {
-			return nil, err
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s: no PEM certificate", cacert)
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	tr, err := transportTrusting(cacert)
+	if err != nil {
+		return nil, err
 	}
 	client := &http.Client{Transport: tr, Timeout: 15 * time.Second}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
@@ -165,6 +170,25 @@ func fetchDocument(ctx context.Context, src, cacert string) ([]byte, error) {
 		return nil, fmt.Errorf("GET %s: larger than %d bytes", src, maxFetchBytes)
 	}
 	return b, nil
+}
+
+// transportTrusting returns an HTTP transport that also trusts the CA in
+// the PEM file cacert, when given.
+func transportTrusting(cacert string) (*http.Transport, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if cacert == "" {
+		return tr, nil
+	}
+	pem, err := os.ReadFile(cacert)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate", cacert)
+	}
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return tr, nil
 }
 
 // runCheckConfig is `sealpost check-config [--dev] FILE`: everything
@@ -454,8 +478,10 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 	tenant := fs.String("tenant", "", "export: only this `tenant`'s entries")
 	since := fs.String("since", "", "export: entries since this `time` (RFC 3339 or a duration)")
 	until := fs.String("until", "", "export: entries until this `time` (RFC 3339 or a duration)")
+	off := offlineFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: sealpost audit verify | export [--tenant T] [--since T] [--until T]")
+		fmt.Fprintln(stderr, "       sealpost audit verify --data DIR [--keys FILE] [--outside DIR] [--config FILE]   (offline, no gateway)")
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterspersed(fs, args)
@@ -465,6 +491,10 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 	if len(pos) != 1 {
 		fs.Usage()
 		return exitError{code: 2}
+	}
+	if pos[0] == "verify" && flagSet(fs, "data") {
+		off.dataDir = fs.Lookup("data").Value.String()
+		return runOfflineVerify(ctx, off, stdout)
 	}
 	c, err := client()
 	if err != nil {
@@ -505,8 +535,21 @@ func printAuditReport(doc []byte, w io.Writer) error {
 	if err := json.Unmarshal(doc, &rep); err != nil {
 		return fmt.Errorf("audit verify: unreadable report: %w", err)
 	}
+	return printReport(&rep, w)
+}
+
+func printReport(rep *audit.Report, w io.Writer) error {
 	fmt.Fprintf(w, "entries: %d, tree size: %d, checkpoints verified: %d, largest verified size: %d\n",
 		rep.Entries, rep.Size, rep.Checkpoints, rep.Verified)
+	if rep.Outside > 0 {
+		fmt.Fprintf(w, "newest checkpoint held outside the log: size %d\n", rep.Outside)
+	}
+	if rep.Witnessed > 0 {
+		fmt.Fprintf(w, "largest size with the witness quorum: %d\n", rep.Witnessed)
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
 	if rep.OK {
 		fmt.Fprintln(w, "OK: every entry matches the signed checkpoints")
 		return nil

@@ -28,15 +28,26 @@ import (
 )
 
 func (g *gateway) openAudit(ctx, bgCtx context.Context) error {
+	policy, err := g.cfg.witnessPolicy()
+	if err != nil {
+		return fmt.Errorf("audit.witnesses: %w", err)
+	}
+	var outside audit.CheckpointSink
+	if d := g.cfg.Audit.Outside.Dir; d != "" {
+		outside = &audit.DirSink{Dir: d}
+	}
 	l, err := audit.Open(ctx, audit.Config{
 		Conn: g.q, Keys: g.keys, Origin: g.cfg.Audit.Origin,
-		Retention: time.Duration(g.cfg.Audit.Retention),
-		Logger:    g.log, Registerer: g.reg,
+		Retention:       time.Duration(g.cfg.Audit.Retention),
+		CheckpointEvery: time.Duration(g.cfg.Audit.CheckpointEvery),
+		Outside:         outside, Witnesses: policy, WitnessTimeout: time.Duration(g.cfg.Audit.Witnesses.Timeout),
+		Logger: g.log, Registerer: g.reg,
 	})
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
 	g.auditLog = l
+	g.checkAudit(ctx)
 	g.goBackground(func() { l.Run(bgCtx) })
 	if err := g.keyAudit.attach(ctx, l); err != nil {
 		return fmt.Errorf("audit: key entries of start-up: %w", err)
@@ -180,11 +191,17 @@ type auditedEnqueuer struct {
 	audit interface {
 		Append(ctx context.Context, e audit.Entry) error
 		AppendAsync(ctx context.Context, es ...audit.Entry) error
+		Consistent() error
 	}
 	log *slog.Logger
 }
 
 func (a *auditedEnqueuer) Enqueue(ctx context.Context, s *ingress.Submission) error {
+	// Nothing is accepted into a log that failed its integrity check:
+	// senders retry (451, 503) until an operator has dealt with it.
+	if a.audit.Consistent() != nil {
+		return fmt.Errorf("%w: ingest suspended: the audit log failed its integrity check", ingress.ErrUnavailable)
+	}
 	details := map[string]string{"route": s.Route, "channel": s.Channel, "raw_size": strconv.FormatInt(s.RawSize, 10)}
 	// No message is accepted without its "received" entry: when the audit
 	// log cannot take it, the sender gets a temporary failure and retries.

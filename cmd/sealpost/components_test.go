@@ -17,7 +17,10 @@ type failingAudit struct {
 	mu         sync.Mutex
 	failAction string
 	got        []string
+	broken     error
 }
+
+func (f *failingAudit) Consistent() error { return f.broken }
 
 func (f *failingAudit) Append(_ context.Context, e audit.Entry) error {
 	f.mu.Lock()
@@ -65,5 +68,12 @@ func TestNotAcceptedWithoutReceivedEntry(t *testing.T) {
 	}
 	if len(aud.got) != 1 || aud.got[0] != audit.ActionReceived {
 		t.Errorf("entries %v", aud.got)
+	}
+
+	// An inconsistent audit log takes nothing, and writes nothing to it.
+	aud, q = &failingAudit{broken: audit.ErrRollback}, &countingEnqueuer{}
+	err = (&auditedEnqueuer{next: q, audit: aud, log: log}).Enqueue(context.Background(), sub)
+	if !errors.Is(err, ingress.ErrUnavailable) || q.n != 0 || len(aud.got) != 0 {
+		t.Fatalf("inconsistent log: err %v, %d queued, entries %v; want unavailable and nothing done", err, q.n, aud.got)
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sealpost/sealpost/audit"
 	"github.com/sealpost/sealpost/forwarder"
 	"github.com/sealpost/sealpost/keyring"
 )
@@ -212,6 +213,52 @@ type AuditConfig struct {
 	Retention Duration `yaml:"retention"`
 	// Origin names the log in signed checkpoints. Default "sealpost/audit".
 	Origin string `yaml:"origin"`
+	// CheckpointEvery is how often a checkpoint is signed while entries
+	// are appended; a receipt's proof is available after the next one.
+	// Default 1m; between 1s and 1h.
+	CheckpointEvery Duration `yaml:"checkpoint_every"`
+	// Outside keeps a copy of every checkpoint outside the data dir.
+	Outside AuditOutsideConfig `yaml:"outside"`
+	// Witnesses cosign every checkpoint (C2SP tlog-witness).
+	Witnesses WitnessesConfig `yaml:"witnesses"`
+}
+
+// AuditOutsideConfig names where copies of the checkpoints are kept. Only
+// a copy outside the data dir shows that the data dir was rolled back.
+type AuditOutsideConfig struct {
+	// Dir receives one write-once file per checkpoint
+	// (<dir>/<YYYY-MM-DD>/<size>.json). Put it on another disk or a mount
+	// the data dir's backups do not restore; not inside data_dir.
+	// Optional: without it (and without witnesses) a rollback of the whole
+	// data dir goes unnoticed.
+	Dir string `yaml:"dir"`
+}
+
+// WitnessesConfig lists the witnesses that cosign every checkpoint. The
+// log submits each checkpoint to all of them; verification (audit verify,
+// and clients with the same list) requires Quorum cosignatures.
+type WitnessesConfig struct {
+	// Quorum is how many witnesses must cosign a checkpoint. Default: a
+	// majority of List (len/2+1); between 1 and len(List).
+	Quorum int `yaml:"quorum"`
+	// Timeout bounds one witness's answer, retries included. Default 10s;
+	// at most 1m. A checkpoint is stored with the cosignatures that came in
+	// time.
+	Timeout Duration `yaml:"timeout"`
+	// List of witnesses; at most 32. Optional.
+	List []WitnessConfig `yaml:"list"`
+}
+
+// WitnessConfig is one witness.
+type WitnessConfig struct {
+	// URL is the witness's submission prefix: add-checkpoint is POSTed to
+	// URL + "/add-checkpoint". https, or http to a loopback address.
+	// Required.
+	URL string `yaml:"url"`
+	// VKey is the witness's C2SP verifier key,
+	// "<name>+<8 hex digits>+<base64 of 0x04 and the Ed25519 key>" (what
+	// `sealpost witness keygen` prints). Required.
+	VKey string `yaml:"vkey"`
 }
 
 // AdminConfig protects the admin API.
@@ -441,6 +488,15 @@ func (c *Config) setDefaults() {
 	if c.Backup.MinKeep == 0 {
 		c.Backup.MinKeep = 3
 	}
+	if c.Audit.CheckpointEvery == 0 {
+		c.Audit.CheckpointEvery = Duration(time.Minute)
+	}
+	if c.Audit.Witnesses.Timeout == 0 {
+		c.Audit.Witnesses.Timeout = Duration(audit.DefaultWitnessTimeout)
+	}
+	if n := len(c.Audit.Witnesses.List); n > 0 && c.Audit.Witnesses.Quorum == 0 {
+		c.Audit.Witnesses.Quorum = n/2 + 1
+	}
 }
 
 // Retention bounds.
@@ -608,6 +664,10 @@ func (c *Config) Validate() error {
 		bad("audit.origin", "must be 1-255 printable characters without spaces or '+'")
 	}
 	c.validateMail(bad)
+	if d := time.Duration(c.Audit.CheckpointEvery); d < time.Second || d > time.Hour {
+		bad("audit.checkpoint_every", "must be between 1s and 1h, got %s", d)
+	}
+	c.validateAuditOutside(bad)
 	if c.SMTP.Hostname != "" && (!printable(c.SMTP.Hostname) || strings.ContainsAny(c.SMTP.Hostname, " ") || len(c.SMTP.Hostname) > 253) {
 		bad("smtp.hostname", "must be a host name")
 	}

@@ -7,6 +7,9 @@
 //	sealpost dlq replay [--tenant T] [--route R] [--since T]
 //	sealpost endpoint enable|rotate-secret TENANT ROUTE
 //	sealpost audit verify|export
+//	sealpost audit verify --data DIR         (offline)
+//	sealpost monitor --url URL --keys K --state FILE
+//	sealpost witness keygen|serve
 //	sealpost apikey new ID [--admin]
 //	sealpost kms rotate-master [--data DIR]
 //	sealpost bench --self [--bare] | --url URL --token T --route R
@@ -99,7 +102,9 @@ commands:
   keys           list, rotate or revoke signing keys (admin API)
   dlq            replay dead letters (admin API)
   endpoint       re-enable an endpoint or rotate its whsec_ secret (admin API)
-  audit          verify or export the audit log (admin API)
+  audit          verify or export the audit log (admin API; verify --data DIR works offline)
+  monitor        follow a gateway's audit checkpoints, fail on a rollback or fork
+  witness        run a C2SP tlog-witness that cosigns a gateway's checkpoints
   apikey         make a new API key or admin token and its hash
   kms            rotate the local master key
   bench          measure a gateway: throughput, latency, CPU per message
@@ -138,6 +143,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runEndpoint(ctx, rest, getenv, stdout, stderr)
 	case "audit":
 		return runAudit(ctx, rest, getenv, stdout, stderr)
+	case "monitor":
+		return runMonitor(ctx, rest, stdout, stderr)
+	case "witness":
+		return runWitness(ctx, rest, stdout, stderr)
 	case "apikey":
 		return runAPIKey(rest, stdout, stderr)
 	case "kms":

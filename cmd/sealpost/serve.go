@@ -160,6 +160,13 @@ func newGateway(ctx context.Context, cfg *Config, devMode bool, dev *devSetup, s
 	if err := g.openTLS(devMode); err != nil {
 		return nil, err
 	}
+	if cfg.NATS.URL == "" {
+		unlock, err := lockDataDir(cfg.DataDir, false)
+		if err != nil {
+			return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
+		}
+		g.closers = append(g.closers, unlock)
+	}
 	g.q, err = queue.Open(ctx, queue.Config{
 		URL: cfg.NATS.URL, CredsFile: cfg.NATS.CredsFile, DataDir: cfg.DataDir,
 		ListenAddr: cfg.NATS.Listen, Replicas: cfg.NATS.Replicas, Logger: g.log,

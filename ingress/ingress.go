@@ -43,26 +43,24 @@ type Submission struct {
 	RawSize int64 `json:"raw_size"`
 }
 
-// Validate reports whether s has every member a receipt needs.
+// Validate reports whether s has every member a receipt needs and its
+// payload and source are JSON values.
 func (s *Submission) Validate() error {
+	if err := s.Check(); err != nil {
+		return err
+	}
 	switch {
-	case s.ID == "":
-		return errors.New("submission: missing id")
-	case s.Tenant == "":
-		return errors.New("submission: missing tenant")
-	case s.Route == "":
-		return errors.New("submission: missing route")
-	case s.Channel != ChannelSMTP && s.Channel != ChannelHTTPS:
-		return fmt.Errorf("submission: unknown channel %q", s.Channel)
-	case s.ReceivedAt.IsZero():
-		return errors.New("submission: missing received_at")
-	case len(s.Payload) == 0 || !json.Valid(s.Payload):
+	case !json.Valid(s.Payload):
 		return errors.New("submission: payload is not a JSON value")
-	case len(s.Source) == 0 || !json.Valid(s.Source):
+	case !json.Valid(s.Source):
 		return errors.New("submission: source is not a JSON value")
 	}
 	return nil
 }
+
+// jsonUnmarshal is json.Unmarshal, named for the one place that reads the
+// JSON submissions of earlier versions.
+var jsonUnmarshal = json.Unmarshal
 
 // Enqueuer durably queues a submission. It returns nil only once the queue
 // acknowledged the (sealed) message; any error it returns for which

@@ -2,7 +2,6 @@ package queue
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -388,19 +387,14 @@ func (k *Consumer) open(ctx context.Context, mb *member, meta *jetstream.MsgMeta
 		// instance's local master key) or altered in the store.
 		return nil, k.quarantineMember(ctx, mb, meta, "unopenable", err), false
 	}
-	var sub ingress.Submission
-	err = json.Unmarshal(body, &sub)
-	clear(body)
-	if err == nil {
-		err = sub.Validate()
-	}
+	sub, err := ingress.DecodeSubmission(body)
 	if err == nil && (sub.Tenant != mb.tenant || sub.ID != mb.id) {
 		err = errors.New("record does not match the sealed submission")
 	}
 	if err != nil {
 		return nil, k.quarantineMember(ctx, mb, meta, "invalid", err), false
 	}
-	return &Delivery{Submission: &sub, Attempt: mb.attempt, Due: mb.due, Redelivered: meta.NumDelivered > 1,
+	return &Delivery{Submission: sub, Attempt: mb.attempt, Due: mb.due, Redelivered: meta.NumDelivered > 1,
 		Queued: meta.Timestamp}, Outcome{}, true
 }
 

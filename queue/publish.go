@@ -123,10 +123,7 @@ func (p *Publisher) Enqueue(ctx context.Context, s *ingress.Submission) error {
 		// Fail fast rather than buffer: the sender retries later.
 		return ingress.Temporary(errors.New("queue: not connected"))
 	}
-	body, err := ingress.EncodeJSON(s) // '<' stays 1 byte: the size limit is what was sent
-	if err != nil {
-		return fmt.Errorf("queue: encode submission: %w", err)
-	}
+	body := s.AppendBinary(make([]byte, 0, s.BinarySize()))
 	sealed, err := p.sealer.Seal(ctx, kms.Context{Tenant: s.Tenant, Purpose: kms.PurposeIngest, ObjectID: s.ID}, body)
 	clear(body)
 	switch {

@@ -239,14 +239,11 @@ func SignCanonical(r Receipt, canonPayload []byte, key PrivateKey) ([]byte, erro
 	if err := checkReceipt(&r); err != nil {
 		return nil, fmt.Errorf("sign receipt: %w", err)
 	}
-	rj, err := json.Marshal(r)
+	source, err := Canonicalize(r.Source)
 	if err != nil {
-		return nil, fmt.Errorf("sign receipt: %w", err)
+		return nil, fmt.Errorf("sign receipt: source: %w", err)
 	}
-	rc, err := Canonicalize(rj)
-	if err != nil {
-		return nil, fmt.Errorf("sign receipt: %w", err)
-	}
+	rc := appendReceiptJCS(make([]byte, 0, 512+len(source)), &r, source)
 	sig := b64.EncodeToString(ed25519.Sign(key.Key, rc))
 
 	// JCS of the envelope, assembled from canonical parts: its members sort

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/keyring/kms"
 	"github.com/sealpost/sealpost/queue"
@@ -51,7 +51,7 @@ func dlqContext(tenant, id string) kms.Context {
 // the items; an item whose dead letter cannot be stored now is retried
 // later (its attempt record says dead_lettered, so it comes back here).
 func (w *Worker) deadLetterAll(ctx context.Context, items []*item) {
-	var entries []audit.Entry
+	var entries []entry.Entry
 	var stored []*item
 	for _, it := range items {
 		if it.env == nil {
@@ -76,8 +76,8 @@ func (w *Worker) deadLetterAll(ctx context.Context, items []*item) {
 			it.retryLater(w, fmt.Errorf("forwarder: dead letter: %w", err))
 			continue
 		}
-		entries = append(entries, audit.Entry{Actor: "system", Action: audit.ActionDeadLettered, Tenant: it.s.Tenant, Target: it.s.ID,
-			Outcome: audit.OutcomeFailure, Details: map[string]string{"route": it.s.Route, "attempts": strconv.Itoa(it.n), "class": reason}})
+		entries = append(entries, entry.Entry{Actor: "system", Action: entry.ActionDeadLettered, Tenant: it.s.Tenant, Target: it.s.ID,
+			Outcome: entry.OutcomeFailure, Details: map[string]string{"route": it.s.Route, "attempts": strconv.Itoa(it.n), "class": reason}})
 		stored = append(stored, it)
 	}
 	if err := w.auditAll(ctx, entries...); err != nil {
@@ -115,8 +115,8 @@ func (w *Worker) redeliver(ctx context.Context, tenant, id, trigger string) erro
 	if !ok {
 		return fmt.Errorf("%w: %s/%s", ErrUnknownRoute, tenant, route)
 	}
-	if err := w.audit(ctx, audit.Entry{Actor: actorFrom(ctx), Action: audit.ActionRedeliver, Tenant: tenant, Target: id,
-		Outcome: audit.OutcomeSuccess, Details: map[string]string{"route": route, "trigger": trigger}}); err != nil {
+	if err := w.audit(ctx, entry.Entry{Actor: actorFrom(ctx), Action: entry.ActionRedeliver, Tenant: tenant, Target: id,
+		Outcome: entry.OutcomeSuccess, Details: map[string]string{"route": route, "trigger": trigger}}); err != nil {
 		return err
 	}
 	disabled, err := w.endpointDisabled(ctx, rt)
@@ -166,8 +166,8 @@ func (w *Worker) redeliver(ctx context.Context, tenant, id, trigger string) erro
 		details["status"] = strconv.Itoa(res.status)
 	}
 	if res.ok() {
-		if err := w.audit(ctx, audit.Entry{Actor: "system", Action: audit.ActionDelivered, Tenant: tenant, Target: id,
-			Outcome: audit.OutcomeSuccess, Details: details}); err != nil {
+		if err := w.audit(ctx, entry.Entry{Actor: "system", Action: entry.ActionDelivered, Tenant: tenant, Target: id,
+			Outcome: entry.OutcomeSuccess, Details: details}); err != nil {
 			return err
 		}
 		w.metrics.deliveries.WithLabelValues(ResultDelivered).Inc()
@@ -182,8 +182,8 @@ func (w *Worker) redeliver(ctx context.Context, tenant, id, trigger string) erro
 		}
 	}
 	details["class"] = res.class
-	if err := w.audit(ctx, audit.Entry{Actor: "system", Action: audit.ActionFailed, Tenant: tenant, Target: id,
-		Outcome: audit.OutcomeFailure, Details: details}); err != nil {
+	if err := w.audit(ctx, entry.Entry{Actor: "system", Action: entry.ActionFailed, Tenant: tenant, Target: id,
+		Outcome: entry.OutcomeFailure, Details: details}); err != nil {
 		return err
 	}
 	if res.status != 0 {
@@ -284,7 +284,7 @@ func (w *Worker) ReplayDeadLetters(ctx context.Context, f ReplayFilter) (int, er
 	if !f.Since.IsZero() {
 		details["since"] = f.Since.UTC().Format(time.RFC3339)
 	}
-	if err := w.audit(ctx, audit.Entry{Actor: actorFrom(ctx), Action: "dlq.replay", Tenant: f.Tenant, Outcome: audit.OutcomeSuccess, Details: details}); err != nil {
+	if err := w.audit(ctx, entry.Entry{Actor: actorFrom(ctx), Action: entry.ActionDLQReplay, Tenant: f.Tenant, Outcome: entry.OutcomeSuccess, Details: details}); err != nil {
 		return 0, err
 	}
 	if len(pending) > maxReplay {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/queue"
 )
@@ -70,7 +70,7 @@ func TestRedeliverAndReplay(t *testing.T) {
 	if got := as[len(as)-1]; got.Trigger != TriggerRedeliver || got.Result != ResultDelivered || got.N != 2 {
 		t.Errorf("last attempt = %+v", got)
 	}
-	if !slices.Contains(e.audit.actions(a1.ID), audit.ActionRedeliver) {
+	if !slices.Contains(e.audit.actions(a1.ID), entry.ActionRedeliver) {
 		t.Error("redelivery not audited")
 	}
 
@@ -161,7 +161,7 @@ func TestScheduleThroughJetStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cons.Stop(ctx)
-	waitFor(t, "dead letter", func() bool { return slices.Contains(e.audit.actions(s.ID), audit.ActionDeadLettered) })
+	waitFor(t, "dead letter", func() bool { return slices.Contains(e.audit.actions(s.ID), entry.ActionDeadLettered) })
 	if n := len(rc.requests()); n != 3 {
 		t.Errorf("receiver got %d requests, want 3", n)
 	}

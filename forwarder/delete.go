@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/queue"
 )
@@ -140,8 +140,8 @@ func (w *Worker) DeleteReceipt(ctx context.Context, tenant, id string) (*Deleted
 	// A deletion is recorded before it is done: a failure part-way is
 	// then repeated, never unrecorded.
 	details := map[string]string{"route": found.Route, "attachments": strconv.Itoa(len(refs))}
-	if err := w.audit(ctx, audit.Entry{Actor: actorFrom(ctx), Action: audit.ActionDeleted, Tenant: tenant, Target: id,
-		Outcome: audit.OutcomeSuccess, Details: details}); err != nil {
+	if err := w.audit(ctx, entry.Entry{Actor: actorFrom(ctx), Action: entry.ActionDeleted, Tenant: tenant, Target: id,
+		Outcome: entry.OutcomeSuccess, Details: details}); err != nil {
 		return nil, err
 	}
 	for _, rw := range out {

@@ -30,7 +30,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/keyring/kms"
 	"github.com/sealpost/sealpost/queue"
 	"github.com/sealpost/sealpost/signer"
@@ -89,7 +89,7 @@ type Sealer interface {
 // Auditor appends entries to the audit log, returning once they are
 // durable.
 type Auditor interface {
-	AppendAll(ctx context.Context, es ...audit.Entry) error
+	AppendAll(ctx context.Context, es ...entry.Entry) error
 }
 
 var _ Sealer = (*kms.Envelope)(nil)

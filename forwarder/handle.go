@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/queue"
 	"github.com/sealpost/sealpost/signer"
@@ -327,7 +327,7 @@ type concluded struct {
 func (w *Worker) concludeAll(ctx context.Context, items []*item) {
 	var (
 		cs      []concluded
-		entries []audit.Entry
+		entries []entry.Entry
 		groups  = map[groupKey][]record{}
 		owners  = map[groupKey][]*item{}
 		gone    = map[string]bool{}
@@ -372,8 +372,8 @@ func (w *Worker) concludeAll(ctx context.Context, items []*item) {
 			} else {
 				a.Result = ResultDeadLettered
 			}
-			entries = append(entries, audit.Entry{Actor: "system", Action: audit.ActionFailed, Tenant: it.s.Tenant,
-				Target: it.s.ID, Outcome: audit.OutcomeFailure, Details: details})
+			entries = append(entries, entry.Entry{Actor: "system", Action: entry.ActionFailed, Tenant: it.s.Tenant,
+				Target: it.s.ID, Outcome: entry.OutcomeFailure, Details: details})
 		}
 		r, err := w.attemptRecord(ctx, it.s.Tenant, it.s.Route, it.s.ID, a)
 		if err != nil {
@@ -436,13 +436,13 @@ func (w *Worker) concludeAll(ctx context.Context, items []*item) {
 	w.deadLetterAll(ctx, dead)
 }
 
-func deliveredEntry(it *item, n, status int) audit.Entry {
+func deliveredEntry(it *item, n, status int) entry.Entry {
 	details := map[string]string{"route": it.s.Route, "attempt": strconv.Itoa(n)}
 	if status != 0 {
 		details["status"] = strconv.Itoa(status)
 	}
-	return audit.Entry{Actor: "system", Action: audit.ActionDelivered, Tenant: it.s.Tenant, Target: it.s.ID,
-		Outcome: audit.OutcomeSuccess, Details: details}
+	return entry.Entry{Actor: "system", Action: entry.ActionDelivered, Tenant: it.s.Tenant, Target: it.s.ID,
+		Outcome: entry.OutcomeSuccess, Details: details}
 }
 
 func classLabel(class string) string {

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/keyring/kms"
 	"github.com/sealpost/sealpost/signer"
@@ -78,7 +78,7 @@ func (w *Worker) ensureReceipts(ctx context.Context, items []*item) {
 		w.retryLaterAll(todo, fmt.Errorf("forwarder: signing keys: %w", err))
 		return
 	}
-	signed := make([]audit.Entry, 0, len(todo))
+	signed := make([]entry.Entry, 0, len(todo))
 	groups := map[groupKey][]*item{}
 	var keys []groupKey
 	for _, it := range todo {
@@ -96,8 +96,8 @@ func (w *Worker) ensureReceipts(ctx context.Context, items []*item) {
 			continue
 		}
 		it.env, it.sealed = env, sealed
-		signed = append(signed, audit.Entry{Time: now.UTC(), Actor: "system", Action: audit.ActionSigned, Tenant: it.s.Tenant,
-			Target: it.s.ID, Outcome: audit.OutcomeSuccess, Details: map[string]string{"route": it.s.Route, "kid": cur.KID}})
+		signed = append(signed, entry.Entry{Time: now.UTC(), Actor: "system", Action: entry.ActionSigned, Tenant: it.s.Tenant,
+			Target: it.s.ID, Outcome: entry.OutcomeSuccess, Details: map[string]string{"route": it.s.Route, "kid": cur.KID}})
 		if _, ok := groups[it.key]; !ok {
 			keys = append(keys, it.key)
 		}
@@ -202,7 +202,7 @@ func checkTokens(vs ...string) error {
 }
 
 // auditAll appends entries and returns once they are durable.
-func (w *Worker) auditAll(ctx context.Context, es ...audit.Entry) error {
+func (w *Worker) auditAll(ctx context.Context, es ...entry.Entry) error {
 	if w.cfg.Auditor == nil || len(es) == 0 {
 		return nil
 	}
@@ -217,4 +217,4 @@ func (w *Worker) auditAll(ctx context.Context, es ...audit.Entry) error {
 	return nil
 }
 
-func (w *Worker) audit(ctx context.Context, e audit.Entry) error { return w.auditAll(ctx, e) }
+func (w *Worker) audit(ctx context.Context, e entry.Entry) error { return w.auditAll(ctx, e) }

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 )
 
 // TestReceivers drives one attempt against receivers that misbehave in
@@ -169,7 +169,7 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 		}
 		d := &fakeDelivery{}
 		e.handle(ctx, sub, d)
-		if !d.acked || !slices.Contains(e.audit.actions(sub.ID), audit.ActionDeadLettered) {
+		if !d.acked || !slices.Contains(e.audit.actions(sub.ID), entry.ActionDeadLettered) {
 			t.Fatalf("%s: decision %s, audit %v; want ack after dead-lettering", s.sub, d.decision(), e.audit.actions(sub.ID))
 		}
 		as, err := e.w.Attempts(ctx, "acme", sub.ID)
@@ -183,7 +183,7 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 	if dis, _ := e.w.EndpointDisabled(ctx, "acme", "invoices"); !dis {
 		t.Error("endpoint not disabled")
 	}
-	if !slices.ContainsFunc(e.audit.entries, func(a audit.Entry) bool { return a.Action == "endpoint.disable" }) {
+	if !slices.ContainsFunc(e.audit.entries, func(a entry.Entry) bool { return a.Action == "endpoint.disable" }) {
 		t.Error("disabling was not audited")
 	}
 	if err := e.w.Redeliver(ctx, "acme", first.ID); err == nil {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/keyring/kms"
 )
 
@@ -39,7 +39,7 @@ type Sealer interface {
 
 // Auditor records key rotations and revocations in the audit log.
 type Auditor interface {
-	Append(ctx context.Context, e audit.Entry) error
+	Append(ctx context.Context, e entry.Entry) error
 }
 
 // SystemTenant is the encryption-context tenant of sealpost's own secrets,

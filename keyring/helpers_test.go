@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/keyring/kms"
 	"github.com/sealpost/sealpost/queue"
 	"github.com/sealpost/sealpost/signer"
@@ -92,10 +92,10 @@ func (e jsonError) Error() string { return string(e) }
 // memAuditor records audit entries.
 type memAuditor struct {
 	mu      sync.Mutex
-	entries []audit.Entry
+	entries []entry.Entry
 }
 
-func (a *memAuditor) Append(_ context.Context, e audit.Entry) error {
+func (a *memAuditor) Append(_ context.Context, e entry.Entry) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.entries = append(a.entries, e)

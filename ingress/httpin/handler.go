@@ -25,7 +25,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/signer"
 )
@@ -41,7 +41,7 @@ type Routes interface {
 // Auditor records authentication outcomes. Append returns once the entry
 // is durable. (Message steps are recorded by the Enqueuer the caller wires.)
 type Auditor interface {
-	Append(ctx context.Context, e audit.Entry) error
+	Append(ctx context.Context, e entry.Entry) error
 }
 
 // Idempotency remembers Idempotency-Key uses. Reserve stores rec under key
@@ -479,10 +479,10 @@ func (h *Handler) SetInstances(n int) {
 }
 
 func (h *Handler) auditAuth(r *http.Request, key *APIKey, err error) {
-	e := audit.Entry{Action: "auth.success", Outcome: audit.OutcomeSuccess, Target: "POST /v1/ingest/{route}",
+	e := entry.Entry{Action: entry.ActionAuthSuccess, Outcome: entry.OutcomeSuccess, Target: "POST /v1/ingest/{route}",
 		Details: map[string]string{"remote_addr": r.RemoteAddr}}
 	if err != nil {
-		e.Action, e.Outcome, e.Actor = "auth.failure", audit.OutcomeDenied, "anonymous"
+		e.Action, e.Outcome, e.Actor = entry.ActionAuthFailure, entry.OutcomeDenied, "anonymous"
 		if id, _, ok := ParseToken(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")); ok {
 			e.Details["api_key_id"] = id
 		}
@@ -492,7 +492,7 @@ func (h *Handler) auditAuth(r *http.Request, key *APIKey, err error) {
 	h.audit(r, e)
 }
 
-func (h *Handler) audit(r *http.Request, e audit.Entry) {
+func (h *Handler) audit(r *http.Request, e entry.Entry) {
 	if h.cfg.Auditor == nil {
 		return
 	}

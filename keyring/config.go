@@ -14,23 +14,6 @@ import (
 	"github.com/sealpost/sealpost/keyring/kms"
 )
 
-// Store holds the key-state document. Create and Update are
-// compare-and-set operations: Create fails with an error wrapping
-// queue.ErrConflict when the key exists, Update when its revision moved on.
-// *queue.KV implements it.
-type Store interface {
-	Get(ctx context.Context, key string) ([]byte, uint64, error)
-	Create(ctx context.Context, key string, val []byte) (uint64, error)
-	Update(ctx context.Context, key string, val []byte, rev uint64) (uint64, error)
-}
-
-// Watcher is implemented by stores that report changes (*queue.KV does).
-// Run uses it to pick up other instances' changes within moments; without
-// it Run re-reads the state every CheckInterval.
-type Watcher interface {
-	Watch(ctx context.Context, filter string, fn func(key string, val []byte, rev uint64)) error
-}
-
 // Sealer seals and opens private keys. *kms.Envelope implements it.
 type Sealer interface {
 	Seal(ctx context.Context, c kms.Context, p []byte) ([]byte, error)

@@ -158,6 +158,10 @@ func openKV(t testing.TB, c *queue.Conn) *queue.KV {
 	return kv
 }
 
+// kvStore is a KEYRING bucket as the keyring's Store, adapted as
+// cmd/sealpost adapts it.
+func kvStore(kv *queue.KV) Store { return MapStoreErrors(kv, queue.ErrNotFound, queue.ErrConflict) }
+
 func newSealer(t testing.TB, dir string) *kms.Envelope {
 	t.Helper()
 	kek, err := kms.OpenLocal(dir)
@@ -193,7 +197,7 @@ func newEnv(t testing.TB, start time.Time) *env {
 
 func (e *env) config() Config {
 	return Config{
-		Store: e.kv, Sealer: e.sealer, Auditor: e.audit, Now: e.clock.Now,
+		Store: kvStore(e.kv), Sealer: e.sealer, Auditor: e.audit, Now: e.clock.Now,
 		CheckInterval: 20 * time.Millisecond, Rand: e.rand,
 	}
 }

@@ -1,6 +1,7 @@
 package forwarder
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -135,7 +136,7 @@ func (w *Worker) lastAttempts(ctx context.Context, k groupKey) (map[string]lastA
 // Attempts lists the recorded attempts of a receipt, oldest first (at most
 // 1000). A receipt without attempts yields ErrNotFound.
 func (w *Worker) Attempts(ctx context.Context, tenant, id string) ([]Attempt, error) {
-	if err := checkTokens(tenant, id); err != nil {
+	if err := cmp.Or(checkTenant(tenant), checkID(id)); err != nil {
 		return nil, err
 	}
 	k, err := groupOf(tenant, id)

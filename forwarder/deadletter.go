@@ -242,14 +242,14 @@ func (w *Worker) ReplayDeadLetters(ctx context.Context, f ReplayFilter) (int, er
 	case f.AllTenants:
 		tenantTok = "*"
 	default:
-		if err := checkTokens(f.Tenant); err != nil {
-			return 0, fmt.Errorf("%w (tenant)", err)
+		if err := checkTenant(f.Tenant); err != nil {
+			return 0, err
 		}
 	}
 	routeTok := "*"
 	if f.Route != "" {
-		if err := checkTokens(f.Route); err != nil {
-			return 0, fmt.Errorf("%w (route)", err)
+		if err := checkRoute(f.Route); err != nil {
+			return 0, err
 		}
 		routeTok = f.Route
 	}

@@ -1,6 +1,7 @@
 package forwarder
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -88,7 +89,7 @@ func (w *Worker) disableEndpoint(ctx context.Context, rt Route, status int) erro
 // ReplayDeadLetters. Enabling an endpoint that is not disabled is not an
 // error.
 func (w *Worker) EnableEndpoint(ctx context.Context, tenant, route string) error {
-	if err := checkTokens(tenant, route); err != nil {
+	if err := cmp.Or(checkTenant(tenant), checkRoute(route)); err != nil {
 		return err
 	}
 	err := w.cfg.EndpointState.Delete(ctx, disabledKey(tenant, route))
@@ -101,7 +102,7 @@ func (w *Worker) EnableEndpoint(ctx context.Context, tenant, route string) error
 
 // EndpointDisabled reports whether a route's endpoint is disabled.
 func (w *Worker) EndpointDisabled(ctx context.Context, tenant, route string) (bool, error) {
-	if err := checkTokens(tenant, route); err != nil {
+	if err := cmp.Or(checkTenant(tenant), checkRoute(route)); err != nil {
 		return false, err
 	}
 	rt, ok := w.cfg.Routes.Route(tenant, route)
@@ -124,7 +125,7 @@ func (w *Worker) refreshDisabledGauge(ctx context.Context) {
 // the customer can switch over without losing webhooks; 0 ends them now.
 // Expired secrets are removed.
 func (w *Worker) RotateSecret(ctx context.Context, tenant, route string, overlap time.Duration) (string, error) {
-	if err := checkTokens(tenant, route); err != nil {
+	if err := cmp.Or(checkTenant(tenant), checkRoute(route)); err != nil {
 		return "", err
 	}
 	if overlap < 0 || overlap > MaxSecretOverlap {

@@ -1,6 +1,7 @@
 package forwarder
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -111,7 +112,7 @@ func (w *Worker) Handle(ctx context.Context, ds []*queue.Delivery) []queue.Outco
 	for i, d := range ds {
 		it := &item{w: w, d: d, s: d.Submission, n: d.Attempt}
 		items[i] = it
-		if err := checkTokens(it.s.Tenant, it.s.Route, it.s.ID); err != nil {
+		if err := cmp.Or(checkTenant(it.s.Tenant), checkRoute(it.s.Route), checkID(it.s.ID)); err != nil {
 			it.log().Error("forwarder: submission cannot be stored; dropped", "err", err)
 			it.finish(ackOutcome)
 			continue

@@ -2,6 +2,7 @@ package forwarder
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -152,7 +153,7 @@ func buildEnvelope(s *ingress.Submission, key signer.PrivateKey, now time.Time) 
 // Receipt returns the stored receipt envelope (the webhook body) of a
 // receipt id, or ErrNotFound.
 func (w *Worker) Receipt(ctx context.Context, tenant, id string) ([]byte, error) {
-	if err := checkTokens(tenant, id); err != nil {
+	if err := cmp.Or(checkTenant(tenant), checkID(id)); err != nil {
 		return nil, err
 	}
 	k, err := groupOf(tenant, id)
@@ -181,24 +182,6 @@ func routeOf(env []byte) (string, error) {
 		return "", errors.New("forwarder: stored receipt has no route")
 	}
 	return e.Receipt.Route, nil
-}
-
-// checkTokens checks that each value is usable as a key and subject token:
-// 1 to 128 letters, digits, '-' and '_'. Tenant, route and receipt ids are
-// all such tokens.
-func checkTokens(vs ...string) error {
-	for _, v := range vs {
-		if v == "" || len(v) > 128 {
-			return fmt.Errorf("%w: empty or longer than 128 bytes", ErrInvalidInput)
-		}
-		for i := 0; i < len(v); i++ {
-			c := v[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-				return fmt.Errorf("%w: %q has characters other than letters, digits, '-' and '_'", ErrInvalidInput, v)
-			}
-		}
-	}
-	return nil
 }
 
 // auditAll appends entries and returns once they are durable.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/sealpost/sealpost/audit"
 	"github.com/sealpost/sealpost/forwarder"
+	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/keyring"
 )
 
@@ -506,9 +507,7 @@ const (
 )
 
 var (
-	namePattern  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-	routePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-	hexSHA256    = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	hexSHA256 = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )
 
 // Validate checks the whole configuration and names the first bad key by
@@ -689,8 +688,8 @@ func (c *Config) Validate() error {
 	recipients := map[string]string{} // address -> the YAML path of its route
 	for i, t := range c.Tenants {
 		tk := fmt.Sprintf("tenants[%d]", i)
-		if !namePattern.MatchString(t.Name) {
-			bad(tk+".name", "must be 1-63 of a-z, 0-9 and '-', got %q", t.Name)
+		if !ingress.ValidName(t.Name) {
+			bad(tk+".name", "must be %s, got %q", ingress.NameRule, t.Name)
 		} else if tenants[t.Name] {
 			bad(tk+".name", "duplicate tenant %q", t.Name)
 		}
@@ -699,8 +698,8 @@ func (c *Config) Validate() error {
 		routes := map[string]bool{}
 		for j, r := range t.Routes {
 			rk := fmt.Sprintf("%s.routes[%d]", tk, j)
-			if !routePattern.MatchString(r.Name) {
-				bad(rk+".name", "must be 1-63 of a-z, 0-9, '_' and '-', got %q", r.Name)
+			if !ingress.ValidRoute(r.Name) {
+				bad(rk+".name", "must be %s, got %q", ingress.RouteRule, r.Name)
 			} else if routes[r.Name] {
 				bad(rk+".name", "duplicate route %q", r.Name)
 			}
@@ -740,8 +739,8 @@ func (c *Config) Validate() error {
 		}
 		for j, k := range t.APIKeys {
 			kk := fmt.Sprintf("%s.api_keys[%d]", tk, j)
-			if !namePattern.MatchString(k.ID) {
-				bad(kk+".id", "must be 1-63 of a-z, 0-9 and '-', got %q", k.ID)
+			if !ingress.ValidName(k.ID) {
+				bad(kk+".id", "must be %s, got %q", ingress.NameRule, k.ID)
 			} else if keyIDs[k.ID] {
 				bad(kk+".id", "duplicate api key id %q", k.ID)
 			}

@@ -17,7 +17,6 @@ import (
 	"mime"
 	"net/http"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -155,8 +154,6 @@ var (
 	errMethod       = errors.New("method not allowed")
 )
 
-var routeNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-
 type accepted struct {
 	ID string `json:"id"`
 }
@@ -203,7 +200,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 		h.cfg.Authenticated(r, key)
 	}
 	routeName := r.PathValue("route")
-	if !routeNamePattern.MatchString(routeName) {
+	if !ingress.ValidRoute(routeName) {
 		return "", errNoRoute
 	}
 	route, ok := h.cfg.Routes.Route(key.Tenant, routeName)

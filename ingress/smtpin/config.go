@@ -40,9 +40,11 @@ const (
 
 // Route sends mail for a set of recipient addresses to one tenant's route.
 type Route struct {
-	// Tenant owns the receipts of this route. Required.
+	// Tenant owns the receipts of this route. Required; a tenant name
+	// (ingress.ValidName).
 	Tenant string
-	// Name is the route name as it appears in receipt.route. Required.
+	// Name is the route name as it appears in receipt.route. Required; a
+	// route name (ingress.ValidRoute).
 	Name string
 	// Recipients are the envelope addresses (RCPT TO) served by this route,
 	// compared case-insensitively. At least one is required, and an address
@@ -278,8 +280,11 @@ func (c Config) withDefaults() (Config, error) {
 	names := make(map[string]bool)
 	for i, r := range c.Routes {
 		where := fmt.Sprintf("smtpin: Routes[%d]", i)
-		if r.Tenant == "" || r.Name == "" {
-			return c, fmt.Errorf("%s: Tenant and Name are required", where)
+		if !ingress.ValidName(r.Tenant) {
+			return c, fmt.Errorf("%s: Tenant %q is not a tenant name (%s)", where, r.Tenant, ingress.NameRule)
+		}
+		if !ingress.ValidRoute(r.Name) {
+			return c, fmt.Errorf("%s: Name %q is not a route name (%s)", where, r.Name, ingress.RouteRule)
 		}
 		if names[r.Tenant+"\x00"+r.Name] {
 			return c, fmt.Errorf("%s: duplicate route %s/%s", where, r.Tenant, r.Name)

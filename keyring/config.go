@@ -89,43 +89,62 @@ type Config struct {
 	Rand io.Reader
 }
 
-// withDefaults validates c and fills in its defaults.
-func (c Config) withDefaults() (Config, error) {
+// Validate checks c's settings: PeriodMonths, PrePublish, Grace and
+// CheckInterval, a zero value standing for its default. It does not look at
+// Store and Sealer, which New requires as well. Its errors name the
+// setting; New's add "keyring: config:".
+func (c Config) Validate() error {
+	c = c.settingDefaults()
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if c.Store == nil {
-		bad("store is required")
-	}
-	if c.Sealer == nil {
-		bad("sealer is required")
-	}
-	if c.PeriodMonths == 0 {
-		c.PeriodMonths = DefaultPeriodMonths
-	}
 	if c.PeriodMonths < 1 || 12%c.PeriodMonths != 0 {
 		bad("period must divide 12 months (1, 2, 3, 4, 6 or 12), got %d", c.PeriodMonths)
-	}
-	if c.PrePublish == 0 {
-		c.PrePublish = DefaultPrePublish
 	}
 	if shortest := time.Duration(max(c.PeriodMonths, 1)) * 28 * 24 * time.Hour; c.PrePublish < MinPrePublish || c.PrePublish >= shortest {
 		bad("pre-publication must be at least %s and shorter than the shortest period (%s), got %s", MinPrePublish, shortest, c.PrePublish)
 	}
-	if c.Grace == 0 {
-		c.Grace = DefaultGrace
-	}
 	if c.Grace < MinGrace || c.Grace > MaxGrace {
 		bad("grace must be between %s and %s, got %s", MinGrace, MaxGrace, c.Grace)
-	}
-	if c.CheckInterval == 0 {
-		c.CheckInterval = DefaultCheckInterval
 	}
 	if c.CheckInterval < MinCheckInterval || c.CheckInterval > MaxCheckInterval {
 		bad("check interval must be between %s and %s, got %s", MinCheckInterval, MaxCheckInterval, c.CheckInterval)
 	}
+	return errors.Join(errs...)
+}
+
+// settingDefaults fills in the defaults of c's settings.
+func (c Config) settingDefaults() Config {
+	if c.PeriodMonths == 0 {
+		c.PeriodMonths = DefaultPeriodMonths
+	}
+	if c.PrePublish == 0 {
+		c.PrePublish = DefaultPrePublish
+	}
+	if c.Grace == 0 {
+		c.Grace = DefaultGrace
+	}
+	if c.CheckInterval == 0 {
+		c.CheckInterval = DefaultCheckInterval
+	}
+	return c
+}
+
+// withDefaults validates c and fills in its defaults.
+func (c Config) withDefaults() (Config, error) {
+	var errs []error
+	if c.Store == nil {
+		errs = append(errs, errors.New("store is required"))
+	}
+	if c.Sealer == nil {
+		errs = append(errs, errors.New("sealer is required"))
+	}
+	if err := c.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return c, fmt.Errorf("keyring: config: %w", errors.Join(errs...))
 	}
+	c = c.settingDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -78,14 +78,15 @@ type Config struct {
 	// (its New method) groups ids minted together, which lets receipts be
 	// stored many to a write.
 	NewID func(time.Time) string
-	// MaxBodyBytes is the largest accepted body. Default 1 MiB.
+	// MaxBodyBytes is the largest accepted body. Default 1 MiB, at most
+	// MaxMaxBodyBytes.
 	MaxBodyBytes int64
 	// RatePerSecond and Burst limit requests per API key across all
-	// instances. Default 100/s, burst 200. Each instance enforces its share
-	// (see SetInstances).
+	// instances. Default 100/s, burst 200; not negative. Each instance
+	// enforces its share (see SetInstances).
 	RatePerSecond float64
 	Burst         int
-	// RetryAfter is sent with 503 and 429. Default 5s.
+	// RetryAfter is sent with 503 and 429. Default 5s; not negative.
 	RetryAfter time.Duration
 	// Logger receives one info line per accepted submission (ids, tenant,
 	// route and size, never the payload) and the failures. Default: discard.
@@ -103,16 +104,38 @@ type Handler struct {
 	instances int
 }
 
+// MaxMaxBodyBytes bounds Config.MaxBodyBytes: a body is held in memory,
+// parsed and canonicalized, and must fit one queue message once wrapped.
+const MaxMaxBodyBytes = 4 << 20
+
+// Validate checks cfg's settings: MaxBodyBytes, RatePerSecond, Burst and
+// RetryAfter, a zero value standing for its default. It does not look at
+// the enqueuer, keys and routes, which New requires as well. Its errors
+// name the setting; New's add "httpin: config:".
+func (cfg Config) Validate() error {
+	var errs []error
+	if cfg.MaxBodyBytes < 0 || cfg.MaxBodyBytes > MaxMaxBodyBytes {
+		errs = append(errs, fmt.Errorf("max body bytes must be between 1 and %d, got %d", MaxMaxBodyBytes, cfg.MaxBodyBytes))
+	}
+	if cfg.RatePerSecond < 0 || cfg.Burst < 0 {
+		errs = append(errs, errors.New("rate per second and burst must not be negative"))
+	}
+	if cfg.RetryAfter < 0 {
+		errs = append(errs, errors.New("retry after must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
 // New checks cfg and returns the handler.
 func New(cfg Config) (*Handler, error) {
 	if cfg.Enqueuer == nil || cfg.Keys == nil || cfg.Routes == nil {
 		return nil, errors.New("httpin: enqueuer, keys and routes are required")
 	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("httpin: config: %w", err)
+	}
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 1 << 20
-	}
-	if cfg.MaxBodyBytes < 0 {
-		return nil, fmt.Errorf("httpin: max body bytes must be positive, got %d", cfg.MaxBodyBytes)
 	}
 	if cfg.RatePerSecond == 0 {
 		cfg.RatePerSecond = 100

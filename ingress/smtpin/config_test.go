@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestNewValidation(t *testing.T) {
@@ -53,6 +54,43 @@ func TestNewValidation(t *testing.T) {
 				t.Fatalf("got %v, want an error containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestConfigValidateSettingsOnly checks that Validate judges the limits
+// and routes without the parts New needs, and that a zero limit stands for
+// its default.
+func TestConfigValidateSettingsOnly(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		c    Config
+		want string // substring of the error; "" means valid
+	}{
+		{"zero", Config{}, ""},
+		{"largest limits", Config{MaxMessageBytes: MaxMaxMessageBytes, MaxHeaderBytes: MaxMaxHeaderBytes, MaxMIMEDepth: MaxMaxMIMEDepth,
+			MaxMIMEParts: MaxMaxMIMEParts, InlineAttachmentMax: MaxInlineAttachmentMax, MaxJunkCommands: MaxMaxJunkCommands,
+			DataTimeout: MaxMaxSessionTime, MaxSessionTime: MaxMaxSessionTime}, ""},
+		{"message above 100 MiB", Config{MaxMessageBytes: MaxMaxMessageBytes + 1}, "MaxMessageBytes 104857601 is above"},
+		{"header above 1 MiB", Config{MaxHeaderBytes: MaxMaxHeaderBytes + 1}, "MaxHeaderBytes 1048577 must be between"},
+		{"mime depth", Config{MaxMIMEDepth: MaxMaxMIMEDepth + 1}, "MaxMIMEDepth and MaxMIMEParts"},
+		{"inline attachments", Config{InlineAttachmentMax: MaxInlineAttachmentMax + 1}, "InlineAttachmentMax"},
+		{"junk commands", Config{MaxJunkCommands: -1}, "MaxJunkCommands -1"},
+		{"session shorter than the default data timeout", Config{MaxSessionTime: time.Minute}, "MaxSessionTime 1m0s is below DataTimeout 10m0s"},
+		{"session above a day", Config{MaxSessionTime: MaxMaxSessionTime + 1}, "is above 24h"},
+		{"recipient without local part", Config{Routes: []Route{{Tenant: "acme", Name: "r", Recipients: []string{"@acme.example"}}}}, "is not an address"},
+		{"sender domain with a space", Config{Routes: []Route{{Tenant: "acme", Name: "r", Recipients: []string{"r@acme.example"},
+			AllowedSenderDomains: []string{"vendor example"}}}}, "is not a domain"},
+	} {
+		err := tc.c.Validate()
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: Validate() = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	for a, ok := range map[string]bool{"in@acme.example": true, " In@Acme.Example ": true, "@acme.example": false,
+		"in@": false, "in": false, strings.Repeat("a", 250) + "@b.cd": false} {
+		if ValidAddress(a) != ok {
+			t.Errorf("ValidAddress(%q) = %t", a, !ok)
+		}
 	}
 }
 

@@ -133,7 +133,7 @@ func (w *Worker) redeliver(ctx context.Context, tenant, id, trigger string) erro
 	}
 	last := lasts[id]
 	start := w.cfg.Now()
-	a := Attempt{N: last.n, Trigger: trigger, Time: start.UTC()}
+	a := Attempt{N: last.count + 1, Trigger: trigger, Time: start.UTC()}
 	var res result
 	if disabled {
 		res = result{class: ClassDisabled}

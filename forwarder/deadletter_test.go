@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -66,9 +67,14 @@ func TestRedeliverAndReplay(t *testing.T) {
 	if last.header.Get("webhook-id") != a1.ID || string(last.body) != string(reqs[0].body) {
 		t.Error("redelivery changed the webhook-id or the body")
 	}
+	// Two scheduled attempts, then two redeliveries: numbered 1 to 4, the
+	// redeliveries with no place in the schedule.
 	as, _ := e.w.Attempts(ctx, "acme", a1.ID)
-	if got := as[len(as)-1]; got.Trigger != TriggerRedeliver || got.Result != ResultDelivered || got.N != 2 {
+	if got := as[len(as)-1]; got.Trigger != TriggerRedeliver || got.Result != ResultDelivered {
 		t.Errorf("last attempt = %+v", got)
+	}
+	if got := attemptNumbers(as); !slices.Equal(got, []string{"1:1", "2:2", "3:-", "4:-"}) {
+		t.Errorf("attempts numbered %v, want 1:1 2:2 3:- 4:- (N:scheduled)", got)
 	}
 	if !slices.Contains(e.audit.actions(a1.ID), entry.ActionRedeliver) {
 		t.Error("redelivery not audited")
@@ -135,6 +141,49 @@ func TestLookupErrors(t *testing.T) {
 		if !errors.Is(err, want) {
 			t.Errorf("%s: %v, want %v", name, err, want)
 		}
+	}
+}
+
+// attemptNumbers lists each attempt as "N:scheduled" ("-" for none).
+func attemptNumbers(as []Attempt) []string {
+	var out []string
+	for _, a := range as {
+		sched := "-"
+		if a.Scheduled > 0 {
+			sched = strconv.Itoa(a.Scheduled)
+		}
+		out = append(out, strconv.Itoa(a.N)+":"+sched)
+	}
+	return out
+}
+
+// TestRedeliverNumbering: a redelivery between two scheduled attempts gets
+// a number of its own, and the next scheduled attempt neither repeats it
+// nor loses its place in the schedule.
+func TestRedeliverNumbering(t *testing.T) {
+	c := newClock()
+	e := newEnv(t, func(cfg *Config) { cfg.Now = c.now; cfg.Schedule = []time.Duration{0, time.Minute, time.Minute} })
+	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int) { w.WriteHeader(500) })
+	e.route("invoices", rc, nil)
+	ctx := context.Background()
+	s := submission(t, "invoices")
+
+	d := &fakeDelivery{}
+	e.handle(ctx, s, d) // scheduled attempt 1 fails, the next is due in a minute
+	if err := e.w.Redeliver(ctx, "acme", s.ID); !errors.Is(err, ErrDeliveryFailed) {
+		t.Fatalf("Redeliver = %v, want ErrDeliveryFailed", err)
+	}
+	c.advance(d.retries[0])
+	e.handle(ctx, s, d) // scheduled attempt 2
+	as, err := e.w.Attempts(ctx, "acme", s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := attemptNumbers(as); !slices.Equal(got, []string{"1:1", "2:-", "3:2"}) {
+		t.Errorf("attempts numbered %v, want 1:1 2:- 3:2 (N:scheduled)", got)
+	}
+	if last := as[len(as)-1]; last.Trigger != TriggerQueue || last.Result != ResultRetry {
+		t.Errorf("scheduled attempt 2 = %+v, want a retry: the redelivery used no place in the schedule", last)
 	}
 }
 

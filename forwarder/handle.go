@@ -43,8 +43,11 @@ type item struct {
 	d   *queue.Delivery
 	s   *ingress.Submission
 	key groupKey
-	n   int    // scheduled attempts made so far
-	env []byte // the signed envelope
+	n   int // scheduled attempts made so far
+	// made is how many attempts of every trigger were made so far, as
+	// far as the records read say (none are read for a first delivery).
+	made int
+	env  []byte // the signed envelope
 	// sealed is the envelope sealed, while ensureReceipts stores it.
 	sealed []byte
 
@@ -190,6 +193,7 @@ func (w *Worker) loadState(ctx context.Context, items []*item, now time.Time) {
 			if !ok {
 				continue
 			}
+			it.made = last.count
 			switch {
 			case last.delivered:
 				// Delivered, but the audit entry or the ack did not
@@ -346,7 +350,7 @@ func (w *Worker) concludeAll(ctx context.Context, items []*item) {
 		}
 		n := it.n + 1
 		res := it.res
-		a := Attempt{N: n, Trigger: TriggerQueue, Time: it.start.UTC(), Status: res.status,
+		a := Attempt{N: it.made + 1, Scheduled: n, Trigger: TriggerQueue, Time: it.start.UTC(), Status: res.status,
 			LatencyMS: float64(res.latency.Microseconds()) / 1000, Class: res.class}
 		c := concluded{it: it}
 		if res.ok() {
@@ -425,12 +429,12 @@ func (w *Worker) concludeAll(ctx context.Context, items []*item) {
 			w.metrics.deliveries.WithLabelValues(ResultDelivered).Inc()
 			it.log().Info("forwarder: delivered", "attempt", c.a.N, "status", c.a.Status, "latency", time.Duration(c.a.LatencyMS*float64(time.Millisecond)).String())
 		case ResultRetry:
-			it.n = c.a.N
-			it.finish(queue.Retry(c.delay, c.a.N))
+			it.n = c.a.Scheduled
+			it.finish(queue.Retry(c.delay, c.a.Scheduled))
 			w.metrics.deliveries.WithLabelValues(ResultFailed).Inc()
 			it.log().Info("forwarder: attempt failed; retrying", "attempt", c.a.N, "class", c.a.Class, "status", c.a.Status, "retry_in", c.delay.String())
 		default:
-			it.n, it.deadLetter = c.a.N, c.a.Class
+			it.n, it.deadLetter = c.a.Scheduled, c.a.Class
 			dead = append(dead, it)
 		}
 	}

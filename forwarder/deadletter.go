@@ -232,8 +232,9 @@ type deadRef struct{ tenant, id string }
 // ReplayDeadLetters sends every selected dead letter that was not
 // delivered since, once, inline, with its original webhook-id (see
 // Redeliver), at most 10,000 per call. It returns how many were delivered;
-// when some were not, the error wraps ErrDeliveryFailed and they stay dead
-// letters.
+// when some were not, the error wraps ErrDeliveryFailed, and
+// ErrEndpointDisabled too when each of them was for a disabled endpoint,
+// and they stay dead letters.
 func (w *Worker) ReplayDeadLetters(ctx context.Context, f ReplayFilter) (int, error) {
 	tenantTok := f.Tenant
 	switch {
@@ -290,7 +291,7 @@ func (w *Worker) ReplayDeadLetters(ctx context.Context, f ReplayFilter) (int, er
 	if len(pending) > maxReplay {
 		pending = pending[:maxReplay]
 	}
-	delivered, failed := 0, 0
+	delivered, failed, disabled := 0, 0, 0
 	var firstErr error
 	for _, ref := range pending {
 		if err := ctx.Err(); err != nil {
@@ -302,6 +303,9 @@ func (w *Worker) ReplayDeadLetters(ctx context.Context, f ReplayFilter) (int, er
 			continue
 		}
 		failed++
+		if errors.Is(err, ErrEndpointDisabled) {
+			disabled++
+		}
 		if firstErr == nil {
 			firstErr = err
 		}
@@ -311,7 +315,10 @@ func (w *Worker) ReplayDeadLetters(ctx context.Context, f ReplayFilter) (int, er
 		}
 	}
 	if failed > 0 {
-		return delivered, fmt.Errorf("%w: %d of %d dead letters not delivered (first: %w)", ErrDeliveryFailed, failed, len(pending), firstErr)
+		if disabled == failed {
+			return delivered, fmt.Errorf("%w (%w): %d of %d dead letters not delivered (first: %v)", ErrDeliveryFailed, ErrEndpointDisabled, failed, len(pending), firstErr)
+		}
+		return delivered, fmt.Errorf("%w: %d of %d dead letters not delivered (first: %v)", ErrDeliveryFailed, failed, len(pending), firstErr)
 	}
 	return delivered, nil
 }

@@ -3,6 +3,7 @@ package forwarder
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/http"
 	"slices"
@@ -186,8 +187,11 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 	if !slices.ContainsFunc(e.audit.entries, func(a entry.Entry) bool { return a.Action == "endpoint.disable" }) {
 		t.Error("disabling was not audited")
 	}
-	if err := e.w.Redeliver(ctx, "acme", first.ID); err == nil {
-		t.Error("redeliver to a disabled endpoint succeeded")
+	if err := e.w.Redeliver(ctx, "acme", first.ID); !errors.Is(err, ErrEndpointDisabled) {
+		t.Errorf("redeliver to a disabled endpoint = %v, want ErrEndpointDisabled", err)
+	}
+	if n, err := e.w.ReplayDeadLetters(ctx, ReplayFilter{Tenant: "acme"}); n != 0 || !errors.Is(err, ErrEndpointDisabled) || !errors.Is(err, ErrDeliveryFailed) {
+		t.Errorf("replay to a disabled endpoint = %d, %v; want 0 and ErrEndpointDisabled", n, err)
 	}
 	gone = false
 	if err := e.w.EnableEndpoint(ctx, "acme", "invoices"); err != nil {

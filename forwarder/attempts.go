@@ -63,7 +63,7 @@ func attemptsContext(tenant, id string) kms.Context {
 // An attempt record's fields, in the clear so that the next attempt's
 // number and due time are known without opening it: id, place in the
 // schedule (Attempt.Scheduled; 0 for a redelivery or replay), result, next
-// due time (unix milliseconds, 0 for none), trigger, error class. The blob
+// due time (unix milliseconds rounded up, 0 for none), trigger, error class. The blob
 // is the sealed Attempt. Attempt.N is not among them: an attempt's N is
 // one more than the number of the receipt's records before it.
 const attemptFields = 6
@@ -81,7 +81,9 @@ func (w *Worker) attemptRecord(ctx context.Context, tenant, route, id string, a 
 	}
 	next := "0"
 	if !a.NextAt.IsZero() {
-		next = strconv.FormatInt(a.NextAt.UnixMilli(), 10)
+		// Rounded up, so that the due time read back from the field is
+		// never before the NextAt the attempt shows.
+		next = strconv.FormatInt(a.NextAt.Add(time.Millisecond-time.Nanosecond).UnixMilli(), 10)
 	}
 	return record{fields: []string{id, strconv.Itoa(a.Scheduled), a.Result, next, a.Trigger, a.Class}, blob: sealed, ttl: w.retention(tenant, route)}, nil
 }

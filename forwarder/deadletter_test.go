@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/queue"
@@ -188,10 +190,20 @@ func TestRedeliverNumbering(t *testing.T) {
 }
 
 // TestScheduleThroughJetStream: with a short schedule, JetStream keeps the
-// delays (NAK with delay) and the message ends in the dead-letter stream
-// after the last attempt, also across a consumer restart.
+// delays and the message ends in the dead-letter stream after the last
+// attempt, also across a consumer restart. After the first attempt the
+// worker's clock falls a second behind the queue's, so the queue hands
+// each retry out before the worker holds it due: no attempt is made before
+// the next_at of the attempt before it, by the clock of the worker that
+// records both, and the early deliveries are put back (counted as
+// deferred).
 func TestScheduleThroughJetStream(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.Schedule = []time.Duration{0, 200 * time.Millisecond, 200 * time.Millisecond} })
+	clk := &skewedClock{}
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, func(c *Config) {
+		c.Now, c.Registerer = clk.now, reg
+		c.Schedule = []time.Duration{0, 200 * time.Millisecond, 200 * time.Millisecond}
+	})
 	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int) { w.WriteHeader(503) })
 	e.route("invoices", rc, nil)
 	ctx := context.Background()
@@ -204,6 +216,7 @@ func TestScheduleThroughJetStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "first attempt", func() bool { return len(rc.requests()) >= 1 })
+	clk.offset.Store(int64(-time.Second))
 	cons.Stop(ctx)
 	cons, err = e.conn.Consume(ctx, queue.ConsumerConfig{Workers: 1}, e.sealer, e.w.Handle)
 	if err != nil {
@@ -222,5 +235,8 @@ func TestScheduleThroughJetStream(t *testing.T) {
 		if as[i].Time.Before(as[i-1].NextAt) {
 			t.Errorf("attempt %d at %s came before its due time %s", i+1, as[i].Time, as[i-1].NextAt)
 		}
+	}
+	if n := counter(t, reg, "sealpost_forwarder_deliveries_total", "deferred"); n == 0 {
+		t.Error("no early delivery was deferred: the test did not hand a retry out early")
 	}
 }

@@ -61,8 +61,8 @@ func (w *Worker) openReceipt(ctx context.Context, tenant, id string, sealed []by
 // ensureReceipts gives every item without one its signed envelope: the
 // first time an id is handled its receipt is built and signed,
 // message.signed is recorded, and it is stored sealed; a receipt stored
-// first by another worker is used instead (see store.go). Items that cannot
-// get one now are concluded with an internal retry.
+// first by another worker is used instead (see storeReceipts). Items that
+// cannot get one now are concluded with an internal retry.
 func (w *Worker) ensureReceipts(ctx context.Context, items []*item) {
 	var todo []*item
 	for _, it := range items {

@@ -24,14 +24,15 @@ func TenantFrom(ctx context.Context) string {
 // maxExportWindow bounds one GET /v1/audit request.
 const maxExportWindow = 31 * 24 * time.Hour
 
+// maxTenantExports is how many tenant exports run at once; more get 429.
+const maxTenantExports = 2
+
 // Handler serves GET /v1/audit?since=<RFC 3339>&until=<RFC 3339>: the
 // calling tenant's own entries as an export (JSON Lines with inclusion
 // proofs, see Export). Both bounds are required and at most 31 days apart.
 // The tenant comes from the request context (WithTenant); without one the
-// answer is 401. The export itself is audited.
-// maxTenantExports is how many tenant exports run at once; more get 429.
-const maxTenantExports = 2
-
+// answer is 401. Two exports run at once; more get 429. The export itself
+// is audited.
 func (l *Log) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet {

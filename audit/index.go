@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -254,7 +255,7 @@ func lookupReceipt(ctx context.Context, s indexStream, subject, id string) (out 
 	if err != nil {
 		return nil, false, err
 	}
-	slices.SortFunc(out, func(a, b IndexedEntry) int { return cmpU(a.Index, b.Index) })
+	slices.SortFunc(out, func(a, b IndexedEntry) int { return cmp.Compare(a.Index, b.Index) })
 	if len(out) > maxReceiptEntries {
 		return out[:maxReceiptEntries], true, nil
 	}

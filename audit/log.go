@@ -81,11 +81,12 @@ type Config struct {
 	// loop are refused, Verify and Export work. For tools.
 	ReadOnly bool
 	// Origin is the checkpoint origin line and the note key name, e.g.
-	// "sealpost.example/audit". Required; no spaces or '+'.
+	// "sealpost.example/audit". Required; at most 255 bytes, no spaces,
+	// control characters or '+'.
 	Origin string
 	// Retention is how long entries and checkpoints are kept. Default
-	// DefaultRetention (395 days). Only used when the streams are declared
-	// here.
+	// DefaultRetention (395 days); at least MinRetention. Only used when
+	// the streams are declared here.
 	Retention time.Duration
 	// BatchMax is the most entries written in one publish. Default 256.
 	BatchMax int
@@ -246,8 +247,11 @@ const leaseTTL = 6 * time.Second
 // nothing of the stored log: checkpointing (Run) checks that the stored
 // entries continue the signed tree.
 func Open(ctx context.Context, c Config) (*Log, error) {
-	if c.Origin == "" || !validOrigin(c.Origin) {
-		return nil, fmt.Errorf("audit: origin %q must be non-empty without spaces or '+'", c.Origin)
+	if c.Origin == "" {
+		return nil, errors.New("audit: origin is required")
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
 	}
 	if c.Subject == "" {
 		c.Subject = EntriesSubject
@@ -260,9 +264,6 @@ func Open(ctx context.Context, c Config) (*Log, error) {
 	}
 	if c.BatchMax <= 0 {
 		c.BatchMax = 256
-	}
-	if c.BatchDelay < 0 {
-		return nil, errors.New("audit: batch delay must not be negative")
 	}
 	if c.CheckpointEvery <= 0 {
 		c.CheckpointEvery = time.Minute
@@ -293,9 +294,6 @@ func Open(ctx context.Context, c Config) (*Log, error) {
 	}
 	if c.WitnessTimeout <= 0 {
 		c.WitnessTimeout = DefaultWitnessTimeout
-	}
-	if err := c.Witnesses.Check(); err != nil {
-		return nil, fmt.Errorf("audit: witnesses: %w", err)
 	}
 	l := &Log{cfg: c, log: c.Logger, entries: c.Stream, cps: c.Checkpoints, m: newMetrics(c.Registerer),
 		name: randomID(), exportSlots: make(chan struct{}, maxTenantExports), proofSlots: make(chan struct{}, maxProofsInFlight)}
@@ -352,6 +350,36 @@ func randomID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// MinRetention bounds Config.Retention from below: a log that forgets its
+// entries within a day cannot be audited.
+const MinRetention = 24 * time.Hour
+
+// maxOriginLen bounds Config.Origin.
+const maxOriginLen = 255
+
+// Validate checks c's settings: Origin when it is set (Open requires it),
+// Retention, BatchDelay and Witnesses, a zero value standing for its
+// default. It does not look at the connection, streams and keys. Its
+// errors name the setting; Open's add "audit:".
+func (c Config) Validate() error {
+	var errs []error
+	if c.Origin != "" && (!validOrigin(c.Origin) || len(c.Origin) > maxOriginLen) {
+		errs = append(errs, fmt.Errorf("origin %q must be at most %d bytes without spaces, control characters or '+'", c.Origin, maxOriginLen))
+	}
+	if c.Retention != 0 && c.Retention < MinRetention {
+		errs = append(errs, fmt.Errorf("retention must be at least %s, got %s", MinRetention, c.Retention))
+	}
+	if c.BatchDelay < 0 {
+		errs = append(errs, errors.New("batch delay must not be negative"))
+	}
+	if err := c.Witnesses.Check(); err != nil {
+		errs = append(errs, fmt.Errorf("witnesses: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// validOrigin reports whether s can be a checkpoint origin or note key
+// name as far as its characters go: no spaces, control characters or '+'.
 func validOrigin(s string) bool {
 	for _, r := range s {
 		if r <= ' ' || r == '+' || r == 0x7f {

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -230,7 +231,7 @@ func (l *Log) verifyOutside(ctx context.Context, keys *signer.KeySet, v *verifie
 	v.outside = &o
 	v.rep.Outside = c.Size
 	v.cps = append(v.cps, o)
-	slices.SortStableFunc(v.cps, func(a, b verifiedCP) int { return cmpU(a.Size, b.Size) })
+	slices.SortStableFunc(v.cps, func(a, b verifiedCP) int { return cmp.Compare(a.Size, b.Size) })
 	return nil
 }
 

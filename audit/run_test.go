@@ -11,16 +11,25 @@ import (
 	"github.com/sealpost/sealpost/queue"
 )
 
-// clock is a settable test clock.
+// clock is a settable test clock that counts how often it was read.
 type clock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu    sync.Mutex
+	t     time.Time
+	reads int
 }
 
 func (c *clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.reads++
 	return c.t
+}
+
+// Reads returns how often Now was called.
+func (c *clock) Reads() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reads
 }
 
 func (c *clock) Add(d time.Duration) {
@@ -82,11 +91,17 @@ func TestRunSignsCheckpoints(t *testing.T) {
 	}
 	waitFor(t, "a checkpoint of size 7", func() bool { _, r := checkpointCount(t, cps); return r.Size == 7 })
 	n7, _ := checkpointCount(t, cps)
-	// Without entries, no new checkpoint until the idle interval passed.
-	time.Sleep(50 * time.Millisecond)
-	if n, _ := checkpointCount(t, cps); n != n7 {
-		t.Fatalf("%d checkpoints while idle, want %d", n, n7)
-	}
+	// Without entries, no new checkpoint until the idle interval passed:
+	// the checkpointer reads the clock on each of its rounds (every
+	// millisecond here) to see whether one is due; it must go many rounds
+	// without signing.
+	reads := clk.Reads()
+	waitFor(t, "50 idle rounds of the checkpointer", func() bool {
+		if n, _ := checkpointCount(t, cps); n != n7 {
+			t.Fatalf("%d checkpoints while idle, want %d", n, n7)
+		}
+		return clk.Reads() >= reads+50
+	})
 	clk.Add(time.Hour)
 	waitFor(t, "the idle checkpoint", func() bool { n, _ := checkpointCount(t, cps); return n == n7+1 })
 	cancel()

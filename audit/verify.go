@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -202,11 +203,17 @@ func (l *Log) Verify(ctx context.Context, keys *signer.KeySet) (*Report, error) 
 	l.verifyWitnesses(ctx, keys, v)
 	rep.Size = v.next
 	rep.Verified = v.goodSize
+	// The entries' problems by sequence, then the checkpoints' as found.
 	slices.SortStableFunc(rep.Problems, func(a, b Problem) int {
-		if aboutCheckpoint(a.Kind) || aboutCheckpoint(b.Kind) {
-			return boolCmp(aboutCheckpoint(a.Kind), aboutCheckpoint(b.Kind))
+		switch ca, cb := aboutCheckpoint(a.Kind), aboutCheckpoint(b.Kind); {
+		case ca && cb:
+			return 0
+		case ca:
+			return 1
+		case cb:
+			return -1
 		}
-		return cmpU(a.Seq, b.Seq)
+		return cmp.Compare(a.Seq, b.Seq)
 	})
 	for _, p := range rep.Problems {
 		if !aboutCheckpoint(p.Kind) && (rep.FirstBadSeq == 0 || p.Seq < rep.FirstBadSeq) {
@@ -215,26 +222,6 @@ func (l *Log) Verify(ctx context.Context, keys *signer.KeySet) (*Report, error) 
 	}
 	rep.OK = len(rep.Problems) == 0
 	return rep, nil
-}
-
-func cmpU(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func boolCmp(a, b bool) int {
-	switch {
-	case a == b:
-		return 0
-	case a:
-		return 1
-	}
-	return -1
 }
 
 // readCheckpoints returns the checkpoints whose signatures verify, sorted by
@@ -268,7 +255,7 @@ func (l *Log) readCheckpoints(ctx context.Context, keys *signer.KeySet, rep *Rep
 	if err != nil {
 		return nil, nil, fmt.Errorf("audit: verify: read checkpoints: %w", err)
 	}
-	slices.SortStableFunc(out, func(a, b verifiedCP) int { return cmpU(a.Size, b.Size) })
+	slices.SortStableFunc(out, func(a, b verifiedCP) int { return cmp.Compare(a.Size, b.Size) })
 	for i := 1; i < len(out); i++ {
 		if out[i].Size == out[i-1].Size && !bytes.Equal(out[i].Root, out[i-1].Root) {
 			rep.add(Problem{Seq: out[i].seq, Index: out[i].Size, Kind: KindBadSignature,

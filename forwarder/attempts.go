@@ -1,6 +1,7 @@
 package forwarder
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,9 +13,16 @@ import (
 
 // Attempt is the record of one delivery attempt. It never holds a body.
 type Attempt struct {
-	// N is the number of the scheduled attempt, from 1. Redeliveries and
-	// replays repeat the number of the last scheduled attempt.
+	// N numbers the receipt's attempts from 1 in the order they were made,
+	// scheduled ones, redeliveries and replays alike, so that no two
+	// attempts of a receipt share a number. (Records written before
+	// Scheduled existed number scheduled attempts only; a redelivery then
+	// repeated the number of the scheduled attempt before it.)
 	N int `json:"n"`
+	// Scheduled is the attempt's place in the retry schedule, from 1, for
+	// Trigger "queue"; 0 (omitted) for a redelivery or replay, which uses
+	// no place in it.
+	Scheduled int `json:"scheduled,omitempty"`
 	// Trigger is "queue" (the retry schedule), "redeliver" or "replay".
 	Trigger string `json:"trigger"`
 	// Time the attempt started, UTC.
@@ -53,9 +61,11 @@ func attemptsContext(tenant, id string) kms.Context {
 }
 
 // An attempt record's fields, in the clear so that the next attempt's
-// number and due time are known without opening it: id, number, result,
-// next due time (unix milliseconds, 0 for none), trigger, error class. The
-// blob is the sealed Attempt.
+// number and due time are known without opening it: id, place in the
+// schedule (Attempt.Scheduled; 0 for a redelivery or replay), result, next
+// due time (unix milliseconds rounded up, 0 for none), trigger, error class. The blob
+// is the sealed Attempt. Attempt.N is not among them: an attempt's N is
+// one more than the number of the receipt's records before it.
 const attemptFields = 6
 
 // attemptRecord returns the record of attempt a of id, sealed, kept as
@@ -71,9 +81,11 @@ func (w *Worker) attemptRecord(ctx context.Context, tenant, route, id string, a 
 	}
 	next := "0"
 	if !a.NextAt.IsZero() {
-		next = strconv.FormatInt(a.NextAt.UnixMilli(), 10)
+		// Rounded up, so that the due time read back from the field is
+		// never before the NextAt the attempt shows.
+		next = strconv.FormatInt(a.NextAt.Add(time.Millisecond-time.Nanosecond).UnixMilli(), 10)
 	}
-	return record{fields: []string{id, strconv.Itoa(a.N), a.Result, next, a.Trigger, a.Class}, blob: sealed, ttl: w.retention(tenant, route)}, nil
+	return record{fields: []string{id, strconv.Itoa(a.Scheduled), a.Result, next, a.Trigger, a.Class}, blob: sealed, ttl: w.retention(tenant, route)}, nil
 }
 
 // recordAttempt stores one attempt record of id.
@@ -94,7 +106,8 @@ func (w *Worker) recordAttempt(ctx context.Context, tenant, route, id string, a 
 
 // lastAttempt is what the attempt records of a receipt say of its schedule.
 type lastAttempt struct {
-	n      int       // number of the last scheduled attempt; 0 if none was made
+	count  int       // attempts made, of every trigger
+	n      int       // place of the last scheduled attempt; 0 if none was made
 	result string    // its result; "" when there is none
 	class  string    // its error class
 	due    time.Time // when the next attempt is due, if one was scheduled
@@ -102,8 +115,10 @@ type lastAttempt struct {
 	delivered bool
 }
 
-// lastAttempts returns, for each id of a group with attempt records, its
-// newest scheduled attempt and whether any attempt delivered it.
+// lastAttempts returns, for each id of a group with attempt records, how
+// many attempts were made, its newest scheduled attempt (the schedule is
+// read from records with trigger "queue" only) and whether any attempt
+// delivered it.
 func (w *Worker) lastAttempts(ctx context.Context, k groupKey) (map[string]lastAttempt, error) {
 	out := map[string]lastAttempt{}
 	err := eachRecord(ctx, w.cfg.Attempts, attemptSubject(k.tenant, k.group), attemptsFormat, func(seq uint64, f []string, _ []byte) error {
@@ -116,6 +131,7 @@ func (w *Worker) lastAttempts(ctx context.Context, k groupKey) (map[string]lastA
 			return fmt.Errorf("forwarder: attempt record at seq %d is malformed", seq)
 		}
 		last := out[f[0]]
+		last.count++
 		last.delivered = last.delivered || f[2] == ResultDelivered
 		if f[4] == TriggerQueue {
 			last.n, last.result, last.class, last.due = n, f[2], f[5], time.Time{}
@@ -135,7 +151,7 @@ func (w *Worker) lastAttempts(ctx context.Context, k groupKey) (map[string]lastA
 // Attempts lists the recorded attempts of a receipt, oldest first (at most
 // 1000). A receipt without attempts yields ErrNotFound.
 func (w *Worker) Attempts(ctx context.Context, tenant, id string) ([]Attempt, error) {
-	if err := checkTokens(tenant, id); err != nil {
+	if err := cmp.Or(checkTenant(tenant), checkID(id)); err != nil {
 		return nil, err
 	}
 	k, err := groupOf(tenant, id)

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/keyring/kms"
 	"github.com/sealpost/sealpost/queue"
@@ -51,7 +51,7 @@ func dlqContext(tenant, id string) kms.Context {
 // the items; an item whose dead letter cannot be stored now is retried
 // later (its attempt record says dead_lettered, so it comes back here).
 func (w *Worker) deadLetterAll(ctx context.Context, items []*item) {
-	var entries []audit.Entry
+	var entries []entry.Entry
 	var stored []*item
 	for _, it := range items {
 		if it.env == nil {
@@ -76,8 +76,8 @@ func (w *Worker) deadLetterAll(ctx context.Context, items []*item) {
 			it.retryLater(w, fmt.Errorf("forwarder: dead letter: %w", err))
 			continue
 		}
-		entries = append(entries, audit.Entry{Actor: "system", Action: audit.ActionDeadLettered, Tenant: it.s.Tenant, Target: it.s.ID,
-			Outcome: audit.OutcomeFailure, Details: map[string]string{"route": it.s.Route, "attempts": strconv.Itoa(it.n), "class": reason}})
+		entries = append(entries, entry.Entry{Actor: "system", Action: entry.ActionDeadLettered, Tenant: it.s.Tenant, Target: it.s.ID,
+			Outcome: entry.OutcomeFailure, Details: map[string]string{"route": it.s.Route, "attempts": strconv.Itoa(it.n), "class": reason}})
 		stored = append(stored, it)
 	}
 	if err := w.auditAll(ctx, entries...); err != nil {
@@ -115,8 +115,8 @@ func (w *Worker) redeliver(ctx context.Context, tenant, id, trigger string) erro
 	if !ok {
 		return fmt.Errorf("%w: %s/%s", ErrUnknownRoute, tenant, route)
 	}
-	if err := w.audit(ctx, audit.Entry{Actor: actorFrom(ctx), Action: audit.ActionRedeliver, Tenant: tenant, Target: id,
-		Outcome: audit.OutcomeSuccess, Details: map[string]string{"route": route, "trigger": trigger}}); err != nil {
+	if err := w.audit(ctx, entry.Entry{Actor: actorFrom(ctx), Action: entry.ActionRedeliver, Tenant: tenant, Target: id,
+		Outcome: entry.OutcomeSuccess, Details: map[string]string{"route": route, "trigger": trigger}}); err != nil {
 		return err
 	}
 	disabled, err := w.endpointDisabled(ctx, rt)
@@ -133,7 +133,7 @@ func (w *Worker) redeliver(ctx context.Context, tenant, id, trigger string) erro
 	}
 	last := lasts[id]
 	start := w.cfg.Now()
-	a := Attempt{N: last.n, Trigger: trigger, Time: start.UTC()}
+	a := Attempt{N: last.count + 1, Trigger: trigger, Time: start.UTC()}
 	var res result
 	if disabled {
 		res = result{class: ClassDisabled}
@@ -166,8 +166,8 @@ func (w *Worker) redeliver(ctx context.Context, tenant, id, trigger string) erro
 		details["status"] = strconv.Itoa(res.status)
 	}
 	if res.ok() {
-		if err := w.audit(ctx, audit.Entry{Actor: "system", Action: audit.ActionDelivered, Tenant: tenant, Target: id,
-			Outcome: audit.OutcomeSuccess, Details: details}); err != nil {
+		if err := w.audit(ctx, entry.Entry{Actor: "system", Action: entry.ActionDelivered, Tenant: tenant, Target: id,
+			Outcome: entry.OutcomeSuccess, Details: details}); err != nil {
 			return err
 		}
 		w.metrics.deliveries.WithLabelValues(ResultDelivered).Inc()
@@ -182,8 +182,8 @@ func (w *Worker) redeliver(ctx context.Context, tenant, id, trigger string) erro
 		}
 	}
 	details["class"] = res.class
-	if err := w.audit(ctx, audit.Entry{Actor: "system", Action: audit.ActionFailed, Tenant: tenant, Target: id,
-		Outcome: audit.OutcomeFailure, Details: details}); err != nil {
+	if err := w.audit(ctx, entry.Entry{Actor: "system", Action: entry.ActionFailed, Tenant: tenant, Target: id,
+		Outcome: entry.OutcomeFailure, Details: details}); err != nil {
 		return err
 	}
 	if res.status != 0 {
@@ -232,8 +232,9 @@ type deadRef struct{ tenant, id string }
 // ReplayDeadLetters sends every selected dead letter that was not
 // delivered since, once, inline, with its original webhook-id (see
 // Redeliver), at most 10,000 per call. It returns how many were delivered;
-// when some were not, the error wraps ErrDeliveryFailed and they stay dead
-// letters.
+// when some were not, the error wraps ErrDeliveryFailed, and
+// ErrEndpointDisabled too when each of them was for a disabled endpoint,
+// and they stay dead letters.
 func (w *Worker) ReplayDeadLetters(ctx context.Context, f ReplayFilter) (int, error) {
 	tenantTok := f.Tenant
 	switch {
@@ -242,14 +243,14 @@ func (w *Worker) ReplayDeadLetters(ctx context.Context, f ReplayFilter) (int, er
 	case f.AllTenants:
 		tenantTok = "*"
 	default:
-		if err := checkTokens(f.Tenant); err != nil {
-			return 0, fmt.Errorf("%w (tenant)", err)
+		if err := checkTenant(f.Tenant); err != nil {
+			return 0, err
 		}
 	}
 	routeTok := "*"
 	if f.Route != "" {
-		if err := checkTokens(f.Route); err != nil {
-			return 0, fmt.Errorf("%w (route)", err)
+		if err := checkRoute(f.Route); err != nil {
+			return 0, err
 		}
 		routeTok = f.Route
 	}
@@ -284,13 +285,13 @@ func (w *Worker) ReplayDeadLetters(ctx context.Context, f ReplayFilter) (int, er
 	if !f.Since.IsZero() {
 		details["since"] = f.Since.UTC().Format(time.RFC3339)
 	}
-	if err := w.audit(ctx, audit.Entry{Actor: actorFrom(ctx), Action: "dlq.replay", Tenant: f.Tenant, Outcome: audit.OutcomeSuccess, Details: details}); err != nil {
+	if err := w.audit(ctx, entry.Entry{Actor: actorFrom(ctx), Action: entry.ActionDLQReplay, Tenant: f.Tenant, Outcome: entry.OutcomeSuccess, Details: details}); err != nil {
 		return 0, err
 	}
 	if len(pending) > maxReplay {
 		pending = pending[:maxReplay]
 	}
-	delivered, failed := 0, 0
+	delivered, failed, disabled := 0, 0, 0
 	var firstErr error
 	for _, ref := range pending {
 		if err := ctx.Err(); err != nil {
@@ -302,6 +303,9 @@ func (w *Worker) ReplayDeadLetters(ctx context.Context, f ReplayFilter) (int, er
 			continue
 		}
 		failed++
+		if errors.Is(err, ErrEndpointDisabled) {
+			disabled++
+		}
 		if firstErr == nil {
 			firstErr = err
 		}
@@ -311,7 +315,10 @@ func (w *Worker) ReplayDeadLetters(ctx context.Context, f ReplayFilter) (int, er
 		}
 	}
 	if failed > 0 {
-		return delivered, fmt.Errorf("%w: %d of %d dead letters not delivered (first: %w)", ErrDeliveryFailed, failed, len(pending), firstErr)
+		if disabled == failed {
+			return delivered, fmt.Errorf("%w (%w): %d of %d dead letters not delivered (first: %v)", ErrDeliveryFailed, ErrEndpointDisabled, failed, len(pending), firstErr)
+		}
+		return delivered, fmt.Errorf("%w: %d of %d dead letters not delivered (first: %v)", ErrDeliveryFailed, failed, len(pending), firstErr)
 	}
 	return delivered, nil
 }

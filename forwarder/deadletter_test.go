@@ -5,11 +5,14 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/queue"
 )
@@ -66,11 +69,16 @@ func TestRedeliverAndReplay(t *testing.T) {
 	if last.header.Get("webhook-id") != a1.ID || string(last.body) != string(reqs[0].body) {
 		t.Error("redelivery changed the webhook-id or the body")
 	}
+	// Two scheduled attempts, then two redeliveries: numbered 1 to 4, the
+	// redeliveries with no place in the schedule.
 	as, _ := e.w.Attempts(ctx, "acme", a1.ID)
-	if got := as[len(as)-1]; got.Trigger != TriggerRedeliver || got.Result != ResultDelivered || got.N != 2 {
+	if got := as[len(as)-1]; got.Trigger != TriggerRedeliver || got.Result != ResultDelivered {
 		t.Errorf("last attempt = %+v", got)
 	}
-	if !slices.Contains(e.audit.actions(a1.ID), audit.ActionRedeliver) {
+	if got := attemptNumbers(as); !slices.Equal(got, []string{"1:1", "2:2", "3:-", "4:-"}) {
+		t.Errorf("attempts numbered %v, want 1:1 2:2 3:- 4:- (N:scheduled)", got)
+	}
+	if !slices.Contains(e.audit.actions(a1.ID), entry.ActionRedeliver) {
 		t.Error("redelivery not audited")
 	}
 
@@ -138,11 +146,64 @@ func TestLookupErrors(t *testing.T) {
 	}
 }
 
+// attemptNumbers lists each attempt as "N:scheduled" ("-" for none).
+func attemptNumbers(as []Attempt) []string {
+	var out []string
+	for _, a := range as {
+		sched := "-"
+		if a.Scheduled > 0 {
+			sched = strconv.Itoa(a.Scheduled)
+		}
+		out = append(out, strconv.Itoa(a.N)+":"+sched)
+	}
+	return out
+}
+
+// TestRedeliverNumbering: a redelivery between two scheduled attempts gets
+// a number of its own, and the next scheduled attempt neither repeats it
+// nor loses its place in the schedule.
+func TestRedeliverNumbering(t *testing.T) {
+	c := newClock()
+	e := newEnv(t, func(cfg *Config) { cfg.Now = c.now; cfg.Schedule = []time.Duration{0, time.Minute, time.Minute} })
+	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int) { w.WriteHeader(500) })
+	e.route("invoices", rc, nil)
+	ctx := context.Background()
+	s := submission(t, "invoices")
+
+	d := &fakeDelivery{}
+	e.handle(ctx, s, d) // scheduled attempt 1 fails, the next is due in a minute
+	if err := e.w.Redeliver(ctx, "acme", s.ID); !errors.Is(err, ErrDeliveryFailed) {
+		t.Fatalf("Redeliver = %v, want ErrDeliveryFailed", err)
+	}
+	c.advance(d.retries[0])
+	e.handle(ctx, s, d) // scheduled attempt 2
+	as, err := e.w.Attempts(ctx, "acme", s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := attemptNumbers(as); !slices.Equal(got, []string{"1:1", "2:-", "3:2"}) {
+		t.Errorf("attempts numbered %v, want 1:1 2:- 3:2 (N:scheduled)", got)
+	}
+	if last := as[len(as)-1]; last.Trigger != TriggerQueue || last.Result != ResultRetry {
+		t.Errorf("scheduled attempt 2 = %+v, want a retry: the redelivery used no place in the schedule", last)
+	}
+}
+
 // TestScheduleThroughJetStream: with a short schedule, JetStream keeps the
-// delays (NAK with delay) and the message ends in the dead-letter stream
-// after the last attempt, also across a consumer restart.
+// delays and the message ends in the dead-letter stream after the last
+// attempt, also across a consumer restart. After the first attempt the
+// worker's clock falls a second behind the queue's, so the queue hands
+// each retry out before the worker holds it due: no attempt is made before
+// the next_at of the attempt before it, by the clock of the worker that
+// records both, and the early deliveries are put back (counted as
+// deferred).
 func TestScheduleThroughJetStream(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.Schedule = []time.Duration{0, 200 * time.Millisecond, 200 * time.Millisecond} })
+	clk := &skewedClock{}
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, func(c *Config) {
+		c.Now, c.Registerer = clk.now, reg
+		c.Schedule = []time.Duration{0, 200 * time.Millisecond, 200 * time.Millisecond}
+	})
 	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int) { w.WriteHeader(503) })
 	e.route("invoices", rc, nil)
 	ctx := context.Background()
@@ -155,13 +216,14 @@ func TestScheduleThroughJetStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "first attempt", func() bool { return len(rc.requests()) >= 1 })
+	clk.offset.Store(int64(-time.Second))
 	cons.Stop(ctx)
 	cons, err = e.conn.Consume(ctx, queue.ConsumerConfig{Workers: 1}, e.sealer, e.w.Handle)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cons.Stop(ctx)
-	waitFor(t, "dead letter", func() bool { return slices.Contains(e.audit.actions(s.ID), audit.ActionDeadLettered) })
+	waitFor(t, "dead letter", func() bool { return slices.Contains(e.audit.actions(s.ID), entry.ActionDeadLettered) })
 	if n := len(rc.requests()); n != 3 {
 		t.Errorf("receiver got %d requests, want 3", n)
 	}
@@ -173,5 +235,8 @@ func TestScheduleThroughJetStream(t *testing.T) {
 		if as[i].Time.Before(as[i-1].NextAt) {
 			t.Errorf("attempt %d at %s came before its due time %s", i+1, as[i].Time, as[i-1].NextAt)
 		}
+	}
+	if n := counter(t, reg, "sealpost_forwarder_deliveries_total", "deferred"); n == 0 {
+		t.Error("no early delivery was deferred: the test did not hand a retry out early")
 	}
 }

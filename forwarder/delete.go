@@ -2,6 +2,7 @@ package forwarder
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/queue"
 )
@@ -42,7 +43,7 @@ type Deleted struct {
 // those backups are pruned (backup retention); deleting the whole tenant
 // (DeleteTenantData with the tenant's key destroyed) reaches them at once.
 func (w *Worker) DeleteReceipt(ctx context.Context, tenant, id string) (*Deleted, error) {
-	if err := checkTokens(tenant, id); err != nil {
+	if err := cmp.Or(checkTenant(tenant), checkID(id)); err != nil {
 		return nil, err
 	}
 	k, err := groupOf(tenant, id)
@@ -140,8 +141,8 @@ func (w *Worker) DeleteReceipt(ctx context.Context, tenant, id string) (*Deleted
 	// A deletion is recorded before it is done: a failure part-way is
 	// then repeated, never unrecorded.
 	details := map[string]string{"route": found.Route, "attachments": strconv.Itoa(len(refs))}
-	if err := w.audit(ctx, audit.Entry{Actor: actorFrom(ctx), Action: audit.ActionDeleted, Tenant: tenant, Target: id,
-		Outcome: audit.OutcomeSuccess, Details: details}); err != nil {
+	if err := w.audit(ctx, entry.Entry{Actor: actorFrom(ctx), Action: entry.ActionDeleted, Tenant: tenant, Target: id,
+		Outcome: entry.OutcomeSuccess, Details: details}); err != nil {
 		return nil, err
 	}
 	for _, rw := range out {
@@ -230,7 +231,7 @@ func payloadRefs(env []byte, tenant string) []string {
 // second half of deleting a tenant, after its key was destroyed (which
 // alone makes all of it unreadable, backups included); it frees the space.
 func (w *Worker) DeleteTenantData(ctx context.Context, tenant string) error {
-	if err := checkTokens(tenant); err != nil {
+	if err := checkTenant(tenant); err != nil {
 		return err
 	}
 	for _, p := range []struct {
@@ -274,7 +275,7 @@ func (w *Worker) DeleteTenantData(ctx context.Context, tenant string) error {
 // tenant, in the order they were stored (the first stored of each id).
 // For exports; an error from fn stops it.
 func (w *Worker) EachReceipt(ctx context.Context, tenant string, fn func(id string, env []byte) error) error {
-	if err := checkTokens(tenant); err != nil {
+	if err := checkTenant(tenant); err != nil {
 		return err
 	}
 	seen := map[string]bool{}
@@ -299,7 +300,7 @@ func (w *Worker) EachReceipt(ctx context.Context, tenant string, fn func(id stri
 // EachAttempt calls fn with every attempt record of tenant, in the order
 // they were stored.
 func (w *Worker) EachAttempt(ctx context.Context, tenant string, fn func(id string, a Attempt) error) error {
-	if err := checkTokens(tenant); err != nil {
+	if err := checkTenant(tenant); err != nil {
 		return err
 	}
 	return w.cfg.Attempts.Read(ctx, queue.ReadOptions{Filter: "attempts." + tenant + ".>"}, func(m *queue.Msg) error {

@@ -1,6 +1,7 @@
 package forwarder
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -11,7 +12,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/keyring/kms"
 	"github.com/sealpost/sealpost/queue"
 )
@@ -79,8 +80,8 @@ func (w *Worker) disableEndpoint(ctx context.Context, rt Route, status int) erro
 	w.metrics.endpointDisabled.WithLabelValues(rt.Tenant, rt.Name).Inc()
 	w.refreshDisabledGauge(ctx)
 	w.log.Warn("forwarder: endpoint answered 410 Gone; disabled until re-enabled", "tenant", rt.Tenant, "route", rt.Name)
-	return w.audit(ctx, audit.Entry{Actor: "system", Action: "endpoint.disable", Tenant: rt.Tenant, Target: rt.Name,
-		Outcome: audit.OutcomeSuccess, Details: map[string]string{"status": "410"}})
+	return w.audit(ctx, entry.Entry{Actor: "system", Action: "endpoint.disable", Tenant: rt.Tenant, Target: rt.Name,
+		Outcome: entry.OutcomeSuccess, Details: map[string]string{"status": "410"}})
 }
 
 // EnableEndpoint re-enables a route's endpoint disabled by a 410 Gone. Dead
@@ -88,7 +89,7 @@ func (w *Worker) disableEndpoint(ctx context.Context, rt Route, status int) erro
 // ReplayDeadLetters. Enabling an endpoint that is not disabled is not an
 // error.
 func (w *Worker) EnableEndpoint(ctx context.Context, tenant, route string) error {
-	if err := checkTokens(tenant, route); err != nil {
+	if err := cmp.Or(checkTenant(tenant), checkRoute(route)); err != nil {
 		return err
 	}
 	err := w.cfg.EndpointState.Delete(ctx, disabledKey(tenant, route))
@@ -96,12 +97,12 @@ func (w *Worker) EnableEndpoint(ctx context.Context, tenant, route string) error
 		return fmt.Errorf("forwarder: enable %s/%s: %w", tenant, route, err)
 	}
 	w.refreshDisabledGauge(ctx)
-	return w.audit(ctx, audit.Entry{Actor: actorFrom(ctx), Action: "endpoint.enable", Tenant: tenant, Target: route, Outcome: audit.OutcomeSuccess})
+	return w.audit(ctx, entry.Entry{Actor: actorFrom(ctx), Action: "endpoint.enable", Tenant: tenant, Target: route, Outcome: entry.OutcomeSuccess})
 }
 
 // EndpointDisabled reports whether a route's endpoint is disabled.
 func (w *Worker) EndpointDisabled(ctx context.Context, tenant, route string) (bool, error) {
-	if err := checkTokens(tenant, route); err != nil {
+	if err := cmp.Or(checkTenant(tenant), checkRoute(route)); err != nil {
 		return false, err
 	}
 	rt, ok := w.cfg.Routes.Route(tenant, route)
@@ -124,7 +125,7 @@ func (w *Worker) refreshDisabledGauge(ctx context.Context) {
 // the customer can switch over without losing webhooks; 0 ends them now.
 // Expired secrets are removed.
 func (w *Worker) RotateSecret(ctx context.Context, tenant, route string, overlap time.Duration) (string, error) {
-	if err := checkTokens(tenant, route); err != nil {
+	if err := cmp.Or(checkTenant(tenant), checkRoute(route)); err != nil {
 		return "", err
 	}
 	if overlap < 0 || overlap > MaxSecretOverlap {
@@ -171,8 +172,8 @@ func (w *Worker) RotateSecret(ctx context.Context, tenant, route string, overlap
 		if err != nil {
 			return "", fmt.Errorf("forwarder: store secret: %w", err)
 		}
-		if err := w.audit(ctx, audit.Entry{Actor: actorFrom(ctx), Action: "endpoint.secret_rotate", Tenant: tenant, Target: route,
-			Outcome: audit.OutcomeSuccess, Details: map[string]string{"overlap": overlap.String()}}); err != nil {
+		if err := w.audit(ctx, entry.Entry{Actor: actorFrom(ctx), Action: "endpoint.secret_rotate", Tenant: tenant, Target: route,
+			Outcome: entry.OutcomeSuccess, Details: map[string]string{"overlap": overlap.String()}}); err != nil {
 			return "", err
 		}
 		return fresh, nil

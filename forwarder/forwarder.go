@@ -30,7 +30,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/keyring/kms"
 	"github.com/sealpost/sealpost/queue"
 	"github.com/sealpost/sealpost/signer"
@@ -89,7 +89,7 @@ type Sealer interface {
 // Auditor appends entries to the audit log, returning once they are
 // durable.
 type Auditor interface {
-	AppendAll(ctx context.Context, es ...audit.Entry) error
+	AppendAll(ctx context.Context, es ...entry.Entry) error
 }
 
 var _ Sealer = (*kms.Envelope)(nil)
@@ -111,7 +111,12 @@ const (
 	defaultBreakerFailures = 5
 	defaultBreakerCooldown = 30 * time.Second
 	defaultMaxConcurrency  = 16
-	maxScheduleLen         = 50
+)
+
+// Bounds of Config.Schedule.
+const (
+	MaxScheduleLen   = 50
+	MaxScheduleDelay = 7 * 24 * time.Hour
 )
 
 // Config configures a Worker.
@@ -154,7 +159,7 @@ type Config struct {
 	// Schedule is the delay before each attempt; its length is the number of
 	// attempts. The first entry is ignored (the first attempt is made when
 	// the message arrives). Default DefaultSchedule (8 attempts over about
-	// 28 hours).
+	// 28 hours); 1 to 50 entries of 0 to 168h.
 	Schedule []time.Duration
 	// Jitter spreads each retry delay by up to this fraction either way.
 	// Default 0.2; a negative value disables jitter.
@@ -223,6 +228,26 @@ var (
 	ErrInvalidInput = errors.New("forwarder: invalid input")
 )
 
+// Validate checks c's settings: Schedule (nil stands for the default) and
+// Jitter. It does not look at the routes, keys, sealer and stores, which
+// New requires as well. Its errors name the setting; New's add
+// "forwarder: config:".
+func (c Config) Validate() error {
+	var errs []error
+	if c.Schedule != nil && (len(c.Schedule) == 0 || len(c.Schedule) > MaxScheduleLen) {
+		errs = append(errs, fmt.Errorf("schedule must have 1 to %d entries, got %d", MaxScheduleLen, len(c.Schedule)))
+	}
+	for _, d := range c.Schedule {
+		if d < 0 || d > MaxScheduleDelay {
+			errs = append(errs, fmt.Errorf("schedule delay %s is out of range [0s, %s]", d, MaxScheduleDelay))
+		}
+	}
+	if c.Jitter >= 1 {
+		errs = append(errs, fmt.Errorf("jitter %g must be below 1", c.Jitter))
+	}
+	return errors.Join(errs...)
+}
+
 // New checks c, fills in defaults and returns a Worker.
 func New(c Config) (*Worker, error) {
 	switch {
@@ -237,16 +262,11 @@ func New(c Config) (*Worker, error) {
 	case c.DeadLetters == nil || c.Attempts == nil:
 		return nil, errors.New("forwarder: config: dead-letter and attempts streams are required")
 	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("forwarder: config: %w", err)
+	}
 	if c.Schedule == nil {
 		c.Schedule = DefaultSchedule
-	}
-	if len(c.Schedule) == 0 || len(c.Schedule) > maxScheduleLen {
-		return nil, fmt.Errorf("forwarder: config: schedule must have 1 to %d entries, got %d", maxScheduleLen, len(c.Schedule))
-	}
-	for i, d := range c.Schedule {
-		if d < 0 || d > 7*24*time.Hour {
-			return nil, fmt.Errorf("forwarder: config: schedule entry %d (%s) out of range [0, 168h]", i, d)
-		}
 	}
 	c.Schedule = append([]time.Duration(nil), c.Schedule...)
 	switch {
@@ -254,8 +274,6 @@ func New(c Config) (*Worker, error) {
 		c.Jitter = defaultJitter
 	case c.Jitter < 0:
 		c.Jitter = 0
-	case c.Jitter >= 1:
-		return nil, fmt.Errorf("forwarder: config: jitter %g must be below 1", c.Jitter)
 	}
 	setDefault(&c.MaxRetryAfter, defaultMaxRetryAfter)
 	setDefault(&c.ConnectTimeout, defaultConnectTimeout)

@@ -1,6 +1,7 @@
 package forwarder
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -8,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/queue"
 	"github.com/sealpost/sealpost/signer"
@@ -42,8 +43,11 @@ type item struct {
 	d   *queue.Delivery
 	s   *ingress.Submission
 	key groupKey
-	n   int    // scheduled attempts made so far
-	env []byte // the signed envelope
+	n   int // scheduled attempts made so far
+	// made is how many attempts of every trigger were made so far, as
+	// far as the records read say (none are read for a first delivery).
+	made int
+	env  []byte // the signed envelope
 	// sealed is the envelope sealed, while ensureReceipts stores it.
 	sealed []byte
 
@@ -111,7 +115,7 @@ func (w *Worker) Handle(ctx context.Context, ds []*queue.Delivery) []queue.Outco
 	for i, d := range ds {
 		it := &item{w: w, d: d, s: d.Submission, n: d.Attempt}
 		items[i] = it
-		if err := checkTokens(it.s.Tenant, it.s.Route, it.s.ID); err != nil {
+		if err := cmp.Or(checkTenant(it.s.Tenant), checkRoute(it.s.Route), checkID(it.s.ID)); err != nil {
 			it.log().Error("forwarder: submission cannot be stored; dropped", "err", err)
 			it.finish(ackOutcome)
 			continue
@@ -189,6 +193,7 @@ func (w *Worker) loadState(ctx context.Context, items []*item, now time.Time) {
 			if !ok {
 				continue
 			}
+			it.made = last.count
 			switch {
 			case last.delivered:
 				// Delivered, but the audit entry or the ack did not
@@ -327,7 +332,7 @@ type concluded struct {
 func (w *Worker) concludeAll(ctx context.Context, items []*item) {
 	var (
 		cs      []concluded
-		entries []audit.Entry
+		entries []entry.Entry
 		groups  = map[groupKey][]record{}
 		owners  = map[groupKey][]*item{}
 		gone    = map[string]bool{}
@@ -345,7 +350,7 @@ func (w *Worker) concludeAll(ctx context.Context, items []*item) {
 		}
 		n := it.n + 1
 		res := it.res
-		a := Attempt{N: n, Trigger: TriggerQueue, Time: it.start.UTC(), Status: res.status,
+		a := Attempt{N: it.made + 1, Scheduled: n, Trigger: TriggerQueue, Time: it.start.UTC(), Status: res.status,
 			LatencyMS: float64(res.latency.Microseconds()) / 1000, Class: res.class}
 		c := concluded{it: it}
 		if res.ok() {
@@ -372,8 +377,8 @@ func (w *Worker) concludeAll(ctx context.Context, items []*item) {
 			} else {
 				a.Result = ResultDeadLettered
 			}
-			entries = append(entries, audit.Entry{Actor: "system", Action: audit.ActionFailed, Tenant: it.s.Tenant,
-				Target: it.s.ID, Outcome: audit.OutcomeFailure, Details: details})
+			entries = append(entries, entry.Entry{Actor: "system", Action: entry.ActionFailed, Tenant: it.s.Tenant,
+				Target: it.s.ID, Outcome: entry.OutcomeFailure, Details: details})
 		}
 		r, err := w.attemptRecord(ctx, it.s.Tenant, it.s.Route, it.s.ID, a)
 		if err != nil {
@@ -424,25 +429,25 @@ func (w *Worker) concludeAll(ctx context.Context, items []*item) {
 			w.metrics.deliveries.WithLabelValues(ResultDelivered).Inc()
 			it.log().Info("forwarder: delivered", "attempt", c.a.N, "status", c.a.Status, "latency", time.Duration(c.a.LatencyMS*float64(time.Millisecond)).String())
 		case ResultRetry:
-			it.n = c.a.N
-			it.finish(queue.Retry(c.delay, c.a.N))
+			it.n = c.a.Scheduled
+			it.finish(queue.Retry(c.delay, c.a.Scheduled))
 			w.metrics.deliveries.WithLabelValues(ResultFailed).Inc()
 			it.log().Info("forwarder: attempt failed; retrying", "attempt", c.a.N, "class", c.a.Class, "status", c.a.Status, "retry_in", c.delay.String())
 		default:
-			it.n, it.deadLetter = c.a.N, c.a.Class
+			it.n, it.deadLetter = c.a.Scheduled, c.a.Class
 			dead = append(dead, it)
 		}
 	}
 	w.deadLetterAll(ctx, dead)
 }
 
-func deliveredEntry(it *item, n, status int) audit.Entry {
+func deliveredEntry(it *item, n, status int) entry.Entry {
 	details := map[string]string{"route": it.s.Route, "attempt": strconv.Itoa(n)}
 	if status != 0 {
 		details["status"] = strconv.Itoa(status)
 	}
-	return audit.Entry{Actor: "system", Action: audit.ActionDelivered, Tenant: it.s.Tenant, Target: it.s.ID,
-		Outcome: audit.OutcomeSuccess, Details: details}
+	return entry.Entry{Actor: "system", Action: entry.ActionDelivered, Tenant: it.s.Tenant, Target: it.s.ID,
+		Outcome: entry.OutcomeSuccess, Details: details}
 }
 
 func classLabel(class string) string {

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/keyring/kms"
 	"github.com/sealpost/sealpost/queue"
@@ -66,12 +66,12 @@ func testKey(t testing.TB, seed string) signer.PrivateKey {
 // makes it fail for one action.
 type memAudit struct {
 	mu         sync.Mutex
-	entries    []audit.Entry
+	entries    []entry.Entry
 	fail       bool
 	failAction string
 }
 
-func (a *memAudit) AppendAll(_ context.Context, es ...audit.Entry) error {
+func (a *memAudit) AppendAll(_ context.Context, es ...entry.Entry) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, e := range es {

@@ -41,9 +41,9 @@ func tenantFrom(ctx context.Context) (string, bool) {
 // RedeliverHandler serves POST /v1/receipts/{id}/redeliver: one inline
 // attempt with the stored receipt and its original webhook-id. It answers
 // 200 {"id","result":"delivered"}, or a problem: 404 unknown receipt, 409
-// endpoint disabled or route gone, 502 the endpoint did not answer 2xx,
-// 503 sealpost could not proceed. Register it with a pattern that has an
-// {id} wildcard.
+// endpoint disabled (ProblemEndpointDisabled) or route gone, 502 the
+// endpoint did not answer 2xx, 503 sealpost could not proceed. Register it
+// with a pattern that has an {id} wildcard.
 func (w *Worker) RedeliverHandler() http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
@@ -100,7 +100,7 @@ func (w *Worker) problemFor(rw http.ResponseWriter, err error) {
 		// An id that cannot exist is as unknown as one that does not.
 		problem(rw, http.StatusNotFound, "receipt not found")
 	case errors.Is(err, ErrEndpointDisabled):
-		problem(rw, http.StatusConflict, "the endpoint is disabled after answering 410 Gone; re-enable it first")
+		typedProblem(rw, http.StatusConflict, ProblemEndpointDisabled, EndpointDisabledDetail)
 	case errors.Is(err, ErrUnknownRoute):
 		problem(rw, http.StatusConflict, "the receipt's route is no longer configured")
 	case errors.Is(err, ErrDeliveryFailed):
@@ -112,12 +112,25 @@ func (w *Worker) problemFor(rw http.ResponseWriter, err error) {
 	}
 }
 
+// ProblemEndpointDisabled is the problem type of a 409 answer to a
+// redelivery or replay whose endpoint is disabled (after a 410 Gone), in
+// the tenant API and the admin API alike; EndpointDisabledDetail is its
+// detail.
+const (
+	ProblemEndpointDisabled = "https://sealpost.dev/problems/endpoint-disabled"
+	EndpointDisabledDetail  = "the endpoint is disabled after answering 410 Gone; re-enable it first"
+)
+
 func problem(rw http.ResponseWriter, status int, detail string) {
+	typedProblem(rw, status, "about:blank", detail)
+}
+
+func typedProblem(rw http.ResponseWriter, status int, typ, detail string) {
 	rw.Header().Set("Content-Type", "application/problem+json")
 	rw.Header().Set("Cache-Control", "no-store")
 	rw.WriteHeader(status)
 	_ = json.NewEncoder(rw).Encode(map[string]any{
-		"type": "about:blank", "title": http.StatusText(status), "status": status, "detail": detail,
+		"type": typ, "title": http.StatusText(status), "status": status, "detail": detail,
 	})
 }
 

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/queue"
 	"github.com/sealpost/sealpost/signer"
@@ -56,7 +56,7 @@ func TestRetentionExpiry(t *testing.T) {
 	if err := e.w.CountExpiry(ctx, time.Now().Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	var got *audit.Entry
+	var got *entry.Entry
 	for _, en := range e.audit.entries {
 		if en.Action == ActionExpire {
 			got = &en
@@ -142,8 +142,8 @@ func TestDeleteReceipt(t *testing.T) {
 	if vb, err := signer.Verify(envB, keys); err != nil || !vb.PayloadPresent {
 		t.Fatalf("the other receipt of the group: %v", err)
 	}
-	if !slices.Contains(e.audit.actions(a.ID), audit.ActionDeleted) {
-		t.Fatalf("no %s entry: %v", audit.ActionDeleted, e.audit.actions(a.ID))
+	if !slices.Contains(e.audit.actions(a.ID), entry.ActionDeleted) {
+		t.Fatalf("no %s entry: %v", entry.ActionDeleted, e.audit.actions(a.ID))
 	}
 
 	failing = true

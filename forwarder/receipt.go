@@ -2,6 +2,7 @@ package forwarder
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/keyring/kms"
 	"github.com/sealpost/sealpost/signer"
@@ -60,8 +61,8 @@ func (w *Worker) openReceipt(ctx context.Context, tenant, id string, sealed []by
 // ensureReceipts gives every item without one its signed envelope: the
 // first time an id is handled its receipt is built and signed,
 // message.signed is recorded, and it is stored sealed; a receipt stored
-// first by another worker is used instead (see store.go). Items that cannot
-// get one now are concluded with an internal retry.
+// first by another worker is used instead (see storeReceipts). Items that
+// cannot get one now are concluded with an internal retry.
 func (w *Worker) ensureReceipts(ctx context.Context, items []*item) {
 	var todo []*item
 	for _, it := range items {
@@ -78,7 +79,7 @@ func (w *Worker) ensureReceipts(ctx context.Context, items []*item) {
 		w.retryLaterAll(todo, fmt.Errorf("forwarder: signing keys: %w", err))
 		return
 	}
-	signed := make([]audit.Entry, 0, len(todo))
+	signed := make([]entry.Entry, 0, len(todo))
 	groups := map[groupKey][]*item{}
 	var keys []groupKey
 	for _, it := range todo {
@@ -96,8 +97,8 @@ func (w *Worker) ensureReceipts(ctx context.Context, items []*item) {
 			continue
 		}
 		it.env, it.sealed = env, sealed
-		signed = append(signed, audit.Entry{Time: now.UTC(), Actor: "system", Action: audit.ActionSigned, Tenant: it.s.Tenant,
-			Target: it.s.ID, Outcome: audit.OutcomeSuccess, Details: map[string]string{"route": it.s.Route, "kid": cur.KID}})
+		signed = append(signed, entry.Entry{Time: now.UTC(), Actor: "system", Action: entry.ActionSigned, Tenant: it.s.Tenant,
+			Target: it.s.ID, Outcome: entry.OutcomeSuccess, Details: map[string]string{"route": it.s.Route, "kid": cur.KID}})
 		if _, ok := groups[it.key]; !ok {
 			keys = append(keys, it.key)
 		}
@@ -152,7 +153,7 @@ func buildEnvelope(s *ingress.Submission, key signer.PrivateKey, now time.Time) 
 // Receipt returns the stored receipt envelope (the webhook body) of a
 // receipt id, or ErrNotFound.
 func (w *Worker) Receipt(ctx context.Context, tenant, id string) ([]byte, error) {
-	if err := checkTokens(tenant, id); err != nil {
+	if err := cmp.Or(checkTenant(tenant), checkID(id)); err != nil {
 		return nil, err
 	}
 	k, err := groupOf(tenant, id)
@@ -183,26 +184,8 @@ func routeOf(env []byte) (string, error) {
 	return e.Receipt.Route, nil
 }
 
-// checkTokens checks that each value is usable as a key and subject token:
-// 1 to 128 letters, digits, '-' and '_'. Tenant, route and receipt ids are
-// all such tokens.
-func checkTokens(vs ...string) error {
-	for _, v := range vs {
-		if v == "" || len(v) > 128 {
-			return fmt.Errorf("%w: empty or longer than 128 bytes", ErrInvalidInput)
-		}
-		for i := 0; i < len(v); i++ {
-			c := v[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-				return fmt.Errorf("%w: %q has characters other than letters, digits, '-' and '_'", ErrInvalidInput, v)
-			}
-		}
-	}
-	return nil
-}
-
 // auditAll appends entries and returns once they are durable.
-func (w *Worker) auditAll(ctx context.Context, es ...audit.Entry) error {
+func (w *Worker) auditAll(ctx context.Context, es ...entry.Entry) error {
 	if w.cfg.Auditor == nil || len(es) == 0 {
 		return nil
 	}
@@ -217,4 +200,4 @@ func (w *Worker) auditAll(ctx context.Context, es ...audit.Entry) error {
 	return nil
 }
 
-func (w *Worker) audit(ctx context.Context, e audit.Entry) error { return w.auditAll(ctx, e) }
+func (w *Worker) audit(ctx context.Context, e entry.Entry) error { return w.auditAll(ctx, e) }

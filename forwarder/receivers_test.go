@@ -3,13 +3,14 @@ package forwarder
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/http"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 )
 
 // TestReceivers drives one attempt against receivers that misbehave in
@@ -169,7 +170,7 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 		}
 		d := &fakeDelivery{}
 		e.handle(ctx, sub, d)
-		if !d.acked || !slices.Contains(e.audit.actions(sub.ID), audit.ActionDeadLettered) {
+		if !d.acked || !slices.Contains(e.audit.actions(sub.ID), entry.ActionDeadLettered) {
 			t.Fatalf("%s: decision %s, audit %v; want ack after dead-lettering", s.sub, d.decision(), e.audit.actions(sub.ID))
 		}
 		as, err := e.w.Attempts(ctx, "acme", sub.ID)
@@ -183,11 +184,14 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 	if dis, _ := e.w.EndpointDisabled(ctx, "acme", "invoices"); !dis {
 		t.Error("endpoint not disabled")
 	}
-	if !slices.ContainsFunc(e.audit.entries, func(a audit.Entry) bool { return a.Action == "endpoint.disable" }) {
+	if !slices.ContainsFunc(e.audit.entries, func(a entry.Entry) bool { return a.Action == "endpoint.disable" }) {
 		t.Error("disabling was not audited")
 	}
-	if err := e.w.Redeliver(ctx, "acme", first.ID); err == nil {
-		t.Error("redeliver to a disabled endpoint succeeded")
+	if err := e.w.Redeliver(ctx, "acme", first.ID); !errors.Is(err, ErrEndpointDisabled) {
+		t.Errorf("redeliver to a disabled endpoint = %v, want ErrEndpointDisabled", err)
+	}
+	if n, err := e.w.ReplayDeadLetters(ctx, ReplayFilter{Tenant: "acme"}); n != 0 || !errors.Is(err, ErrEndpointDisabled) || !errors.Is(err, ErrDeliveryFailed) {
+		t.Errorf("replay to a disabled endpoint = %d, %v; want 0 and ErrEndpointDisabled", n, err)
 	}
 	gone = false
 	if err := e.w.EnableEndpoint(ctx, "acme", "invoices"); err != nil {

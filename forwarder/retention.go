@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/queue"
 )
 
@@ -128,7 +128,7 @@ func (w *Worker) CountExpiry(ctx context.Context, until time.Time) error {
 			return err
 		}
 	}
-	var es []audit.Entry
+	var es []entry.Entry
 	for _, tenant := range slices.Sorted(maps.Keys(counts)) {
 		c := counts[tenant]
 		d := map[string]string{
@@ -137,8 +137,8 @@ func (w *Worker) CountExpiry(ctx context.Context, until time.Time) error {
 			"dead_letters": strconv.Itoa(c.deadLetters), "attachments": strconv.Itoa(c.attachments),
 		}
 		maps.Copy(d, details)
-		es = append(es, audit.Entry{Actor: "system", Action: ActionExpire, Tenant: tenant, Target: "retention",
-			Outcome: audit.OutcomeSuccess, Details: d})
+		es = append(es, entry.Entry{Actor: "system", Action: ActionExpire, Tenant: tenant, Target: "retention",
+			Outcome: entry.OutcomeSuccess, Details: d})
 	}
 	if err := w.auditAll(ctx, es...); err != nil {
 		return err

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/keyring/kms"
 	"github.com/sealpost/sealpost/queue"
@@ -83,11 +83,11 @@ func TestScheduleThenDeadLetter(t *testing.T) {
 			t.Errorf("last attempt result %s, want dead_lettered", a.Result)
 		}
 	}
-	want := []string{audit.ActionSigned}
+	want := []string{entry.ActionSigned}
 	for range len(DefaultSchedule) {
-		want = append(want, audit.ActionFailed)
+		want = append(want, entry.ActionFailed)
 	}
-	want = append(want, audit.ActionDeadLettered)
+	want = append(want, entry.ActionDeadLettered)
 	if got := e.audit.actions(s.ID); !slices.Equal(got, want) {
 		t.Errorf("audit = %v, want %v", got, want)
 	}

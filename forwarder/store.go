@@ -22,8 +22,11 @@ import (
 // A receipt id may get more than one signed receipt when two instances
 // handle the same submission at once (a redelivery while the first is
 // still busy, or a sender's retry of a submission whose first copy was
-// queued after all). The first one stored wins everywhere: a worker reads
-// its group back after storing and sends the winner.
+// queued after all). The first one stored wins everywhere: a worker
+// stores with a compare-and-set on the newest sequence it knows of the
+// group's subject, so what it stores unopposed is first; when another
+// writer came between, it reads what was stored since and sends the
+// receipt stored first (groups.go).
 
 // Storage declarations. cmd/sealpost declares these on its queue.Conn and
 // passes them in Config.

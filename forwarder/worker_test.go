@@ -12,7 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/queue"
 	"github.com/sealpost/sealpost/signer"
@@ -55,7 +55,7 @@ func TestDeliverThroughQueue(t *testing.T) {
 	}
 	defer cons.Stop(ctx)
 	waitFor(t, "delivered audit entry", func() bool {
-		return slices.Contains(e.audit.actions(s.ID), audit.ActionDelivered)
+		return slices.Contains(e.audit.actions(s.ID), entry.ActionDelivered)
 	})
 	reqs := rc.requests()
 	if len(reqs) != 1 {
@@ -92,7 +92,7 @@ func TestDeliverThroughQueue(t *testing.T) {
 	if string(stored) != string(r.body) {
 		t.Error("stored receipt differs from the webhook body")
 	}
-	if got, want := e.audit.actions(s.ID), []string{audit.ActionSigned, audit.ActionDelivered}; !slices.Equal(got, want) {
+	if got, want := e.audit.actions(s.ID), []string{entry.ActionSigned, entry.ActionDelivered}; !slices.Equal(got, want) {
 		t.Errorf("audit actions = %v, want %v", got, want)
 	}
 	as, err := e.w.Attempts(ctx, "acme", s.ID)
@@ -181,7 +181,7 @@ func TestSameReceiptOnRetry(t *testing.T) {
 	if want := signer.FormatTime(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)); env.Receipt.SignedAt != want {
 		t.Errorf("signed_at = %s, want the first attempt's %s", env.Receipt.SignedAt, want)
 	}
-	want := []string{audit.ActionSigned, audit.ActionFailed, audit.ActionFailed, audit.ActionDelivered}
+	want := []string{entry.ActionSigned, entry.ActionFailed, entry.ActionFailed, entry.ActionDelivered}
 	if got := e.audit.actions(s.ID); !slices.Equal(got, want) {
 		t.Errorf("audit = %v, want %v", got, want)
 	}
@@ -198,7 +198,7 @@ func TestDeliveredNotPostedAgain(t *testing.T) {
 	rc := newReceiver(t, nil)
 	e.route("invoices", rc, nil)
 	s := submission(t, "invoices")
-	e.audit.failAction = audit.ActionDelivered
+	e.audit.failAction = entry.ActionDelivered
 	for range len(e.w.cfg.Schedule) + 2 {
 		d := &fakeDelivery{}
 		e.handle(context.Background(), s, d)
@@ -216,7 +216,7 @@ func TestDeliveredNotPostedAgain(t *testing.T) {
 	if n := len(rc.requests()); n != 1 {
 		t.Errorf("the receiver got %d POSTs, want 1", n)
 	}
-	if acts := e.audit.actions(s.ID); slices.Contains(acts, audit.ActionDeadLettered) || acts[len(acts)-1] != audit.ActionDelivered {
+	if acts := e.audit.actions(s.ID); slices.Contains(acts, entry.ActionDeadLettered) || acts[len(acts)-1] != entry.ActionDelivered {
 		t.Errorf("audit trail %v", acts)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/sealpost/sealpost/queue"
 	"github.com/sealpost/sealpost/signer"
 )
 
@@ -88,7 +87,7 @@ func (k *Keyring) load(ctx context.Context) (*state, uint64, error) {
 	// The state read is at least as new as the moment the read started.
 	seen := k.c.Now()
 	b, rev, err := k.c.Store.Get(ctx, StateKey)
-	if errors.Is(err, queue.ErrNotFound) {
+	if errors.Is(err, ErrStoreNotFound) {
 		return &state{V: stateVersion}, 0, nil
 	}
 	if err != nil {
@@ -161,7 +160,7 @@ func (k *Keyring) update(ctx context.Context, fn func(st *state, now time.Time) 
 		} else {
 			newRev, err = k.c.Store.Update(ctx, StateKey, b, rev)
 		}
-		if errors.Is(err, queue.ErrConflict) {
+		if errors.Is(err, ErrStoreConflict) {
 			k.m.conflicts.Inc()
 			continue
 		}

@@ -10,26 +10,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/keyring/kms"
 )
-
-// Store holds the key-state document. Create and Update are
-// compare-and-set operations: Create fails with an error wrapping
-// queue.ErrConflict when the key exists, Update when its revision moved on.
-// *queue.KV implements it.
-type Store interface {
-	Get(ctx context.Context, key string) ([]byte, uint64, error)
-	Create(ctx context.Context, key string, val []byte) (uint64, error)
-	Update(ctx context.Context, key string, val []byte, rev uint64) (uint64, error)
-}
-
-// Watcher is implemented by stores that report changes (*queue.KV does).
-// Run uses it to pick up other instances' changes within moments; without
-// it Run re-reads the state every CheckInterval.
-type Watcher interface {
-	Watch(ctx context.Context, filter string, fn func(key string, val []byte, rev uint64)) error
-}
 
 // Sealer seals and opens private keys. *kms.Envelope implements it.
 type Sealer interface {
@@ -39,7 +22,7 @@ type Sealer interface {
 
 // Auditor records key rotations and revocations in the audit log.
 type Auditor interface {
-	Append(ctx context.Context, e audit.Entry) error
+	Append(ctx context.Context, e entry.Entry) error
 }
 
 // SystemTenant is the encryption-context tenant of sealpost's own secrets,
@@ -106,43 +89,62 @@ type Config struct {
 	Rand io.Reader
 }
 
-// withDefaults validates c and fills in its defaults.
-func (c Config) withDefaults() (Config, error) {
+// Validate checks c's settings: PeriodMonths, PrePublish, Grace and
+// CheckInterval, a zero value standing for its default. It does not look at
+// Store and Sealer, which New requires as well. Its errors name the
+// setting; New's add "keyring: config:".
+func (c Config) Validate() error {
+	c = c.settingDefaults()
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if c.Store == nil {
-		bad("store is required")
-	}
-	if c.Sealer == nil {
-		bad("sealer is required")
-	}
-	if c.PeriodMonths == 0 {
-		c.PeriodMonths = DefaultPeriodMonths
-	}
 	if c.PeriodMonths < 1 || 12%c.PeriodMonths != 0 {
 		bad("period must divide 12 months (1, 2, 3, 4, 6 or 12), got %d", c.PeriodMonths)
-	}
-	if c.PrePublish == 0 {
-		c.PrePublish = DefaultPrePublish
 	}
 	if shortest := time.Duration(max(c.PeriodMonths, 1)) * 28 * 24 * time.Hour; c.PrePublish < MinPrePublish || c.PrePublish >= shortest {
 		bad("pre-publication must be at least %s and shorter than the shortest period (%s), got %s", MinPrePublish, shortest, c.PrePublish)
 	}
-	if c.Grace == 0 {
-		c.Grace = DefaultGrace
-	}
 	if c.Grace < MinGrace || c.Grace > MaxGrace {
 		bad("grace must be between %s and %s, got %s", MinGrace, MaxGrace, c.Grace)
-	}
-	if c.CheckInterval == 0 {
-		c.CheckInterval = DefaultCheckInterval
 	}
 	if c.CheckInterval < MinCheckInterval || c.CheckInterval > MaxCheckInterval {
 		bad("check interval must be between %s and %s, got %s", MinCheckInterval, MaxCheckInterval, c.CheckInterval)
 	}
+	return errors.Join(errs...)
+}
+
+// settingDefaults fills in the defaults of c's settings.
+func (c Config) settingDefaults() Config {
+	if c.PeriodMonths == 0 {
+		c.PeriodMonths = DefaultPeriodMonths
+	}
+	if c.PrePublish == 0 {
+		c.PrePublish = DefaultPrePublish
+	}
+	if c.Grace == 0 {
+		c.Grace = DefaultGrace
+	}
+	if c.CheckInterval == 0 {
+		c.CheckInterval = DefaultCheckInterval
+	}
+	return c
+}
+
+// withDefaults validates c and fills in its defaults.
+func (c Config) withDefaults() (Config, error) {
+	var errs []error
+	if c.Store == nil {
+		errs = append(errs, errors.New("store is required"))
+	}
+	if c.Sealer == nil {
+		errs = append(errs, errors.New("sealer is required"))
+	}
+	if err := c.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return c, fmt.Errorf("keyring: config: %w", errors.Join(errs...))
 	}
+	c = c.settingDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

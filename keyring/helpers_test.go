@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/keyring/kms"
 	"github.com/sealpost/sealpost/queue"
 	"github.com/sealpost/sealpost/signer"
@@ -92,10 +92,10 @@ func (e jsonError) Error() string { return string(e) }
 // memAuditor records audit entries.
 type memAuditor struct {
 	mu      sync.Mutex
-	entries []audit.Entry
+	entries []entry.Entry
 }
 
-func (a *memAuditor) Append(_ context.Context, e audit.Entry) error {
+func (a *memAuditor) Append(_ context.Context, e entry.Entry) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.entries = append(a.entries, e)
@@ -158,6 +158,10 @@ func openKV(t testing.TB, c *queue.Conn) *queue.KV {
 	return kv
 }
 
+// kvStore is a KEYRING bucket as the keyring's Store, adapted as
+// cmd/sealpost adapts it.
+func kvStore(kv *queue.KV) Store { return MapStoreErrors(kv, queue.ErrNotFound, queue.ErrConflict) }
+
 func newSealer(t testing.TB, dir string) *kms.Envelope {
 	t.Helper()
 	kek, err := kms.OpenLocal(dir)
@@ -193,7 +197,7 @@ func newEnv(t testing.TB, start time.Time) *env {
 
 func (e *env) config() Config {
 	return Config{
-		Store: e.kv, Sealer: e.sealer, Auditor: e.audit, Now: e.clock.Now,
+		Store: kvStore(e.kv), Sealer: e.sealer, Auditor: e.audit, Now: e.clock.Now,
 		CheckInterval: 20 * time.Millisecond, Rand: e.rand,
 	}
 }

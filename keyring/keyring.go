@@ -35,7 +35,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/signer"
 )
 
@@ -217,9 +217,9 @@ func (k *Keyring) auditOK(ctx context.Context, actor, action, target string, det
 	if k.c.Auditor == nil {
 		return nil
 	}
-	err := k.c.Auditor.Append(ctx, audit.Entry{
+	err := k.c.Auditor.Append(ctx, entry.Entry{
 		Time: k.c.Now().UTC(), Actor: actor, Action: action, Target: target,
-		Outcome: audit.OutcomeSuccess, Details: details,
+		Outcome: entry.OutcomeSuccess, Details: details,
 	})
 	if err != nil {
 		return fmt.Errorf("keyring: %s done, but the audit entry was not written: %w", action, err)
@@ -238,9 +238,9 @@ func (k *Keyring) auditFail(ctx context.Context, actor, action, target string, c
 	case errors.Is(cause, ErrContention):
 		class = "contention"
 	}
-	err := k.c.Auditor.Append(ctx, audit.Entry{
+	err := k.c.Auditor.Append(ctx, entry.Entry{
 		Time: k.c.Now().UTC(), Actor: actor, Action: action, Target: signer.Truncate(target, 80),
-		Outcome: audit.OutcomeFailure, Details: map[string]string{"error": class},
+		Outcome: entry.OutcomeFailure, Details: map[string]string{"error": class},
 	})
 	if err != nil {
 		k.log.Error("keyring: audit append failed", "action", action, "err", err)

@@ -272,7 +272,7 @@ func TestSurvivesServerRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		k, err := New(ctx, Config{Store: openKV(t, c), Sealer: newSealer(t, kmsDir), Now: clk.Now})
+		k, err := New(ctx, Config{Store: kvStore(openKV(t, c)), Sealer: newSealer(t, kmsDir), Now: clk.Now})
 		if err != nil {
 			c.Close()
 			t.Fatal(err)

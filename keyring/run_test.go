@@ -36,12 +36,12 @@ func TestRunConverges(t *testing.T) {
 	kmsDir := t.TempDir()
 	rnd := &detRand{label: t.Name()}
 	regA := prometheus.NewRegistry()
-	a, err := New(ctx, Config{Store: openKV(t, first), Sealer: newSealer(t, kmsDir), Now: clk.Now, Rand: rnd,
+	a, err := New(ctx, Config{Store: kvStore(openKV(t, first)), Sealer: newSealer(t, kmsDir), Now: clk.Now, Rand: rnd,
 		CheckInterval: 10 * time.Millisecond, Registerer: regA})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := New(ctx, Config{Store: openKV(t, second), Sealer: newSealer(t, kmsDir), Now: clk.Now, Rand: rnd,
+	b, err := New(ctx, Config{Store: kvStore(openKV(t, second)), Sealer: newSealer(t, kmsDir), Now: clk.Now, Rand: rnd,
 		CheckInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)

@@ -101,7 +101,7 @@ func TestSimulateTwoYears(t *testing.T) {
 	}{{}, {}}
 	for i, conn := range []*queue.Conn{first, second} {
 		stores[i].cfg = Config{
-			Store: openKV(t, conn), Sealer: newSealer(t, kmsDir), Auditor: aud,
+			Store: kvStore(openKV(t, conn)), Sealer: newSealer(t, kmsDir), Auditor: aud,
 			Now: clk.Now, Rand: rnd,
 		}
 	}

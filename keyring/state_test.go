@@ -231,3 +231,25 @@ func FuzzParseState(f *testing.F) {
 		}
 	})
 }
+
+// TestConfigValidateSettingsOnly checks that Validate judges the settings
+// without the store and sealer New needs, a zero value standing for the
+// default.
+func TestConfigValidateSettingsOnly(t *testing.T) {
+	if err := (Config{}).Validate(); err != nil {
+		t.Errorf("zero Config: %v", err)
+	}
+	for _, tc := range []struct {
+		c    Config
+		want string
+	}{
+		{Config{PeriodMonths: 5}, "period must divide 12"},
+		{Config{PeriodMonths: 1, PrePublish: 28 * 24 * time.Hour}, "pre-publication"},
+		{Config{Grace: time.Hour}, "grace"},
+		{Config{CheckInterval: time.Millisecond}, "check interval"},
+	} {
+		if err := tc.c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: Validate() = %v, want one mentioning %q", tc.c, err, tc.want)
+		}
+	}
+}

@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -23,7 +25,8 @@ import (
 // Config configures the connection. The zero value (with DataDir set) runs an
 // embedded JetStream server with no client port.
 type Config struct {
-	// URL of an external NATS cluster (e.g. "nats://n1:4222,nats://n2:4222").
+	// URL of an external NATS cluster (e.g. "nats://n1:4222,nats://n2:4222"):
+	// a comma-separated list of nats://, tls://, ws:// or wss:// URLs.
 	// Empty (the default) starts an embedded server.
 	URL string
 	// CredsFile is an optional NATS credentials file for URL.
@@ -32,11 +35,13 @@ type Config struct {
 	// Required when URL is empty.
 	DataDir string
 	// ListenAddr opens a client port on the embedded server (e.g.
-	// "127.0.0.1:4222") so other sealpost instances or tools can connect.
-	// Empty (the default) opens none.
+	// "127.0.0.1:4222"; port -1 picks a free one) so other sealpost
+	// instances or tools can connect. Empty (the default) opens none. Only
+	// without URL.
 	ListenAddr string
 	// Replicas is the JetStream replica count for every stream and bucket.
-	// Default 1; use 3 on a 3+ node cluster.
+	// Default 1, at most 5; use 3 on a 3+ node cluster. Above 1 only with
+	// URL: the embedded server is a single node.
 	Replicas int
 	// MaxPayload is the largest message, in bytes, the embedded server
 	// accepts. Default 8 MiB. An external server has its own setting; the
@@ -46,7 +51,8 @@ type Config struct {
 	// to disk. Zero (the default) flushes every write before it is
 	// acknowledged, so an accepted message survives a power loss. A positive
 	// interval is faster but loses up to that much acknowledged data when
-	// the machine (not only the process) fails.
+	// the machine (not only the process) fails. At most 10 minutes; only
+	// without URL (an external server has its own setting).
 	SyncInterval time.Duration
 	// ConnectTimeout bounds the initial connection. Default 10s.
 	ConnectTimeout time.Duration
@@ -73,14 +79,64 @@ type Conn struct {
 	closed chan struct{}
 }
 
+// Bounds of Config.
+const (
+	MaxReplicas     = 5
+	MaxSyncInterval = 10 * time.Minute
+)
+
+// Validate checks cfg's settings: URL, ListenAddr, Replicas, MaxPayload
+// and SyncInterval, a zero value standing for its default. It does not
+// look at DataDir, which Open requires for the embedded server. Its errors
+// name the setting; Open's add "queue:".
+func (cfg Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if cfg.URL != "" {
+		for one := range strings.SplitSeq(cfg.URL, ",") {
+			u, err := url.Parse(strings.TrimSpace(one))
+			if err != nil || u.Host == "" || (u.Scheme != "nats" && u.Scheme != "tls" && u.Scheme != "ws" && u.Scheme != "wss") {
+				bad("url must be a comma-separated list of nats:// (or tls://) URLs, got %q", one)
+				break
+			}
+		}
+		if cfg.ListenAddr != "" {
+			bad("listen address only applies to the embedded server, not with a url")
+		}
+		if cfg.SyncInterval != 0 {
+			bad("sync interval only applies to the embedded server; an external server has its own sync setting")
+		}
+	}
+	if cfg.ListenAddr != "" {
+		if _, port, err := net.SplitHostPort(cfg.ListenAddr); err != nil {
+			bad("listen address must be host:port, got %q", cfg.ListenAddr)
+		} else if n, err := strconv.Atoi(port); err != nil || n < -1 || n > 65535 {
+			bad("listen port must be a number from 0 to 65535 (or -1 for any), got %q", port)
+		}
+	}
+	switch {
+	case cfg.Replicas < 0 || cfg.Replicas > MaxReplicas:
+		bad("replicas must be between 1 and %d, got %d", MaxReplicas, cfg.Replicas)
+	case cfg.Replicas > 1 && cfg.URL == "":
+		bad("replicas above 1 need a url: the embedded server is a single node")
+	}
+	if cfg.MaxPayload < 0 {
+		bad("max payload must not be negative, got %d", cfg.MaxPayload)
+	}
+	if cfg.SyncInterval < 0 || cfg.SyncInterval > MaxSyncInterval {
+		bad("sync interval must be 0 (every write) up to %s, got %s", MaxSyncInterval, cfg.SyncInterval)
+	}
+	return errors.Join(errs...)
+}
+
 // Open connects to NATS, starting the embedded server when cfg.URL is empty,
 // and declares the INGEST stream.
 func Open(ctx context.Context, cfg Config) (*Conn, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("queue: %w", err)
+	}
 	if cfg.Replicas == 0 {
 		cfg.Replicas = 1
-	}
-	if cfg.Replicas < 1 || cfg.Replicas > 5 {
-		return nil, fmt.Errorf("queue: replicas must be between 1 and 5, got %d", cfg.Replicas)
 	}
 	if cfg.MaxPayload == 0 {
 		cfg.MaxPayload = 8 << 20

@@ -545,3 +545,32 @@ func TestEmbeddedSync(t *testing.T) {
 		t.Errorf("with SyncInterval 5s: SyncAlways %v, interval %s", jc.SyncAlways, jc.SyncInterval)
 	}
 }
+
+// TestConfigValidate checks the settings Validate judges before anything
+// is started or dialed.
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		c    queue.Config
+		want string // substring of the error; "" means valid
+	}{
+		{"embedded", queue.Config{}, ""},
+		{"embedded with a port", queue.Config{ListenAddr: "127.0.0.1:-1", SyncInterval: queue.MaxSyncInterval}, ""},
+		{"cluster", queue.Config{URL: "nats://n1:4222, tls://n2:4222", Replicas: queue.MaxReplicas}, ""},
+		{"url scheme", queue.Config{URL: "http://n1:4222"}, "url must be"},
+		{"port name", queue.Config{ListenAddr: "127.0.0.1:nats"}, "listen port"},
+		{"listen with a url", queue.Config{URL: "nats://n1:4222", ListenAddr: "127.0.0.1:4222"}, "only applies to the embedded server"},
+		{"sync with a url", queue.Config{URL: "nats://n1:4222", SyncInterval: time.Second}, "only applies to the embedded server"},
+		{"replicas", queue.Config{URL: "nats://n1:4222", Replicas: queue.MaxReplicas + 1}, "replicas must be between 1 and 5"},
+		{"embedded replicas", queue.Config{Replicas: 3}, "replicas above 1 need a url"},
+		{"sync interval", queue.Config{SyncInterval: queue.MaxSyncInterval + 1}, "sync interval must be"},
+	} {
+		err := tc.c.Validate()
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: Validate() = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	if _, err := queue.Open(context.Background(), queue.Config{DataDir: t.TempDir(), Replicas: 3}); err == nil || !strings.HasPrefix(err.Error(), "queue: replicas above 1") {
+		t.Errorf("Open with embedded replicas: %v", err)
+	}
+}

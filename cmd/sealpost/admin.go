@@ -140,7 +140,7 @@ func (g *gateway) adminReplay(w http.ResponseWriter, r *http.Request) {
 	g.appendAudit(r.Context(), audit.Entry{Actor: "admin", Action: "dlq.replay", Tenant: f.Tenant, Target: f.Route,
 		Outcome: outcomeOf(err), RequestID: r.Header.Get("X-Request-Id"), Details: map[string]string{"replayed": fmt.Sprint(n)}})
 	if err != nil {
-		g.adminFail(w, http.StatusServiceUnavailable, err)
+		g.adminError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]int{"replayed": n})
@@ -202,7 +202,12 @@ func (g *gateway) adminError(w http.ResponseWriter, err error) {
 		g.adminFail(w, http.StatusNotFound, err)
 	case errors.Is(err, forwarder.ErrInvalidInput):
 		g.adminFail(w, http.StatusBadRequest, err)
-	case errors.Is(err, forwarder.ErrEndpointDisabled), errors.Is(err, forwarder.ErrPending):
+	case errors.Is(err, forwarder.ErrEndpointDisabled):
+		// The tenant API answers a redelivery to a disabled endpoint
+		// with the same status and problem type.
+		httpin.WriteProblem(w, httpin.Problem{Status: http.StatusConflict, Type: forwarder.ProblemEndpointDisabled,
+			Title: http.StatusText(http.StatusConflict), Detail: err.Error()})
+	case errors.Is(err, forwarder.ErrPending):
 		g.adminFail(w, http.StatusConflict, err)
 	case errors.Is(err, forwarder.ErrDeliveryFailed):
 		g.adminFail(w, http.StatusBadGateway, err)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/sealpost/sealpost/audit"
 	"github.com/sealpost/sealpost/forwarder"
+	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/queue/backup"
 )
 
@@ -28,7 +29,7 @@ func (g *gateway) adminDeleteReceipt(w http.ResponseWriter, r *http.Request) {
 // The tenant's name must be repeated in ?confirm=.
 func (g *gateway) adminDeleteTenant(w http.ResponseWriter, r *http.Request) {
 	tenant := r.PathValue("tenant")
-	if !namePattern.MatchString(tenant) {
+	if !ingress.ValidName(tenant) {
 		g.adminFail(w, http.StatusBadRequest, fmt.Errorf("%q is not a tenant name", tenant))
 		return
 	}
@@ -49,7 +50,7 @@ func (g *gateway) adminDeleteTenant(w http.ResponseWriter, r *http.Request) {
 // verifier reports (no manifest).
 func (g *gateway) adminExportTenant(w http.ResponseWriter, r *http.Request) {
 	tenant := r.PathValue("tenant")
-	if !namePattern.MatchString(tenant) {
+	if !ingress.ValidName(tenant) {
 		g.adminFail(w, http.StatusBadRequest, fmt.Errorf("%q is not a tenant name", tenant))
 		return
 	}

@@ -50,17 +50,7 @@ func TestAdminCommands(t *testing.T) {
 		t.Fatalf("ingest: %d %v", code, doc)
 	}
 	id := doc["id"].(string)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, body := g.getAuth("/v1/receipts/" + id + "/attempts")
-		if strings.Contains(string(body), "dead_lettered") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not dead-lettered: %s", body)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	g.awaitDeadLettered(id)
 	if out, err := g.cli("endpoint", "enable", "acme", "invoices"); err != nil {
 		t.Fatalf("endpoint enable: %v\n%s", err, out)
 	}

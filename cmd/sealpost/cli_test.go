@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sealpost/sealpost/forwarder"
 )
 
 // baseConfig is a valid configuration for `serve --dev --config`, with
@@ -81,9 +83,9 @@ nats: {sync_interval: 1ms}`,
 		},
 		"highest": {
 			forward: "  workers: 1024\n  max_unacked: 10000000\n  breaker_failures: 1000\n  timeout: 30s\n  schedule: [" +
-				strings.TrimSuffix(strings.Repeat(`"168h",`, 32), ",") + "]",
+				strings.TrimSuffix(strings.Repeat(`"168h",`, forwarder.MaxScheduleLen), ",") + "]",
 			top: `smtp: {max_message_bytes: 104857600, max_header_bytes: 1048576, command_timeout: 24h, data_timeout: 24h, max_session_time: 24h,
-  max_mime_depth: 100, max_mime_parts: 10000, inline_attachment_bytes: 524288}
+  max_mime_depth: 100, max_mime_parts: 10000, inline_attachment_bytes: 524288, max_junk_commands: 10000}
 kms: {cache_max_age: 24h, cache_max_uses: 1073741824}
 keys: {period_months: 12, pre_publish: 8063h, grace: 87600h}
 ingest: {max_body_bytes: 4194304}
@@ -141,6 +143,14 @@ func TestCheckConfigRefusals(t *testing.T) {
 		{"grace too short", "", "keys: {grace: 1h}", "", "keys.grace"},
 		{"grace too long", "", "keys: {grace: 87601h}", "", "keys.grace"},
 		{"retry delay", `  schedule: ["0s", "169h"]`, "", "", "forward.schedule[1]"},
+		{"too many attempts", "  schedule: [" + strings.TrimSuffix(strings.Repeat(`"1s",`, forwarder.MaxScheduleLen+1), ",") + "]", "", "", "forward.schedule"},
+		{"smtp session shorter than data", "", "smtp: {data_timeout: 10m, max_session_time: 5m}", "", "smtp.max_session_time"},
+		{"smtp header size above 1 MiB", "", "smtp: {max_header_bytes: 1048577}", "", "smtp.max_header_bytes"},
+		{"smtp junk commands", "", "smtp: {max_junk_commands: 10001}", "", "smtp.max_junk_commands"},
+		{"ingest body", "", "ingest: {max_body_bytes: 4194305}", "", "ingest.max_body_bytes"},
+		{"ingest burst", "", "ingest: {burst: -1}", "", "ingest.burst"},
+		{"embedded NATS replicas", "", "nats: {replicas: 3}", "", "nats.replicas"},
+		{"audit retention", "", "audit: {retention: 23h}", "", "audit.retention"},
 		{"embedded NATS port name", "", "nats: {listen: \"127.0.0.1:nats\"}", "", "nats.listen"},
 		{"recipient of two routes", "", "", "      - name: orders\n        endpoint: https://example.com/hook\n        recipients: [\"INVOICES@acme.test\"]", "tenants[0].routes[1].recipients[0]"},
 		{"sender domain", "", "", "      - name: orders\n        endpoint: https://example.com/hook\n        recipients: [\"orders@acme.test\"]\n        allowed_sender_domains: [\"@vendor.test\"]", "tenants[0].routes[1].allowed_sender_domains[0]"},

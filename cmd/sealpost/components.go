@@ -122,10 +122,6 @@ func (g *gateway) openForwarder(ctx context.Context) error {
 		return err
 	}
 	g.blobs = &blobStore{objects: objects, sealer: g.sealer}
-	var schedule []time.Duration
-	for _, d := range g.cfg.Forward.Schedule {
-		schedule = append(schedule, time.Duration(d))
-	}
 	var allow []netip.Prefix
 	for _, n := range g.cfg.Forward.AllowNetworks {
 		allow = append(allow, netip.MustParsePrefix(n))
@@ -135,7 +131,7 @@ func (g *gateway) openForwarder(ctx context.Context) error {
 		Receipts: receipts, DeadLetters: dlq, Attempts: attempts, EndpointState: state,
 		Attachments: objects, Retention: newRetentionPolicy(g.cfg),
 		MaxMessageBytes: int(g.q.MaxPayload()),
-		Schedule:        schedule, Timeout: time.Duration(g.cfg.Forward.Timeout), AllowNets: allow,
+		Schedule:        g.cfg.Forward.schedule(), Timeout: time.Duration(g.cfg.Forward.Timeout), AllowNets: allow,
 		BreakerFailures: g.cfg.Forward.BreakerFailures, BreakerCooldown: time.Duration(g.cfg.Forward.BreakerCooldown),
 		Logger: g.log, Registerer: g.reg,
 	})

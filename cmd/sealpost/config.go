@@ -20,7 +20,8 @@ import (
 
 	"github.com/sealpost/sealpost/audit"
 	"github.com/sealpost/sealpost/forwarder"
-	"github.com/sealpost/sealpost/keyring"
+	"github.com/sealpost/sealpost/ingress"
+	"github.com/sealpost/sealpost/ingress/smtpin"
 )
 
 // Config is the YAML configuration file. Every field documents its unit,
@@ -82,8 +83,9 @@ type NATSConfig struct {
 	URL string `yaml:"url"`
 	// CredsFile for URL; optional.
 	CredsFile string `yaml:"creds_file"`
-	// Listen opens the embedded server's client port (host:port) so other
-	// instances and tools can connect. Default: no port.
+	// Listen opens the embedded server's client port (host:port, port -1
+	// for any free one) so other instances and tools can connect. Default:
+	// no port.
 	Listen string `yaml:"listen"`
 	// Replicas for every stream and bucket. Default 1; 3 on a cluster.
 	Replicas int `yaml:"replicas"`
@@ -192,7 +194,8 @@ type ForwardConfig struct {
 	// attempt. At the bound, new messages wait in the queue. Default 250000.
 	MaxUnacked int `yaml:"max_unacked"`
 	// Schedule of attempts, from the first: default
-	// [0s, 5s, 5m, 30m, 2h, 5h, 10h, 10h], each with ±20% jitter.
+	// [0s, 5s, 5m, 30m, 2h, 5h, 10h, 10h], each with ±20% jitter. At most
+	// 50 entries, each at most 168h.
 	Schedule []Duration `yaml:"schedule"`
 	// Timeout for one attempt in total. Default 15s.
 	Timeout Duration `yaml:"timeout"`
@@ -211,7 +214,8 @@ type ForwardConfig struct {
 type AuditConfig struct {
 	// Retention of audit entries. Default 9480h (395 days: 12 months plus a margin).
 	Retention Duration `yaml:"retention"`
-	// Origin names the log in signed checkpoints. Default "sealpost/audit".
+	// Origin names the log in signed checkpoints. Default "sealpost/audit";
+	// at most 255 bytes, without spaces, control characters or '+'.
 	Origin string `yaml:"origin"`
 	// CheckpointEvery is how often a checkpoint is signed while entries
 	// are appended; a receipt's proof is available after the next one.
@@ -506,9 +510,7 @@ const (
 )
 
 var (
-	namePattern  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-	routePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
-	hexSHA256    = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	hexSHA256 = regexp.MustCompile(`^[0-9a-f]{64}$`)
 )
 
 // Validate checks the whole configuration and names the first bad key by
@@ -523,111 +525,30 @@ func (c *Config) Validate() error {
 	default:
 		bad("log_level", "must be debug, info, warn or error, got %q", c.LogLevel)
 	}
-	for key, addr := range map[string]string{"listen.https": c.Listen.HTTPS, "listen.smtp": c.Listen.SMTP, "listen.admin": c.Listen.Admin, "nats.listen": c.NATS.Listen} {
+	for key, addr := range map[string]string{"listen.https": c.Listen.HTTPS, "listen.smtp": c.Listen.SMTP, "listen.admin": c.Listen.Admin} {
 		if addr == "" || (key == "listen.smtp" && addr == "off") {
 			continue
 		}
-		if _, port, err := net.SplitHostPort(addr); err != nil {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
 			bad(key, "must be host:port, got %q", addr)
-		} else if n, err := strconv.Atoi(port); key == "nats.listen" && (err != nil || n < 0 || n > 65535) {
-			// The listeners also take service names ("https"); the
-			// embedded NATS server only a number.
-			bad(key, "port must be a number from 0 to 65535, got %q", port)
 		}
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		bad("tls", "cert_file and key_file must be set together")
 	}
-	if c.NATS.URL != "" {
-		for _, one := range strings.Split(c.NATS.URL, ",") {
-			u, err := url.Parse(strings.TrimSpace(one))
-			if err != nil || u.Host == "" || (u.Scheme != "nats" && u.Scheme != "tls" && u.Scheme != "ws" && u.Scheme != "wss") {
-				bad("nats.url", "must be a comma-separated list of nats:// (or tls://) URLs, got %q", one)
-				break
-			}
-		}
-		if c.NATS.Listen != "" {
-			bad("nats.listen", "only applies to the embedded server; remove it or nats.url")
-		}
-		if c.NATS.SyncInterval != 0 {
-			bad("nats.sync_interval", "only applies to the embedded server; an external server has its own sync setting")
-		}
-		if c.KMS.Provider == "local" && !c.NATS.SingleInstance {
-			// Each instance would have its own master key and could not
-			// open what the others sealed.
-			bad("kms.provider", "must be aws when nats.url is set: instances sharing a queue must share the key-encryption key (or set nats.single_instance: true)")
-		}
-	} else if c.NATS.Replicas > 1 {
-		bad("nats.replicas", "the embedded server is a single node: replicas above 1 need nats.url")
-	}
-	if c.NATS.SyncInterval < 0 || time.Duration(c.NATS.SyncInterval) > 10*time.Minute {
-		bad("nats.sync_interval", "must be 0 (every write) up to 10m, got %s", time.Duration(c.NATS.SyncInterval))
-	}
-	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
-		bad("nats.replicas", "must be 1 to 5, got %d", c.NATS.Replicas)
+	if c.NATS.URL != "" && c.KMS.Provider == "local" && !c.NATS.SingleInstance {
+		// Each instance would have its own master key and could not
+		// open what the others sealed.
+		bad("kms.provider", "must be aws when nats.url is set: instances sharing a queue must share the key-encryption key (or set nats.single_instance: true)")
 	}
 	switch c.KMS.Provider {
-	case "local":
-	case "aws":
-		if c.KMS.AWS.KeyID == "" {
-			bad("kms.aws.key_id", "required when kms.provider is aws")
-		}
-		if c.KMS.AWS.Endpoint != "" {
-			if u, err := url.Parse(c.KMS.AWS.Endpoint); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-				bad("kms.aws.endpoint", "must be an http(s) URL, got %q", c.KMS.AWS.Endpoint)
-			}
-		}
+	case "local", "aws":
 	default:
 		bad("kms.provider", "must be local or aws, got %q", c.KMS.Provider)
 	}
-	// The bounds below are the components' own: serve refuses what they
+	// The components judge their own settings: serve refuses what they
 	// refuse, so check-config must too.
-	if c.KMS.CacheMaxUses < 0 || c.KMS.CacheMaxUses > 1<<30 {
-		bad("kms.cache_max_uses", "must be between 0 (default 100000) and 1073741824, got %d", c.KMS.CacheMaxUses)
-	}
-	if c.KMS.CacheMaxAge > Duration(24*time.Hour) {
-		bad("kms.cache_max_age", "must be at most 24h, got %s", time.Duration(c.KMS.CacheMaxAge))
-	}
-	period := c.Keys.PeriodMonths
-	if period != 0 && (period < 1 || 12%period != 0) {
-		bad("keys.period_months", "must divide 12 (1, 2, 3, 4, 6 or 12), got %d", period)
-	}
-	if period < 1 {
-		period = keyring.DefaultPeriodMonths
-	}
-	if pp, shortest := time.Duration(c.Keys.PrePublish), time.Duration(period)*28*24*time.Hour; pp != 0 && (pp < keyring.MinPrePublish || pp >= shortest) {
-		bad("keys.pre_publish", "must be at least %s and shorter than the shortest period (%s), got %s", keyring.MinPrePublish, shortest, pp)
-	}
-	if g := time.Duration(c.Keys.Grace); g != 0 && (g < keyring.MinGrace || g > keyring.MaxGrace) {
-		bad("keys.grace", "must be between %s and %s, got %s", keyring.MinGrace, keyring.MaxGrace, g)
-	}
-	if c.Ingest.MaxBodyBytes < 1 || c.Ingest.MaxBodyBytes > 4<<20 {
-		bad("ingest.max_body_bytes", "must be between 1 and 4194304, got %d", c.Ingest.MaxBodyBytes)
-	}
-	if c.Ingest.RatePerSecond < 0 || c.Ingest.Burst < 0 {
-		bad("ingest", "rate_per_second and burst must not be negative")
-	}
-	if c.SMTP.MaxMessageBytes < 0 || c.SMTP.MaxMessageBytes > 100<<20 {
-		bad("smtp.max_message_bytes", "must be between 0 (default) and 104857600")
-	}
-	if c.SMTP.MaxRecipients < 0 || c.SMTP.MaxConnsPerIP < 0 || c.SMTP.MaxConns < 0 || c.SMTP.MaxHeaderBytes < 0 ||
-		c.SMTP.MaxMIMEDepth < 0 || c.SMTP.MaxMIMEParts < 0 || c.SMTP.InlineAttachmentBytes < 0 {
-		bad("smtp", "limits must not be negative")
-	}
-	if c.SMTP.MaxHeaderBytes > 1<<20 || c.SMTP.MaxMIMEDepth > 100 || c.SMTP.MaxMIMEParts > 10000 || c.SMTP.InlineAttachmentBytes > 512<<10 {
-		bad("smtp", "max_header_bytes at most 1 MiB, max_mime_depth at most 100, max_mime_parts at most 10000, inline_attachment_bytes at most 512 KiB")
-	}
-	if n := c.SMTP.MaxMessageBytes; n > 0 && n < 1024 {
-		bad("smtp.max_message_bytes", "must be 0 (default) or at least 1024, got %d", n)
-	}
-	if n := c.SMTP.MaxHeaderBytes; n > 0 && n < 1024 {
-		bad("smtp.max_header_bytes", "must be 0 (default) or at least 1024, got %d", n)
-	}
-	for key, d := range map[string]Duration{"smtp.command_timeout": c.SMTP.CommandTimeout, "smtp.data_timeout": c.SMTP.DataTimeout} {
-		if d > 0 && d < Duration(time.Second) {
-			bad(key, "must be 0 (default) or at least 1s, got %s", time.Duration(d))
-		}
-	}
+	c.validateComponents(bad)
 	if c.Forward.Timeout > Duration(30*time.Second) {
 		bad("forward.timeout", "must be at most 30s (a webhook attempt must end well before the queue hands the message to another worker)")
 	}
@@ -640,14 +561,6 @@ func (c *Config) Validate() error {
 	if c.Forward.BreakerFailures < 0 || c.Forward.BreakerFailures > 1000 {
 		bad("forward.breaker_failures", "must be between 0 (default) and 1000")
 	}
-	if len(c.Forward.Schedule) > 32 {
-		bad("forward.schedule", "at most 32 attempts")
-	}
-	for i, d := range c.Forward.Schedule {
-		if d > Duration(7*24*time.Hour) {
-			bad(fmt.Sprintf("forward.schedule[%d]", i), "must be at most 168h, got %s", time.Duration(d))
-		}
-	}
 	var allowNets []netip.Prefix
 	for i, n := range c.Forward.AllowNetworks {
 		p, err := netip.ParsePrefix(n)
@@ -656,12 +569,6 @@ func (c *Config) Validate() error {
 			continue
 		}
 		allowNets = append(allowNets, p)
-	}
-	if c.Audit.Retention < Duration(24*time.Hour) {
-		bad("audit.retention", "must be at least 24h")
-	}
-	if !printable(c.Audit.Origin) || strings.ContainsAny(c.Audit.Origin, " +") || len(c.Audit.Origin) > 255 {
-		bad("audit.origin", "must be 1-255 printable characters without spaces or '+'")
 	}
 	c.validateMail(bad)
 	if d := time.Duration(c.Audit.CheckpointEvery); d < time.Second || d > time.Hour {
@@ -689,8 +596,8 @@ func (c *Config) Validate() error {
 	recipients := map[string]string{} // address -> the YAML path of its route
 	for i, t := range c.Tenants {
 		tk := fmt.Sprintf("tenants[%d]", i)
-		if !namePattern.MatchString(t.Name) {
-			bad(tk+".name", "must be 1-63 of a-z, 0-9 and '-', got %q", t.Name)
+		if !ingress.ValidName(t.Name) {
+			bad(tk+".name", "must be %s, got %q", ingress.NameRule, t.Name)
 		} else if tenants[t.Name] {
 			bad(tk+".name", "duplicate tenant %q", t.Name)
 		}
@@ -699,8 +606,8 @@ func (c *Config) Validate() error {
 		routes := map[string]bool{}
 		for j, r := range t.Routes {
 			rk := fmt.Sprintf("%s.routes[%d]", tk, j)
-			if !routePattern.MatchString(r.Name) {
-				bad(rk+".name", "must be 1-63 of a-z, 0-9, '_' and '-', got %q", r.Name)
+			if !ingress.ValidRoute(r.Name) {
+				bad(rk+".name", "must be %s, got %q", ingress.RouteRule, r.Name)
 			} else if routes[r.Name] {
 				bad(rk+".name", "duplicate route %q", r.Name)
 			}
@@ -714,7 +621,7 @@ func (c *Config) Validate() error {
 			}
 			for k, rc := range r.Recipients {
 				addr := strings.ToLower(rc)
-				if at := strings.LastIndexByte(addr, '@'); at < 1 || at == len(addr)-1 || len(addr) > 254 {
+				if !smtpin.ValidAddress(rc) {
 					bad(fmt.Sprintf("%s.recipients[%d]", rk, k), "not a mail address")
 				}
 				// The SMTP ingress routes an address to exactly one route.
@@ -728,7 +635,7 @@ func (c *Config) Validate() error {
 				}
 			}
 			for k, d := range r.AllowedSenderDomains {
-				if d == "" || strings.ContainsAny(d, "@ ") || !printable(d) {
+				if !smtpin.ValidSenderDomain(d) {
 					bad(fmt.Sprintf("%s.allowed_sender_domains[%d]", rk, k), "not a domain: %q", d)
 				}
 			}
@@ -740,8 +647,8 @@ func (c *Config) Validate() error {
 		}
 		for j, k := range t.APIKeys {
 			kk := fmt.Sprintf("%s.api_keys[%d]", tk, j)
-			if !namePattern.MatchString(k.ID) {
-				bad(kk+".id", "must be 1-63 of a-z, 0-9 and '-', got %q", k.ID)
+			if !ingress.ValidName(k.ID) {
+				bad(kk+".id", "must be %s, got %q", ingress.NameRule, k.ID)
 			} else if keyIDs[k.ID] {
 				bad(kk+".id", "duplicate api key id %q", k.ID)
 			}

@@ -199,7 +199,7 @@ func TestMailConfigErrors(t *testing.T) {
 		{"smtp:\n  auth: maybe\n", "smtp.auth: must be on or off"},
 		{"smtp:\n  dns:\n    resolver: 127.0.0.1\n", "smtp.dns.resolver: must be host:port"},
 		{"smtp:\n  dns:\n    timeout: 2m\n", "smtp.dns.timeout: must be at most 30s"},
-		{"smtp:\n  max_session_time: 5m\n  data_timeout: 10m\n", "smtp.max_session_time: must be at least smtp.data_timeout"},
+		{"smtp:\n  max_session_time: 5m\n  data_timeout: 10m\n", "smtp.max_session_time: MaxSessionTime 5m0s is below DataTimeout 10m0s"},
 		{"smtp:\n  mta_sts:\n    domains: [acme.example]\n", "smtp.mta_sts: at least one mx is required"},
 		{"smtp:\n  mta_sts:\n    domains: [acme.example]\n    mx: [mx.acme.example]\n    max_age: 9000h\n", "smtp.mta_sts: max_age"},
 		{"smtp:\n  tls_rpt:\n    address: in@acme.example\n", "smtp.tls_rpt.address: is a recipient of route acme/r"},

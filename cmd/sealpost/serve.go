@@ -272,7 +272,8 @@ func (g *gateway) openKeyring(ctx, bgCtx context.Context) error {
 	}
 	g.keyAudit = &keyringAuditor{}
 	g.keys, err = keyring.New(ctx, keyring.Config{
-		Store: kv, Sealer: g.sealer, Logger: g.log, Registerer: g.reg, Auditor: g.keyAudit,
+		Store:  keyring.MapStoreErrors(kv, queue.ErrNotFound, queue.ErrConflict),
+		Sealer: g.sealer, Logger: g.log, Registerer: g.reg, Auditor: g.keyAudit,
 		PeriodMonths: g.cfg.Keys.PeriodMonths,
 		PrePublish:   time.Duration(g.cfg.Keys.PrePublish),
 		Grace:        time.Duration(g.cfg.Keys.Grace),

@@ -9,9 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/sealpost/sealpost/ingress"
 )
 
 // API keys look like "sp_<id>_<secret>": the id is public (it appears in
@@ -21,8 +22,6 @@ const tokenPrefix = "sp_"
 
 // maxTokenLen bounds the Authorization header value we look at.
 const maxTokenLen = 256
-
-var keyIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
 // APIKey is one configured key.
 type APIKey struct {
@@ -48,8 +47,8 @@ func NewKeys(keys []APIKey) (*Keys, error) {
 	k := &Keys{byID: make(map[string]*APIKey, len(keys))}
 	for i := range keys {
 		key := keys[i]
-		if !keyIDPattern.MatchString(key.ID) {
-			return nil, fmt.Errorf("api key %q: id must be 1-63 of a-z, 0-9 and '-'", key.ID)
+		if !ingress.ValidName(key.ID) {
+			return nil, fmt.Errorf("api key %q: id must be %s", key.ID, ingress.NameRule)
 		}
 		if _, dup := k.byID[key.ID]; dup {
 			return nil, fmt.Errorf("api key %q: duplicate id", key.ID)
@@ -100,7 +99,7 @@ func ParseToken(token string) (id, secret string, ok bool) {
 		return "", "", false
 	}
 	id, secret = rest[:i], rest[i+1:]
-	if !keyIDPattern.MatchString(id) {
+	if !ingress.ValidName(id) {
 		return "", "", false
 	}
 	return id, secret, true
@@ -109,8 +108,8 @@ func ParseToken(token string) (id, secret string, ok bool) {
 // NewToken makes a new API key token for id and returns it with the hex
 // SHA-256 that goes into the configuration. The token is shown once.
 func NewToken(id string) (token, sha256Hex string, err error) {
-	if !keyIDPattern.MatchString(id) {
-		return "", "", fmt.Errorf("api key id %q: must be 1-63 of a-z, 0-9 and '-'", id)
+	if !ingress.ValidName(id) {
+		return "", "", fmt.Errorf("api key id %q: must be %s", id, ingress.NameRule)
 	}
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {

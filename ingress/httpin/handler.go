@@ -17,7 +17,6 @@ import (
 	"mime"
 	"net/http"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,7 +24,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/sealpost/sealpost/audit"
+	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/signer"
 )
@@ -41,7 +40,7 @@ type Routes interface {
 // Auditor records authentication outcomes. Append returns once the entry
 // is durable. (Message steps are recorded by the Enqueuer the caller wires.)
 type Auditor interface {
-	Append(ctx context.Context, e audit.Entry) error
+	Append(ctx context.Context, e entry.Entry) error
 }
 
 // Idempotency remembers Idempotency-Key uses. Reserve stores rec under key
@@ -79,14 +78,15 @@ type Config struct {
 	// (its New method) groups ids minted together, which lets receipts be
 	// stored many to a write.
 	NewID func(time.Time) string
-	// MaxBodyBytes is the largest accepted body. Default 1 MiB.
+	// MaxBodyBytes is the largest accepted body. Default 1 MiB, at most
+	// MaxMaxBodyBytes.
 	MaxBodyBytes int64
 	// RatePerSecond and Burst limit requests per API key across all
-	// instances. Default 100/s, burst 200. Each instance enforces its share
-	// (see SetInstances).
+	// instances. Default 100/s, burst 200; not negative. Each instance
+	// enforces its share (see SetInstances).
 	RatePerSecond float64
 	Burst         int
-	// RetryAfter is sent with 503 and 429. Default 5s.
+	// RetryAfter is sent with 503 and 429. Default 5s; not negative.
 	RetryAfter time.Duration
 	// Logger receives one info line per accepted submission (ids, tenant,
 	// route and size, never the payload) and the failures. Default: discard.
@@ -104,16 +104,38 @@ type Handler struct {
 	instances int
 }
 
+// MaxMaxBodyBytes bounds Config.MaxBodyBytes: a body is held in memory,
+// parsed and canonicalized, and must fit one queue message once wrapped.
+const MaxMaxBodyBytes = 4 << 20
+
+// Validate checks cfg's settings: MaxBodyBytes, RatePerSecond, Burst and
+// RetryAfter, a zero value standing for its default. It does not look at
+// the enqueuer, keys and routes, which New requires as well. Its errors
+// name the setting; New's add "httpin: config:".
+func (cfg Config) Validate() error {
+	var errs []error
+	if cfg.MaxBodyBytes < 0 || cfg.MaxBodyBytes > MaxMaxBodyBytes {
+		errs = append(errs, fmt.Errorf("max body bytes must be between 1 and %d, got %d", MaxMaxBodyBytes, cfg.MaxBodyBytes))
+	}
+	if cfg.RatePerSecond < 0 || cfg.Burst < 0 {
+		errs = append(errs, errors.New("rate per second and burst must not be negative"))
+	}
+	if cfg.RetryAfter < 0 {
+		errs = append(errs, errors.New("retry after must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
 // New checks cfg and returns the handler.
 func New(cfg Config) (*Handler, error) {
 	if cfg.Enqueuer == nil || cfg.Keys == nil || cfg.Routes == nil {
 		return nil, errors.New("httpin: enqueuer, keys and routes are required")
 	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("httpin: config: %w", err)
+	}
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 1 << 20
-	}
-	if cfg.MaxBodyBytes < 0 {
-		return nil, fmt.Errorf("httpin: max body bytes must be positive, got %d", cfg.MaxBodyBytes)
 	}
 	if cfg.RatePerSecond == 0 {
 		cfg.RatePerSecond = 100
@@ -154,8 +176,6 @@ var (
 	errSlowBody     = errors.New("the body did not arrive within the server's read timeout")
 	errMethod       = errors.New("method not allowed")
 )
-
-var routeNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
 type accepted struct {
 	ID string `json:"id"`
@@ -203,7 +223,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 		h.cfg.Authenticated(r, key)
 	}
 	routeName := r.PathValue("route")
-	if !routeNamePattern.MatchString(routeName) {
+	if !ingress.ValidRoute(routeName) {
 		return "", errNoRoute
 	}
 	route, ok := h.cfg.Routes.Route(key.Tenant, routeName)
@@ -479,10 +499,10 @@ func (h *Handler) SetInstances(n int) {
 }
 
 func (h *Handler) auditAuth(r *http.Request, key *APIKey, err error) {
-	e := audit.Entry{Action: "auth.success", Outcome: audit.OutcomeSuccess, Target: "POST /v1/ingest/{route}",
+	e := entry.Entry{Action: entry.ActionAuthSuccess, Outcome: entry.OutcomeSuccess, Target: "POST /v1/ingest/{route}",
 		Details: map[string]string{"remote_addr": r.RemoteAddr}}
 	if err != nil {
-		e.Action, e.Outcome, e.Actor = "auth.failure", audit.OutcomeDenied, "anonymous"
+		e.Action, e.Outcome, e.Actor = entry.ActionAuthFailure, entry.OutcomeDenied, "anonymous"
 		if id, _, ok := ParseToken(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")); ok {
 			e.Details["api_key_id"] = id
 		}
@@ -492,7 +512,7 @@ func (h *Handler) auditAuth(r *http.Request, key *APIKey, err error) {
 	h.audit(r, e)
 }
 
-func (h *Handler) audit(r *http.Request, e audit.Entry) {
+func (h *Handler) audit(r *http.Request, e entry.Entry) {
 	if h.cfg.Auditor == nil {
 		return
 	}

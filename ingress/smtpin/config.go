@@ -40,9 +40,11 @@ const (
 
 // Route sends mail for a set of recipient addresses to one tenant's route.
 type Route struct {
-	// Tenant owns the receipts of this route. Required.
+	// Tenant owns the receipts of this route. Required; a tenant name
+	// (ingress.ValidName).
 	Tenant string
-	// Name is the route name as it appears in receipt.route. Required.
+	// Name is the route name as it appears in receipt.route. Required; a
+	// route name (ingress.ValidRoute).
 	Name string
 	// Recipients are the envelope addresses (RCPT TO) served by this route,
 	// compared case-insensitively. At least one is required, and an address
@@ -146,7 +148,8 @@ type Config struct {
 	Registerer prometheus.Registerer
 
 	// MaxMessageBytes is the largest message accepted, in bytes, as
-	// advertised by SIZE. Default 25 MiB. Larger messages get 552 5.3.4.
+	// advertised by SIZE. Default 25 MiB; 1024 to 100 MiB. Larger messages
+	// get 552 5.3.4.
 	MaxMessageBytes int64
 	// MaxRecipients is the most RCPT TO per message. Default 100; more get
 	// 452 4.5.3.
@@ -163,30 +166,30 @@ type Config struct {
 	CommandTimeout time.Duration
 	// MaxSessionTime bounds a connection from its start. Default 30
 	// minutes; then 421 4.4.2 and the connection is closed. At least
-	// DataTimeout.
+	// DataTimeout, at most 24 hours.
 	MaxSessionTime time.Duration
 	// MaxJunkCommands is the most commands in a row that move no message
 	// forward (NOOP, RSET, VRFY, HELP, a repeated EHLO, refused MAIL and
 	// RCPT, unknown commands); the count starts again after each accepted
-	// message. Default 20; one more gets 421 4.7.0 and the connection is
-	// closed. go-smtp itself closes a connection after its fourth unknown
+	// message. Default 20, at most 10000; one more gets 421 4.7.0 and the
+	// connection is closed. go-smtp itself closes a connection after its fourth unknown
 	// or malformed command (500 5.5.1).
 	MaxJunkCommands int
 	// DataTimeout is how long a client may take to send one message body,
 	// from the 354 answer to the final dot. Default 10 minutes.
 	DataTimeout time.Duration
 	// MaxHeaderBytes is the largest message header block, in bytes.
-	// Default 64 KiB; larger get 552 5.3.4.
+	// Default 64 KiB; 1024 to 1 MiB. Larger get 552 5.3.4.
 	MaxHeaderBytes int
-	// MaxMIMEDepth is the deepest nesting of multipart bodies. Default 10;
-	// deeper messages get 554 5.6.0.
+	// MaxMIMEDepth is the deepest nesting of multipart bodies. Default 10,
+	// at most 100; deeper messages get 554 5.6.0.
 	MaxMIMEDepth int
-	// MaxMIMEParts is the most MIME parts in one message. Default 100; more
-	// get 554 5.6.0.
+	// MaxMIMEParts is the most MIME parts in one message. Default 100, at
+	// most 10000; more get 554 5.6.0.
 	MaxMIMEParts int
 	// InlineAttachmentMax is the largest attachment, in decoded bytes, kept
 	// inline (base64) in the payload; larger ones go to Blobs and are
-	// referenced. Default 256 KiB.
+	// referenced. Default 256 KiB, at most 512 KiB.
 	InlineAttachmentMax int64
 	// MaxPayloadBytes is the largest payload JSON handed to the Enqueuer.
 	// Attachments are moved to Blobs, largest first, until the payload fits;
@@ -196,21 +199,119 @@ type Config struct {
 	Now func() time.Time
 }
 
-// withDefaults returns c with defaults applied, or an error naming the first
-// invalid field.
-func (c Config) withDefaults() (Config, error) {
-	if c.Addr == "" {
-		c.Addr = DefaultAddr
+// Upper bounds of Config's limits.
+const (
+	MaxMaxMessageBytes     = 100 << 20
+	MaxMaxHeaderBytes      = 1 << 20
+	MaxMaxMIMEDepth        = 100
+	MaxMaxMIMEParts        = 10000
+	MaxInlineAttachmentMax = 512 << 10
+	MaxMaxJunkCommands     = 10000
+	MaxMaxSessionTime      = 24 * time.Hour
+)
+
+// Validate checks c's settings: the limits, a zero value standing for its
+// default, and the routes and ReportAddress. It does not look at what New
+// requires besides: Hostname, TLSConfig, Enqueuer, Blobs, a Resolver
+// unless AuthOff, at least one route, and Reports with ReportAddress. Its
+// errors name the field; New's add "smtpin:".
+func (c Config) Validate() error {
+	c = c.limitDefaults()
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	switch {
+	case c.MaxMessageBytes < 1024:
+		bad("MaxMessageBytes %d is below 1024", c.MaxMessageBytes)
+	case c.MaxMessageBytes > MaxMaxMessageBytes:
+		bad("MaxMessageBytes %d is above %d (100 MiB)", c.MaxMessageBytes, MaxMaxMessageBytes)
 	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
+	if c.MaxRecipients < 1 {
+		bad("MaxRecipients %d must be positive", c.MaxRecipients)
 	}
-	if c.Now == nil {
-		c.Now = time.Now
+	if c.MaxConnsPerIP < 1 || c.MaxConns < 1 {
+		bad("MaxConnsPerIP and MaxConns must be positive")
 	}
-	if c.NewID == nil {
-		c.NewID = ingress.NewID
+	if c.CommandTimeout < time.Second || c.DataTimeout < time.Second {
+		bad("CommandTimeout and DataTimeout must be at least 1s")
 	}
+	switch {
+	case c.MaxSessionTime < c.DataTimeout:
+		bad("MaxSessionTime %s is below DataTimeout %s", c.MaxSessionTime, c.DataTimeout)
+	case c.MaxSessionTime > MaxMaxSessionTime:
+		bad("MaxSessionTime %s is above %s", c.MaxSessionTime, MaxMaxSessionTime)
+	}
+	if c.MaxJunkCommands < 1 || c.MaxJunkCommands > MaxMaxJunkCommands {
+		bad("MaxJunkCommands %d must be between 1 and %d", c.MaxJunkCommands, MaxMaxJunkCommands)
+	}
+	if c.MaxHeaderBytes < 1024 || c.MaxHeaderBytes > MaxMaxHeaderBytes {
+		bad("MaxHeaderBytes %d must be between 1024 and %d (1 MiB)", c.MaxHeaderBytes, MaxMaxHeaderBytes)
+	}
+	if c.MaxMIMEDepth < 1 || c.MaxMIMEDepth > MaxMaxMIMEDepth || c.MaxMIMEParts < 1 || c.MaxMIMEParts > MaxMaxMIMEParts {
+		bad("MaxMIMEDepth and MaxMIMEParts must be positive, at most %d and %d", MaxMaxMIMEDepth, MaxMaxMIMEParts)
+	}
+	if c.InlineAttachmentMax < 0 || c.InlineAttachmentMax > MaxInlineAttachmentMax {
+		bad("InlineAttachmentMax %d must be between 0 and %d (512 KiB)", c.InlineAttachmentMax, MaxInlineAttachmentMax)
+	}
+	if c.MaxPayloadBytes < 4096 {
+		bad("MaxPayloadBytes %d is below 4096", c.MaxPayloadBytes)
+	}
+
+	seen := make(map[string]string)
+	if c.ReportAddress != "" {
+		if !ValidAddress(c.ReportAddress) {
+			bad("ReportAddress %q is not an address", c.ReportAddress)
+		}
+		seen[normalizeAddr(c.ReportAddress)] = "TLS reports (ReportAddress)"
+	}
+	names := make(map[string]bool)
+	for i, r := range c.Routes {
+		where := fmt.Sprintf("Routes[%d]", i)
+		if !ingress.ValidName(r.Tenant) {
+			bad("%s: Tenant %q is not a tenant name (%s)", where, r.Tenant, ingress.NameRule)
+			continue
+		}
+		if !ingress.ValidRoute(r.Name) {
+			bad("%s: Name %q is not a route name (%s)", where, r.Name, ingress.RouteRule)
+			continue
+		}
+		where = fmt.Sprintf("%s (%s/%s)", where, r.Tenant, r.Name)
+		if names[r.Tenant+"/"+r.Name] {
+			bad("%s: duplicate route %s/%s", where, r.Tenant, r.Name)
+		}
+		names[r.Tenant+"/"+r.Name] = true
+		if len(r.Recipients) == 0 {
+			bad("%s: Recipients needs at least one address", where)
+		}
+		for _, a := range r.Recipients {
+			key := normalizeAddr(a)
+			if !ValidAddress(a) {
+				bad("%s: recipient %q is not an address", where, a)
+			} else if other, dup := seen[key]; dup {
+				bad("%s: recipient %q is already served by route %s", where, a, other)
+			} else {
+				seen[key] = r.Tenant + "/" + r.Name
+			}
+		}
+		for _, d := range r.AllowedSenderDomains {
+			if !ValidSenderDomain(d) {
+				bad("%s: AllowedSenderDomains entry %q is not a domain", where, d)
+			}
+		}
+		if r.RequireDKIM && c.AuthOff {
+			bad("%s: RequireDKIM needs authentication, which AuthOff turns off", where)
+		}
+		for _, p := range r.AllowedNetworks {
+			if !p.IsValid() {
+				bad("%s: AllowedNetworks has an invalid prefix", where)
+				break
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// limitDefaults fills in the defaults of c's limits.
+func (c Config) limitDefaults() Config {
 	setDefault(&c.MaxMessageBytes, DefaultMaxMessageBytes)
 	setDefault(&c.MaxRecipients, DefaultMaxRecipients)
 	setDefault(&c.MaxConnsPerIP, DefaultMaxConnsPerIP)
@@ -224,7 +325,12 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.MaxPayloadBytes, DefaultMaxPayloadBytes)
 	setDefault(&c.MaxJunkCommands, DefaultMaxJunkCommands)
 	setDefault(&c.MaxSessionTime, DefaultMaxSessionTime)
+	return c
+}
 
+// withDefaults returns c with defaults applied, or an error naming what is
+// missing or invalid.
+func (c Config) withDefaults() (Config, error) {
 	switch {
 	case c.Hostname == "":
 		return c, errors.New("smtpin: Hostname is required")
@@ -240,79 +346,48 @@ func (c Config) withDefaults() (Config, error) {
 		return c, errors.New("smtpin: Resolver is required (or AuthOff)")
 	case len(c.Routes) == 0:
 		return c, errors.New("smtpin: Routes needs at least one route")
-	case c.MaxMessageBytes < 1024:
-		return c, fmt.Errorf("smtpin: MaxMessageBytes %d is below 1024", c.MaxMessageBytes)
-	case c.MaxMessageBytes > 1<<31:
-		return c, fmt.Errorf("smtpin: MaxMessageBytes %d is above 2 GiB", c.MaxMessageBytes)
-	case c.MaxRecipients < 1:
-		return c, fmt.Errorf("smtpin: MaxRecipients %d must be positive", c.MaxRecipients)
-	case c.MaxConnsPerIP < 1 || c.MaxConns < 1:
-		return c, errors.New("smtpin: MaxConnsPerIP and MaxConns must be positive")
-	case c.CommandTimeout < time.Second || c.DataTimeout < time.Second:
-		return c, errors.New("smtpin: CommandTimeout and DataTimeout must be at least 1s")
-	case c.MaxSessionTime < c.DataTimeout:
-		return c, fmt.Errorf("smtpin: MaxSessionTime %s is below DataTimeout %s", c.MaxSessionTime, c.DataTimeout)
-	case c.MaxJunkCommands < 1:
-		return c, fmt.Errorf("smtpin: MaxJunkCommands %d must be positive", c.MaxJunkCommands)
-	case c.MaxHeaderBytes < 1024:
-		return c, fmt.Errorf("smtpin: MaxHeaderBytes %d is below 1024", c.MaxHeaderBytes)
-	case c.MaxMIMEDepth < 1 || c.MaxMIMEParts < 1:
-		return c, errors.New("smtpin: MaxMIMEDepth and MaxMIMEParts must be positive")
-	case c.InlineAttachmentMax < 0:
-		return c, errors.New("smtpin: InlineAttachmentMax must not be negative")
-	case c.MaxPayloadBytes < 4096:
-		return c, fmt.Errorf("smtpin: MaxPayloadBytes %d is below 4096", c.MaxPayloadBytes)
+	case c.ReportAddress != "" && c.Reports == nil:
+		return c, errors.New("smtpin: Reports is required with ReportAddress")
 	}
-
-	seen := make(map[string]string)
-	if c.ReportAddress != "" {
-		key := normalizeAddr(c.ReportAddress)
-		if _, domain, ok := splitAddr(key); !ok || domain == "" {
-			return c, fmt.Errorf("smtpin: ReportAddress %q is not an address", c.ReportAddress)
-		}
-		if c.Reports == nil {
-			return c, errors.New("smtpin: Reports is required with ReportAddress")
-		}
-		seen[key] = "TLS reports (ReportAddress)"
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("smtpin: %w", err)
 	}
-	names := make(map[string]bool)
-	for i, r := range c.Routes {
-		where := fmt.Sprintf("smtpin: Routes[%d]", i)
-		if r.Tenant == "" || r.Name == "" {
-			return c, fmt.Errorf("%s: Tenant and Name are required", where)
-		}
-		if names[r.Tenant+"\x00"+r.Name] {
-			return c, fmt.Errorf("%s: duplicate route %s/%s", where, r.Tenant, r.Name)
-		}
-		names[r.Tenant+"\x00"+r.Name] = true
-		if len(r.Recipients) == 0 {
-			return c, fmt.Errorf("%s (%s/%s): Recipients needs at least one address", where, r.Tenant, r.Name)
-		}
-		for _, a := range r.Recipients {
-			key := normalizeAddr(a)
-			if _, domain, ok := splitAddr(key); !ok || domain == "" {
-				return c, fmt.Errorf("%s (%s/%s): recipient %q is not an address", where, r.Tenant, r.Name, a)
-			}
-			if other, dup := seen[key]; dup {
-				return c, fmt.Errorf("%s (%s/%s): recipient %q is already served by route %s", where, r.Tenant, r.Name, a, other)
-			}
-			seen[key] = r.Tenant + "/" + r.Name
-		}
-		for _, d := range r.AllowedSenderDomains {
-			if d == "" || strings.ContainsAny(d, "@ ") {
-				return c, fmt.Errorf("%s (%s/%s): AllowedSenderDomains entry %q is not a domain", where, r.Tenant, r.Name, d)
-			}
-		}
-		if r.RequireDKIM && c.AuthOff {
-			return c, fmt.Errorf("%s (%s/%s): RequireDKIM needs authentication, which AuthOff turns off", where, r.Tenant, r.Name)
-		}
-		for _, p := range r.AllowedNetworks {
-			if !p.IsValid() {
-				return c, fmt.Errorf("%s (%s/%s): AllowedNetworks has an invalid prefix", where, r.Tenant, r.Name)
-			}
-		}
+	c = c.limitDefaults()
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.NewID == nil {
+		c.NewID = ingress.NewID
 	}
 	return c, nil
+}
+
+// ValidAddress reports whether a is a mail address as routes and
+// ReportAddress take it: something before and after its last '@', at most
+// 254 bytes once trimmed.
+func ValidAddress(a string) bool {
+	local, domain, ok := splitAddr(normalizeAddr(a))
+	return ok && local != "" && domain != "" && len(normalizeAddr(a)) <= 254
+}
+
+// ValidSenderDomain reports whether d can be an entry of a route's
+// AllowedSenderDomains: printable ASCII without '@' or spaces.
+func ValidSenderDomain(d string) bool {
+	if d == "" || strings.ContainsAny(d, "@ ") {
+		return false
+	}
+	for i := 0; i < len(d); i++ {
+		if d[i] < 0x21 || d[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 func setDefault[T int | int64 | time.Duration](v *T, def T) {

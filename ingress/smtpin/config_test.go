@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestNewValidation(t *testing.T) {
@@ -31,7 +32,8 @@ func TestNewValidation(t *testing.T) {
 		{"tiny message limit", func(c *Config) { c.MaxMessageBytes = 10 }, "MaxMessageBytes 10 is below 1024"},
 		{"negative recipients", func(c *Config) { c.MaxRecipients = -1 }, "MaxRecipients -1 must be positive"},
 		{"short timeout", func(c *Config) { c.DataTimeout = 1 }, "CommandTimeout and DataTimeout must be at least 1s"},
-		{"route without tenant", func(c *Config) { c.Routes[0].Tenant = "" }, "Routes[0]: Tenant and Name are required"},
+		{"route without tenant", func(c *Config) { c.Routes[0].Tenant = "" }, `Routes[0]: Tenant "" is not a tenant name`},
+		{"route name with a dot", func(c *Config) { c.Routes[0].Name = "in.voices" }, `Routes[0]: Name "in.voices" is not a route name`},
 		{"route without recipients", func(c *Config) { c.Routes[1].Recipients = nil }, "Routes[1] (acme/alerts): Recipients needs at least one address"},
 		{"recipient not an address", func(c *Config) { c.Routes[1].Recipients = []string{"alerts"} }, `recipient "alerts" is not an address`},
 		{"recipient on two routes", func(c *Config) { c.Routes[2].Recipients = []string{"ALERTS@in.example.net"} },
@@ -52,6 +54,43 @@ func TestNewValidation(t *testing.T) {
 				t.Fatalf("got %v, want an error containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestConfigValidateSettingsOnly checks that Validate judges the limits
+// and routes without the parts New needs, and that a zero limit stands for
+// its default.
+func TestConfigValidateSettingsOnly(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		c    Config
+		want string // substring of the error; "" means valid
+	}{
+		{"zero", Config{}, ""},
+		{"largest limits", Config{MaxMessageBytes: MaxMaxMessageBytes, MaxHeaderBytes: MaxMaxHeaderBytes, MaxMIMEDepth: MaxMaxMIMEDepth,
+			MaxMIMEParts: MaxMaxMIMEParts, InlineAttachmentMax: MaxInlineAttachmentMax, MaxJunkCommands: MaxMaxJunkCommands,
+			DataTimeout: MaxMaxSessionTime, MaxSessionTime: MaxMaxSessionTime}, ""},
+		{"message above 100 MiB", Config{MaxMessageBytes: MaxMaxMessageBytes + 1}, "MaxMessageBytes 104857601 is above"},
+		{"header above 1 MiB", Config{MaxHeaderBytes: MaxMaxHeaderBytes + 1}, "MaxHeaderBytes 1048577 must be between"},
+		{"mime depth", Config{MaxMIMEDepth: MaxMaxMIMEDepth + 1}, "MaxMIMEDepth and MaxMIMEParts"},
+		{"inline attachments", Config{InlineAttachmentMax: MaxInlineAttachmentMax + 1}, "InlineAttachmentMax"},
+		{"junk commands", Config{MaxJunkCommands: -1}, "MaxJunkCommands -1"},
+		{"session shorter than the default data timeout", Config{MaxSessionTime: time.Minute}, "MaxSessionTime 1m0s is below DataTimeout 10m0s"},
+		{"session above a day", Config{MaxSessionTime: MaxMaxSessionTime + 1}, "is above 24h"},
+		{"recipient without local part", Config{Routes: []Route{{Tenant: "acme", Name: "r", Recipients: []string{"@acme.example"}}}}, "is not an address"},
+		{"sender domain with a space", Config{Routes: []Route{{Tenant: "acme", Name: "r", Recipients: []string{"r@acme.example"},
+			AllowedSenderDomains: []string{"vendor example"}}}}, "is not a domain"},
+	} {
+		err := tc.c.Validate()
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: Validate() = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	for a, ok := range map[string]bool{"in@acme.example": true, " In@Acme.Example ": true, "@acme.example": false,
+		"in@": false, "in": false, strings.Repeat("a", 250) + "@b.cd": false} {
+		if ValidAddress(a) != ok {
+			t.Errorf("ValidAddress(%q) = %t", a, !ok)
+		}
 	}
 }
 

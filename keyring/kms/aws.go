@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -25,7 +26,7 @@ type AWSConfig struct {
 	// standard chain provides one (AWS_REGION, the shared config file).
 	Region string
 	// Endpoint overrides the KMS endpoint URL, e.g. a VPC endpoint or a
-	// local test server. Optional.
+	// local test server: http or https. Optional.
 	Endpoint string
 	// Timeout bounds one KMS call including retries. Default 10s.
 	Timeout time.Duration
@@ -46,14 +47,30 @@ type AWS struct {
 	timeout time.Duration
 }
 
+// Validate checks c without calling AWS: a key id, an http(s) endpoint
+// when one is set, a timeout that is not negative. Its errors name the
+// setting; NewAWS's add "kms: aws:".
+func (c AWSConfig) Validate() error {
+	var errs []error
+	if c.KeyID == "" {
+		errs = append(errs, errors.New("key id is required"))
+	}
+	if c.Endpoint != "" {
+		if u, err := url.Parse(c.Endpoint); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("endpoint must be an http(s) URL, got %q", c.Endpoint))
+		}
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("timeout %s is negative", c.Timeout))
+	}
+	return errors.Join(errs...)
+}
+
 // NewAWS returns the aws provider for c. It does not call KMS; the first
 // Seal or Open does.
 func NewAWS(ctx context.Context, c AWSConfig) (*AWS, error) {
-	if c.KeyID == "" {
-		return nil, errors.New("kms: aws: key id is required")
-	}
-	if c.Timeout < 0 {
-		return nil, fmt.Errorf("kms: aws: timeout %s is negative", c.Timeout)
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("kms: aws: %w", err)
 	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultAWSTimeout

@@ -96,6 +96,23 @@ type Envelope struct {
 	tenants  *tenantKeys // nil without Config.TenantKeys
 }
 
+// Validate checks c's settings: MaxAge, MaxUses and MaxOpenKeys, a zero
+// value standing for its default. It does not look at KEK, which New
+// requires as well. Its errors name the setting; New's add "kms: config:".
+func (c Config) Validate() error {
+	var errs []error
+	if c.MaxAge < 0 || c.MaxAge > maxMaxAge {
+		errs = append(errs, fmt.Errorf("max age %s out of range (0, %s]", c.MaxAge, maxMaxAge))
+	}
+	if c.MaxUses < 0 || c.MaxUses > maxMaxUses {
+		errs = append(errs, fmt.Errorf("max uses %d out of range [1, %d]", c.MaxUses, maxMaxUses))
+	}
+	if c.MaxOpenKeys < 0 {
+		errs = append(errs, fmt.Errorf("max open keys %d is negative", c.MaxOpenKeys))
+	}
+	return errors.Join(errs...)
+}
+
 // New returns an Envelope for c.
 func New(c Config) (*Envelope, error) {
 	if c.KEK == nil {
@@ -105,23 +122,17 @@ func New(c Config) (*Envelope, error) {
 	if _, err := appendHeader(nil, id, []byte{0}); err != nil {
 		return nil, fmt.Errorf("kms: config: %w", err)
 	}
-	switch {
-	case c.MaxAge == 0:
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("kms: config: %w", err)
+	}
+	if c.MaxAge == 0 {
 		c.MaxAge = DefaultMaxAge
-	case c.MaxAge < 0 || c.MaxAge > maxMaxAge:
-		return nil, fmt.Errorf("kms: config: max age %s out of range (0, %s]", c.MaxAge, maxMaxAge)
 	}
-	switch {
-	case c.MaxUses == 0:
+	if c.MaxUses == 0 {
 		c.MaxUses = DefaultMaxUses
-	case c.MaxUses < 0 || c.MaxUses > maxMaxUses:
-		return nil, fmt.Errorf("kms: config: max uses %d out of range [1, %d]", c.MaxUses, maxMaxUses)
 	}
-	switch {
-	case c.MaxOpenKeys == 0:
+	if c.MaxOpenKeys == 0 {
 		c.MaxOpenKeys = DefaultMaxOpenKeys
-	case c.MaxOpenKeys < 0:
-		return nil, fmt.Errorf("kms: config: max open keys %d is negative", c.MaxOpenKeys)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

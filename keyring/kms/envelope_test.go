@@ -95,7 +95,29 @@ func TestConfig(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("New: %v; want an error about %q", err, tc.want)
 			}
+			// The settings alone, without a KEK, are judged the same.
+			if tc.c.KEK != nil && strings.HasPrefix(tc.want, "max ") {
+				if err := tc.c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("Validate: %v; want an error about %q", err, tc.want)
+				}
+			}
 		})
+	}
+	if err := (Config{}).Validate(); err != nil {
+		t.Errorf("zero Config: %v", err)
+	}
+	for _, tc := range []struct {
+		c    AWSConfig
+		want string
+	}{
+		{AWSConfig{KeyID: "alias/sealpost", Endpoint: "https://kms.example:4566"}, ""},
+		{AWSConfig{}, "key id is required"},
+		{AWSConfig{KeyID: "k", Endpoint: "kms.example"}, "endpoint must be an http(s) URL"},
+		{AWSConfig{KeyID: "k", Timeout: -time.Second}, "timeout -1s is negative"},
+	} {
+		if err := tc.c.Validate(); (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%+v: Validate() = %v, want %q", tc.c, err, tc.want)
+		}
 	}
 	// Two envelopes may share one registry.
 	reg := prometheus.NewRegistry()

@@ -12,6 +12,8 @@ import (
 
 // Attempt is the record of one delivery attempt. It never holds a body.
 type Attempt struct {
+	// Endpoint is the id of the endpoint it went to.
+	Endpoint string `json:"endpoint"`
 	// N is the number of the scheduled attempt, from 1. Redeliveries and
 	// replays repeat the number of the last scheduled attempt.
 	N int `json:"n"`
@@ -54,13 +56,20 @@ func attemptsContext(tenant, id string) kms.Context {
 
 // An attempt record's fields, in the clear so that the next attempt's
 // number and due time are known without opening it: id, number, result,
-// next due time (unix milliseconds, 0 for none), trigger, error class. The
-// blob is the sealed Attempt.
-const attemptFields = 6
+// next due time (unix milliseconds, 0 for none), trigger, error class and
+// endpoint. The blob is the sealed Attempt. Records of earlier versions
+// have no endpoint field: theirs is DefaultEndpoint.
+const (
+	attemptFields       = 7
+	attemptFieldsBefore = 6
+)
 
 // attemptRecord returns the record of attempt a of id, sealed, kept as
 // long as route's receipts.
 func (w *Worker) attemptRecord(ctx context.Context, tenant, route, id string, a Attempt) (record, error) {
+	if a.Endpoint == "" {
+		a.Endpoint = DefaultEndpoint
+	}
 	plain, err := json.Marshal(a)
 	if err != nil {
 		return record{}, fmt.Errorf("forwarder: encode attempt: %w", err)
@@ -73,7 +82,7 @@ func (w *Worker) attemptRecord(ctx context.Context, tenant, route, id string, a 
 	if !a.NextAt.IsZero() {
 		next = strconv.FormatInt(a.NextAt.UnixMilli(), 10)
 	}
-	return record{fields: []string{id, strconv.Itoa(a.N), a.Result, next, a.Trigger, a.Class}, blob: sealed, ttl: w.retention(tenant, route)}, nil
+	return record{fields: []string{id, strconv.Itoa(a.N), a.Result, next, a.Trigger, a.Class, a.Endpoint}, blob: sealed, ttl: w.retention(tenant, route)}, nil
 }
 
 // recordAttempt stores one attempt record of id.
@@ -92,7 +101,8 @@ func (w *Worker) recordAttempt(ctx context.Context, tenant, route, id string, a 
 	return nil
 }
 
-// lastAttempt is what the attempt records of a receipt say of its schedule.
+// lastAttempt is what the attempt records of a receipt say of its schedule
+// to one endpoint.
 type lastAttempt struct {
 	n      int       // number of the last scheduled attempt; 0 if none was made
 	result string    // its result; "" when there is none
@@ -100,36 +110,71 @@ type lastAttempt struct {
 	due    time.Time // when the next attempt is due, if one was scheduled
 	// delivered: some attempt, scheduled or not, got a 2xx answer.
 	delivered bool
+	// resolved: an attempt after the last dead letter delivered it.
+	resolved bool
+	// failures counts attempts that did not deliver.
+	failures int
 }
 
-// lastAttempts returns, for each id of a group with attempt records, its
-// newest scheduled attempt and whether any attempt delivered it.
-func (w *Worker) lastAttempts(ctx context.Context, k groupKey) (map[string]lastAttempt, error) {
-	out := map[string]lastAttempt{}
+// attemptRecordFields checks a record's fields and returns its endpoint.
+func attemptRecordFields(seq uint64, f []string) (n int, ms int64, endpoint string, err error) {
+	switch len(f) {
+	case attemptFields:
+		endpoint = f[6]
+	case attemptFieldsBefore:
+		endpoint = DefaultEndpoint
+	default:
+		return 0, 0, "", fmt.Errorf("forwarder: attempt record at seq %d has %d fields", seq, len(f))
+	}
+	n, err1 := strconv.Atoi(f[1])
+	ms, err2 := strconv.ParseInt(f[3], 10, 64)
+	if err1 != nil || err2 != nil || n < 0 || endpoint == "" {
+		return 0, 0, "", fmt.Errorf("forwarder: attempt record at seq %d is malformed", seq)
+	}
+	return n, ms, endpoint, nil
+}
+
+// lastAttempts returns, for each id of a group with attempt records and
+// each endpoint it was attempted to, its newest scheduled attempt and
+// whether any attempt delivered it.
+func (w *Worker) lastAttempts(ctx context.Context, k groupKey) (map[string]map[string]lastAttempt, error) {
+	out := map[string]map[string]lastAttempt{}
 	err := eachRecord(ctx, w.cfg.Attempts, attemptSubject(k.tenant, k.group), attemptsFormat, func(seq uint64, f []string, _ []byte) error {
-		if len(f) != attemptFields {
-			return fmt.Errorf("forwarder: attempt record at seq %d has %d fields", seq, len(f))
+		n, ms, ep, err := attemptRecordFields(seq, f)
+		if err != nil {
+			return err
 		}
-		n, err1 := strconv.Atoi(f[1])
-		ms, err2 := strconv.ParseInt(f[3], 10, 64)
-		if err1 != nil || err2 != nil || n < 0 {
-			return fmt.Errorf("forwarder: attempt record at seq %d is malformed", seq)
+		byEP := out[f[0]]
+		if byEP == nil {
+			byEP = map[string]lastAttempt{}
+			out[f[0]] = byEP
 		}
-		last := out[f[0]]
-		last.delivered = last.delivered || f[2] == ResultDelivered
-		if f[4] == TriggerQueue {
-			last.n, last.result, last.class, last.due = n, f[2], f[5], time.Time{}
-			if ms > 0 {
-				last.due = time.UnixMilli(ms)
-			}
-		}
-		out[f[0]] = last
+		byEP[ep] = foldAttempt(byEP[ep], n, ms, f[2], f[4], f[5])
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("forwarder: read attempts: %w", err)
 	}
 	return out, nil
+}
+
+// foldAttempt adds one record (in stream order) to what is known.
+func foldAttempt(last lastAttempt, n int, ms int64, result, trigger, class string) lastAttempt {
+	if result == ResultDelivered {
+		last.delivered = true
+		if last.result == ResultDeadLettered {
+			last.resolved = true
+		}
+	} else {
+		last.failures++
+	}
+	if trigger == TriggerQueue {
+		last.n, last.result, last.class, last.due = n, result, class, time.Time{}
+		if ms > 0 {
+			last.due = time.UnixMilli(ms)
+		}
+	}
+	return last
 }
 
 // Attempts lists the recorded attempts of a receipt, oldest first (at most
@@ -144,7 +189,7 @@ func (w *Worker) Attempts(ctx context.Context, tenant, id string) ([]Attempt, er
 	}
 	var out []Attempt
 	err = eachRecord(ctx, w.cfg.Attempts, attemptSubject(k.tenant, k.group), attemptsFormat, func(seq uint64, f []string, blob []byte) error {
-		if len(f) != attemptFields || f[0] != id {
+		if (len(f) != attemptFields && len(f) != attemptFieldsBefore) || f[0] != id {
 			return nil
 		}
 		plain, err := w.cfg.Sealer.Open(ctx, attemptsContext(tenant, id), blob)
@@ -154,6 +199,9 @@ func (w *Worker) Attempts(ctx context.Context, tenant, id string) ([]Attempt, er
 		var a Attempt
 		if err := json.Unmarshal(plain, &a); err != nil {
 			return fmt.Errorf("forwarder: decode attempt at seq %d: %w", seq, err)
+		}
+		if a.Endpoint == "" {
+			a.Endpoint = DefaultEndpoint
 		}
 		out = append(out, a)
 		if len(out) >= maxAttemptsListed {

@@ -180,17 +180,17 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 	if n := len(rc.requests()); n != 1 {
 		t.Errorf("receiver got %d requests, want 1 (the disabled endpoint is not called)", n)
 	}
-	if dis, _ := e.w.EndpointDisabled(ctx, "acme", "invoices"); !dis {
+	if dis, _ := e.w.EndpointDisabled(ctx, "acme", "invoices", DefaultEndpoint); !dis {
 		t.Error("endpoint not disabled")
 	}
 	if !slices.ContainsFunc(e.audit.entries, func(a audit.Entry) bool { return a.Action == "endpoint.disable" }) {
 		t.Error("disabling was not audited")
 	}
-	if err := e.w.Redeliver(ctx, "acme", first.ID); err == nil {
+	if err := e.w.Redeliver(ctx, "acme", first.ID, ""); err == nil {
 		t.Error("redeliver to a disabled endpoint succeeded")
 	}
 	gone = false
-	if err := e.w.EnableEndpoint(ctx, "acme", "invoices"); err != nil {
+	if err := e.w.EnableEndpoint(ctx, "acme", "invoices", DefaultEndpoint); err != nil {
 		t.Fatal(err)
 	}
 	n, err := e.w.ReplayDeadLetters(ctx, ReplayFilter{Tenant: "acme"})
@@ -202,7 +202,7 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 	third := submission(t, "invoices")
 	e.handle(ctx, third, &fakeDelivery{})
 	e.route("invoices", rc, func(r *Route) { r.Endpoint.URL += "?v=2" })
-	if dis, _ := e.w.EndpointDisabled(ctx, "acme", "invoices"); dis {
+	if dis, _ := e.w.EndpointDisabled(ctx, "acme", "invoices", DefaultEndpoint); dis {
 		t.Error("a new URL is still disabled")
 	}
 }

@@ -92,7 +92,7 @@ func TestScheduleThenDeadLetter(t *testing.T) {
 		t.Errorf("audit = %v, want %v", got, want)
 	}
 	// The dead letter is stored sealed and lists for replay.
-	m, err := e.cfg.DeadLetters.Last(context.Background(), dlqSubject("acme", "invoices", s.ID))
+	m, err := e.cfg.DeadLetters.Last(context.Background(), dlqSubject("acme", "invoices", s.ID, DefaultEndpoint))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,10 +2,11 @@ package main
 
 import (
 	"fmt"
-	"github.com/sealpost/sealpost/ingress/smtpin"
 	"net"
 	"strings"
 	"time"
+
+	"github.com/sealpost/sealpost/ingress/smtpin"
 
 	"github.com/sealpost/sealpost/ingress/mtasts"
 )

@@ -86,7 +86,7 @@ type target struct {
 	// checkDead: the records say it was dead-lettered with this reason;
 	// whether the dead letter was stored is to be checked.
 	checkDead string
-	a          Attempt // the attempt's record, once concluded
+	a         Attempt // the attempt's record, once concluded
 }
 
 func (tg *target) waitFor(d time.Duration) { tg.wait, tg.delay = true, d }

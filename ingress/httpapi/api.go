@@ -156,16 +156,26 @@ func (a *API) HTTPS() http.Handler { return securityHeaders(true, a.calls("https
 // Admin is the handler of the admin listener.
 func (a *API) Admin() http.Handler { return securityHeaders(false, a.calls("admin", a.mux("admin"))) }
 
-// RouteInfo names one route of the API.
+// RouteInfo names one route of the API and who may call it: "public",
+// "apikey" with Scopes (any of them), or "operator" with Role.
 type RouteInfo struct {
 	Server, Method, Path string
+	Access               string
+	Scopes               []string
+	Role                 string
 }
 
 // Routes lists every route the API serves, for its description.
 func (a *API) Routes() []RouteInfo {
 	out := make([]RouteInfo, len(a.routes))
 	for i, r := range a.routes {
-		out[i] = RouteInfo{Server: r.server, Method: r.method, Path: r.path}
+		out[i] = RouteInfo{Server: r.server, Method: r.method, Path: r.path, Access: "public", Scopes: r.access.scopes, Role: r.access.role}
+		switch {
+		case r.access.apikey:
+			out[i].Access = "apikey"
+		case r.access.role != "":
+			out[i].Access = "operator"
+		}
 	}
 	return out
 }

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"net/http"
 	"net/http/pprof"
+	"sync"
 
 	"github.com/sealpost/sealpost/ingress/catalog"
 	"github.com/sealpost/sealpost/ingress/httpin"
@@ -59,10 +60,10 @@ func (a *API) table() []route {
 	const aep = "/admin/tenants/{tenant}/routes/{route}/endpoints/{endpoint}"
 	return []route{
 		// Public documents.
-		{server: "https", method: "GET", path: "/.well-known/jwks.json", raw: a.cfg.Keys.JWKSHandler()},
-		{server: "https", method: "GET", path: "/v1/keys", raw: a.cfg.Keys.HistoryHandler()},
-		{server: "https", method: "GET", path: "/v1/keys/{kid}", raw: a.cfg.Keys.HistoryHandler()},
-		{server: "https", method: "GET", path: "/v1/audit/checkpoint", raw: a.cfg.Audit.CheckpointHandler()},
+		{server: "https", method: "GET", path: "/.well-known/jwks.json", raw: lazy(func() http.Handler { return a.cfg.Keys.JWKSHandler() })},
+		{server: "https", method: "GET", path: "/v1/keys", raw: lazy(func() http.Handler { return a.cfg.Keys.HistoryHandler() })},
+		{server: "https", method: "GET", path: "/v1/keys/{kid}", raw: lazy(func() http.Handler { return a.cfg.Keys.HistoryHandler() })},
+		{server: "https", method: "GET", path: "/v1/audit/checkpoint", raw: lazy(func() http.Handler { return a.cfg.Audit.CheckpointHandler() })},
 		{server: "https", method: "GET", path: "/v1/audit/consistency", h: a.getConsistency},
 		{server: "https", method: "GET", path: "/v1/openapi.json", h: a.getOpenAPI},
 		{server: "https", method: "GET", path: "/.well-known/mta-sts.txt", raw: orNotFound(o.MTASTSPolicy)},
@@ -150,6 +151,24 @@ func (a *API) table() []route {
 		{server: "admin", method: "GET", path: "/debug/pprof/trace", access: admin, raw: http.HandlerFunc(pprof.Trace)},
 		{server: "admin", method: "GET", path: "/debug/pprof/symbol", access: admin, raw: http.HandlerFunc(pprof.Symbol)},
 	}
+}
+
+// lazy builds a handler of another package on first use.
+func lazy(mk func() http.Handler) http.Handler {
+	var once sync.Once
+	var h http.Handler
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() { h = mk() })
+		h.ServeHTTP(w, r)
+	})
+}
+
+// Routes lists every route of the API, for its description and the test
+// that holds the two together.
+func Routes() []RouteInfo {
+	a := &API{}
+	a.routes = a.table()
+	return a.Routes()
 }
 
 // mux routes one server's requests: each route behind its access check;

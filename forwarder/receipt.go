@@ -197,12 +197,6 @@ func receiptOf(env []byte) (receiptFields, error) {
 	return e.Receipt, nil
 }
 
-// routeOf reads receipt.route from an envelope.
-func routeOf(env []byte) (string, error) {
-	r, err := receiptOf(env)
-	return r.Route, err
-}
-
 // checkTokens checks that each value is usable as a key and subject token:
 // 1 to 128 letters, digits, '-' and '_'. Tenant, route and receipt ids are
 // all such tokens.

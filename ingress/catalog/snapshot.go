@@ -163,10 +163,7 @@ func buildSnapshot(cfg Config, stored map[string]json.RawMessage, log *slog.Logg
 	for _, eps := range s.endpoints {
 		slices.SortFunc(eps, func(a, b *Endpoint) int { return strings.Compare(a.ID, b.ID) })
 	}
-	var keys []httpin.APIKey
-	for _, k := range d.APIKeys {
-		keys = append(keys, k)
-	}
+	keys := append([]httpin.APIKey(nil), d.APIKeys...)
 	for _, r := range s.apiKeys {
 		if r.Declared {
 			continue

@@ -23,7 +23,6 @@ type access struct {
 }
 
 var (
-	public        = access{}
 	receiptsRead  = access{apikey: true, scopes: []string{httpin.ScopeReceiptsRead}}
 	endpointsRead = access{apikey: true, scopes: []string{httpin.ScopeReceiptsRead, httpin.ScopeEndpointsWrite}}
 	endpointsW    = access{apikey: true, scopes: []string{httpin.ScopeEndpointsWrite}}

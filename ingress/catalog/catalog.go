@@ -80,7 +80,10 @@ type Catalog struct {
 	kv   *queue.KV
 	snap atomic.Pointer[snapshot]
 
-	mu sync.Mutex // guards stored and rev
+	// rebuilding serializes rebuilds, so a snapshot never replaces a newer
+	// one.
+	rebuilding sync.Mutex
+	mu         sync.Mutex // guards stored and rev
 	// stored holds the decoded values of the bucket by key.
 	stored map[string]json.RawMessage
 	rev    map[string]uint64
@@ -185,6 +188,8 @@ func (c *Catalog) apply(key string, val []byte, rev uint64) {
 // rebuild makes a new snapshot from the declared objects and the stored
 // ones, and swaps it in.
 func (c *Catalog) rebuild() {
+	c.rebuilding.Lock()
+	defer c.rebuilding.Unlock()
 	c.mu.Lock()
 	stored := make(map[string]json.RawMessage, len(c.stored))
 	for k, v := range c.stored {

@@ -494,9 +494,15 @@ func (l *Log) CheckpointHandler() http.Handler {
 	})
 }
 
+// problemNames are the problem types (suffixes of
+// https://sealpost.dev/problems/, the API's vocabulary) of the statuses
+// these handlers answer.
+var problemNames = map[int]string{400: "invalid-request", 401: "unauthorized", 404: "not-found", 405: "method-not-allowed", 429: "rate-limited", 500: "internal", 503: "unavailable"}
+
 // writeProblem answers with an RFC 9457 problem document.
 func writeProblem(w http.ResponseWriter, status int, detail string) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"type": "about:blank", "title": http.StatusText(status), "status": status, "detail": detail})
+	_ = json.NewEncoder(w).Encode(map[string]any{"type": "https://sealpost.dev/problems/" + problemNames[status],
+		"title": http.StatusText(status), "status": status, "detail": detail})
 }

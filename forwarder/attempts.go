@@ -13,15 +13,17 @@ import (
 
 // Attempt is the record of one delivery attempt. It never holds a body.
 type Attempt struct {
-	// N numbers the receipt's attempts from 1 in the order they were made,
-	// scheduled ones, redeliveries and replays alike, so that no two
-	// attempts of a receipt share a number. (Records written before
+	// Endpoint is the id of the endpoint it went to.
+	Endpoint string `json:"endpoint"`
+	// N numbers the attempts of the receipt to this endpoint from 1 in the
+	// order they were made, scheduled ones, redeliveries and replays alike,
+	// so that no two of them share a number. (Records written before
 	// Scheduled existed number scheduled attempts only; a redelivery then
 	// repeated the number of the scheduled attempt before it.)
 	N int `json:"n"`
-	// Scheduled is the attempt's place in the retry schedule, from 1, for
-	// Trigger "queue"; 0 (omitted) for a redelivery or replay, which uses
-	// no place in it.
+	// Scheduled is the attempt's place in the endpoint's retry schedule,
+	// from 1, for Trigger "queue"; 0 (omitted) for a redelivery or replay,
+	// which uses no place in it.
 	Scheduled int `json:"scheduled,omitempty"`
 	// Trigger is "queue" (the retry schedule), "redeliver" or "replay".
 	Trigger string `json:"trigger"`
@@ -63,14 +65,22 @@ func attemptsContext(tenant, id string) kms.Context {
 // An attempt record's fields, in the clear so that the next attempt's
 // number and due time are known without opening it: id, place in the
 // schedule (Attempt.Scheduled; 0 for a redelivery or replay), result, next
-// due time (unix milliseconds rounded up, 0 for none), trigger, error class. The blob
-// is the sealed Attempt. Attempt.N is not among them: an attempt's N is
-// one more than the number of the receipt's records before it.
-const attemptFields = 6
+// due time (unix milliseconds rounded up, 0 for none), trigger, error class
+// and endpoint. The blob is the sealed Attempt. Attempt.N is not among
+// them: an attempt's N is one more than the number of records of the
+// receipt and endpoint before it. Records of earlier versions have no
+// endpoint field: theirs is DefaultEndpoint.
+const (
+	attemptFields       = 7
+	attemptFieldsBefore = 6
+)
 
 // attemptRecord returns the record of attempt a of id, sealed, kept as
 // long as route's receipts.
 func (w *Worker) attemptRecord(ctx context.Context, tenant, route, id string, a Attempt) (record, error) {
+	if a.Endpoint == "" {
+		a.Endpoint = DefaultEndpoint
+	}
 	plain, err := json.Marshal(a)
 	if err != nil {
 		return record{}, fmt.Errorf("forwarder: encode attempt: %w", err)
@@ -85,7 +95,7 @@ func (w *Worker) attemptRecord(ctx context.Context, tenant, route, id string, a 
 		// never before the NextAt the attempt shows.
 		next = strconv.FormatInt(a.NextAt.Add(time.Millisecond-time.Nanosecond).UnixMilli(), 10)
 	}
-	return record{fields: []string{id, strconv.Itoa(a.Scheduled), a.Result, next, a.Trigger, a.Class}, blob: sealed, ttl: w.retention(tenant, route)}, nil
+	return record{fields: []string{id, strconv.Itoa(a.Scheduled), a.Result, next, a.Trigger, a.Class, a.Endpoint}, blob: sealed, ttl: w.retention(tenant, route)}, nil
 }
 
 // recordAttempt stores one attempt record of id.
@@ -104,7 +114,8 @@ func (w *Worker) recordAttempt(ctx context.Context, tenant, route, id string, a 
 	return nil
 }
 
-// lastAttempt is what the attempt records of a receipt say of its schedule.
+// lastAttempt is what the attempt records of a receipt say of its schedule
+// to one endpoint.
 type lastAttempt struct {
 	count  int       // attempts made, of every trigger
 	n      int       // place of the last scheduled attempt; 0 if none was made
@@ -113,39 +124,73 @@ type lastAttempt struct {
 	due    time.Time // when the next attempt is due, if one was scheduled
 	// delivered: some attempt, scheduled or not, got a 2xx answer.
 	delivered bool
+	// resolved: an attempt after the last dead letter delivered it.
+	resolved bool
+	// failures counts attempts that did not deliver.
+	failures int
 }
 
-// lastAttempts returns, for each id of a group with attempt records, how
-// many attempts were made, its newest scheduled attempt (the schedule is
-// read from records with trigger "queue" only) and whether any attempt
-// delivered it.
-func (w *Worker) lastAttempts(ctx context.Context, k groupKey) (map[string]lastAttempt, error) {
-	out := map[string]lastAttempt{}
+// attemptRecordFields checks a record's fields and returns its endpoint.
+func attemptRecordFields(seq uint64, f []string) (n int, ms int64, endpoint string, err error) {
+	switch len(f) {
+	case attemptFields:
+		endpoint = f[6]
+	case attemptFieldsBefore:
+		endpoint = DefaultEndpoint
+	default:
+		return 0, 0, "", fmt.Errorf("forwarder: attempt record at seq %d has %d fields", seq, len(f))
+	}
+	n, err1 := strconv.Atoi(f[1])
+	ms, err2 := strconv.ParseInt(f[3], 10, 64)
+	if err1 != nil || err2 != nil || n < 0 || endpoint == "" {
+		return 0, 0, "", fmt.Errorf("forwarder: attempt record at seq %d is malformed", seq)
+	}
+	return n, ms, endpoint, nil
+}
+
+// lastAttempts returns, for each id of a group with attempt records and
+// each endpoint it was attempted to, how many attempts were made, its
+// newest scheduled attempt (the schedule is read from records with trigger
+// "queue" only) and whether any attempt delivered it.
+func (w *Worker) lastAttempts(ctx context.Context, k groupKey) (map[string]map[string]lastAttempt, error) {
+	out := map[string]map[string]lastAttempt{}
 	err := eachRecord(ctx, w.cfg.Attempts, attemptSubject(k.tenant, k.group), attemptsFormat, func(seq uint64, f []string, _ []byte) error {
-		if len(f) != attemptFields {
-			return fmt.Errorf("forwarder: attempt record at seq %d has %d fields", seq, len(f))
+		n, ms, ep, err := attemptRecordFields(seq, f)
+		if err != nil {
+			return err
 		}
-		n, err1 := strconv.Atoi(f[1])
-		ms, err2 := strconv.ParseInt(f[3], 10, 64)
-		if err1 != nil || err2 != nil || n < 0 {
-			return fmt.Errorf("forwarder: attempt record at seq %d is malformed", seq)
+		byEP := out[f[0]]
+		if byEP == nil {
+			byEP = map[string]lastAttempt{}
+			out[f[0]] = byEP
 		}
-		last := out[f[0]]
-		last.count++
-		last.delivered = last.delivered || f[2] == ResultDelivered
-		if f[4] == TriggerQueue {
-			last.n, last.result, last.class, last.due = n, f[2], f[5], time.Time{}
-			if ms > 0 {
-				last.due = time.UnixMilli(ms)
-			}
-		}
-		out[f[0]] = last
+		byEP[ep] = foldAttempt(byEP[ep], n, ms, f[2], f[4], f[5])
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("forwarder: read attempts: %w", err)
 	}
 	return out, nil
+}
+
+// foldAttempt adds one record (in stream order) to what is known.
+func foldAttempt(last lastAttempt, n int, ms int64, result, trigger, class string) lastAttempt {
+	last.count++
+	if result == ResultDelivered {
+		last.delivered = true
+		if last.result == ResultDeadLettered {
+			last.resolved = true
+		}
+	} else {
+		last.failures++
+	}
+	if trigger == TriggerQueue {
+		last.n, last.result, last.class, last.due = n, result, class, time.Time{}
+		if ms > 0 {
+			last.due = time.UnixMilli(ms)
+		}
+	}
+	return last
 }
 
 // Attempts lists the recorded attempts of a receipt, oldest first (at most
@@ -160,7 +205,7 @@ func (w *Worker) Attempts(ctx context.Context, tenant, id string) ([]Attempt, er
 	}
 	var out []Attempt
 	err = eachRecord(ctx, w.cfg.Attempts, attemptSubject(k.tenant, k.group), attemptsFormat, func(seq uint64, f []string, blob []byte) error {
-		if len(f) != attemptFields || f[0] != id {
+		if (len(f) != attemptFields && len(f) != attemptFieldsBefore) || f[0] != id {
 			return nil
 		}
 		plain, err := w.cfg.Sealer.Open(ctx, attemptsContext(tenant, id), blob)
@@ -170,6 +215,9 @@ func (w *Worker) Attempts(ctx context.Context, tenant, id string) ([]Attempt, er
 		var a Attempt
 		if err := json.Unmarshal(plain, &a); err != nil {
 			return fmt.Errorf("forwarder: decode attempt at seq %d: %w", seq, err)
+		}
+		if a.Endpoint == "" {
+			a.Endpoint = DefaultEndpoint
 		}
 		out = append(out, a)
 		if len(out) >= maxAttemptsListed {

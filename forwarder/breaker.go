@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Breaker states, as exported in the breaker_state metric.
@@ -221,28 +223,56 @@ func (b *breaker) setState(s int) {
 	}
 }
 
-// breakerFor returns the breaker of a route, creating it on first use and
-// again when the route's concurrency limit changed (requests in flight
-// finish on the old one).
-func (w *Worker) breakerFor(rt Route) *breaker {
-	key := rt.Tenant + "/" + rt.Name
-	limit := rt.MaxConcurrency
+// breakerFor returns the breaker of an endpoint, creating it on first use
+// and again when its concurrency limit changed (requests in flight finish
+// on the old one).
+func (w *Worker) breakerFor(tenant, route string, ep Endpoint) *breaker {
+	key := tenant + "/" + route + "/" + ep.id()
+	limit := ep.MaxConcurrency
 	if limit <= 0 {
 		limit = defaultMaxConcurrency
 	}
-	old, ok := w.breakers.Load(key)
-	if ok && cap(old.(*breaker).slots) == limit {
-		return old.(*breaker)
-	}
-	b := newBreaker(w.cfg.BreakerFailures, w.cfg.BreakerCooldown, limit, func(s int) {
-		w.metrics.breakerState.WithLabelValues(rt.Tenant, rt.Name).Set(float64(s))
-	})
-	if ok {
-		if w.breakers.CompareAndSwap(key, old, b) {
-			return b
+	for {
+		old, ok := w.breakers.Load(key)
+		if ok && cap(old.(*breaker).slots) == limit {
+			return old.(*breaker)
 		}
-		return w.breakerFor(rt) // another request replaced it first
+		b := newBreaker(w.cfg.BreakerFailures, w.cfg.BreakerCooldown, limit, func(s int) {
+			w.metrics.breakerState.WithLabelValues(tenant, route, ep.id()).Set(float64(s))
+		})
+		if ok {
+			if w.breakers.CompareAndSwap(key, old, b) {
+				return b
+			}
+			continue // another request replaced it first
+		}
+		actual, _ := w.breakers.LoadOrStore(key, b)
+		return actual.(*breaker)
 	}
-	actual, _ := w.breakers.LoadOrStore(key, b)
-	return actual.(*breaker)
+}
+
+// rateWait takes one message of an endpoint's rate and returns 0, or,
+// when the endpoint is over its rate (per instance), how long to wait; the
+// waiting message takes nothing.
+func (w *Worker) rateWait(tenant, route string, ep Endpoint) time.Duration {
+	if ep.RateLimit <= 0 {
+		return 0
+	}
+	key := tenant + "/" + route + "/" + ep.id()
+	v, ok := w.limiters.Load(key)
+	if !ok || v.(*rate.Limiter).Limit() != rate.Limit(ep.RateLimit) {
+		burst := max(1, int(ep.RateLimit))
+		v, _ = w.limiters.LoadOrStore(key, rate.NewLimiter(rate.Limit(ep.RateLimit), burst))
+		if l := v.(*rate.Limiter); l.Limit() != rate.Limit(ep.RateLimit) {
+			l.SetLimit(rate.Limit(ep.RateLimit))
+			l.SetBurst(burst)
+		}
+	}
+	r := v.(*rate.Limiter).Reserve()
+	d := r.Delay()
+	if d > 0 {
+		r.Cancel()
+		return max(d, 10*time.Millisecond)
+	}
+	return 0
 }

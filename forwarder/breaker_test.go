@@ -153,7 +153,7 @@ func TestBreakerOpensAndProbes(t *testing.T) {
 	if !d.acked {
 		t.Fatalf("probe: %s, want ack", d.decision())
 	}
-	if b := e.w.breakerFor(Route{Tenant: "acme", Name: "invoices"}); b.state != breakerClosed {
+	if b := e.w.breakerFor("acme", "invoices", Endpoint{}); b.state != breakerClosed {
 		t.Error("circuit not closed after a good probe")
 	}
 }

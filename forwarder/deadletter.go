@@ -21,6 +21,7 @@ type deadLetter struct {
 	ID       string    `json:"id"`
 	Tenant   string    `json:"tenant"`
 	Route    string    `json:"route"`
+	Endpoint string    `json:"endpoint,omitempty"`
 	Reason   string    `json:"reason"`
 	Attempts int       `json:"attempts"`
 	Time     time.Time `json:"time"`
@@ -31,8 +32,11 @@ type deadLetter struct {
 
 // Headers of dead-letter records, in the clear: no payload content.
 const (
-	hdrID    = "Sealpost-Id"
-	hdrState = "Sealpost-State"
+	hdrID       = "Sealpost-Id"
+	hdrState    = "Sealpost-State"
+	hdrEndpoint = "Sealpost-Endpoint"
+	hdrReason   = "Sealpost-Reason"
+	hdrAttempts = "Sealpost-Attempts"
 
 	stateDead     = "dead"
 	stateResolved = "resolved"
@@ -41,26 +45,54 @@ const (
 // maxReplay bounds the dead letters one ReplayDeadLetters call sends.
 const maxReplay = 10000
 
-func dlqSubject(tenant, route, id string) string { return "dlq." + tenant + "." + route + "." + id }
+// dlqSubject is a dead letter's subject: "dlq.<tenant>.<route>.<id>" for
+// DefaultEndpoint (as in earlier versions), with ".<endpoint>" added for
+// any other.
+func dlqSubject(tenant, route, id, endpoint string) string {
+	s := "dlq." + tenant + "." + route + "." + id
+	if endpoint != "" && endpoint != DefaultEndpoint {
+		s += "." + endpoint
+	}
+	return s
+}
+
+// dlqRef is what a dead letter's subject names.
+type dlqRef struct{ tenant, route, id, endpoint string }
+
+func parseDLQSubject(subj string) (dlqRef, bool) {
+	tok := strings.Split(subj, ".")
+	switch {
+	case len(tok) == 4 && tok[0] == "dlq":
+		return dlqRef{tok[1], tok[2], tok[3], DefaultEndpoint}, true
+	case len(tok) == 5 && tok[0] == "dlq":
+		return dlqRef{tok[1], tok[2], tok[3], tok[4]}, true
+	}
+	return dlqRef{}, false
+}
 
 func dlqContext(tenant, id string) kms.Context {
 	return kms.Context{Tenant: tenant, Purpose: kms.PurposeDeadLetter, ObjectID: id}
 }
 
-// deadLetterAll stores the dead letters of items, audits them and finishes
-// the items; an item whose dead letter cannot be stored now is retried
-// later (its attempt record says dead_lettered, so it comes back here).
-func (w *Worker) deadLetterAll(ctx context.Context, items []*item) {
+// deadLetterAll stores the dead letters of items' endpoints, audits them
+// and finishes the endpoints; one whose dead letter cannot be stored now
+// waits (its attempt record says dead_lettered, so a redelivered copy
+// comes back here).
+func (w *Worker) deadLetterAll(ctx context.Context, dead []deadTarget) {
 	var entries []entry.Entry
-	var stored []*item
-	for _, it := range items {
-		if it.env == nil {
-			it.retryLater(w, errors.New("forwarder: dead letter without a receipt"))
+	var stored []deadTarget
+	for _, d := range dead {
+		it, tg := d.it, d.tg
+		if it.done {
 			continue
 		}
-		reason := it.deadLetter
-		plain, err := ingress.EncodeJSON(deadLetter{ID: it.s.ID, Tenant: it.s.Tenant, Route: it.s.Route, Reason: reason,
-			Attempts: it.n, Time: w.cfg.Now().UTC(), Envelope: it.env})
+		if it.env == nil {
+			tg.waitFor(w.jitter(internalRetryDelay))
+			continue
+		}
+		reason := tg.deadLetter
+		plain, err := ingress.EncodeJSON(deadLetter{ID: it.s.ID, Tenant: it.s.Tenant, Route: it.s.Route, Endpoint: tg.ep.ID, Reason: reason,
+			Attempts: tg.n, Time: w.cfg.Now().UTC(), Envelope: it.env})
 		if err == nil {
 			var sealed []byte
 			sealed, err = w.cfg.Sealer.Seal(ctx, dlqContext(it.s.Tenant, it.s.ID), plain)
@@ -68,60 +100,84 @@ func (w *Worker) deadLetterAll(ctx context.Context, items []*item) {
 			if err == nil {
 				// The message id makes a repeated append (after a failure
 				// below) land once within the duplicate window.
-				_, err = w.cfg.DeadLetters.Append(ctx, dlqSubject(it.s.Tenant, it.s.Route, it.s.ID), "dlq-"+it.s.ID+"-"+strconv.Itoa(it.n),
-					w.ttlHeader(map[string]string{hdrID: it.s.ID, hdrState: stateDead}, it.s.Tenant, it.s.Route), sealed)
+				msgID := "dlq-" + it.s.ID + "-" + strconv.Itoa(tg.n)
+				if tg.ep.ID != DefaultEndpoint {
+					msgID += "-" + tg.ep.ID
+				}
+				hdr := map[string]string{hdrID: it.s.ID, hdrState: stateDead, hdrEndpoint: tg.ep.ID, hdrReason: reason, hdrAttempts: strconv.Itoa(tg.n)}
+				_, err = w.cfg.DeadLetters.Append(ctx, dlqSubject(it.s.Tenant, it.s.Route, it.s.ID, tg.ep.ID), msgID,
+					w.ttlHeader(hdr, it.s.Tenant, it.s.Route), sealed)
 			}
 		}
 		if err != nil {
-			it.retryLater(w, fmt.Errorf("forwarder: dead letter: %w", err))
+			it.log().Warn("forwarder: dead letter not stored; retrying later", "endpoint", tg.ep.ID, "err", err)
+			tg.waitFor(w.jitter(internalRetryDelay))
 			continue
 		}
 		entries = append(entries, entry.Entry{Actor: "system", Action: entry.ActionDeadLettered, Tenant: it.s.Tenant, Target: it.s.ID,
-			Outcome: entry.OutcomeFailure, Details: map[string]string{"route": it.s.Route, "attempts": strconv.Itoa(it.n), "class": reason}})
-		stored = append(stored, it)
+			Outcome: entry.OutcomeFailure, Details: map[string]string{"route": it.s.Route, "endpoint": tg.ep.ID, "attempts": strconv.Itoa(tg.n), "class": reason}})
+		stored = append(stored, d)
 	}
 	if err := w.auditAll(ctx, entries...); err != nil {
-		w.retryLaterAll(stored, err)
+		for _, d := range stored {
+			d.tg.waitFor(w.jitter(internalRetryDelay))
+		}
+		w.log.Warn("forwarder: cannot process now; retrying later", "messages", len(stored), "err", err)
 		return
 	}
-	for _, it := range stored {
-		it.log().Warn("forwarder: dead-lettered", "attempts", it.n, "class", it.deadLetter)
-		it.finish(ackOutcome)
+	for _, d := range stored {
+		it, tg := d.it, d.tg
+		it.log().Warn("forwarder: dead-lettered", "endpoint", tg.ep.ID, "attempts", tg.n, "class", tg.deadLetter)
+		tg.finished, tg.wait = true, false
 		w.metrics.deliveries.WithLabelValues(ResultDeadLettered).Inc()
+		w.notify(it.s.Tenant, EventAttemptExhausted, map[string]any{"id": it.s.ID, "route": it.s.Route, "endpoint": tg.ep.ID,
+			"attempts": tg.n, "class": tg.deadLetter})
 	}
 }
 
 // Redeliver sends a stored receipt again, now, with the same webhook-id,
-// whether it was delivered, is still being retried or was dead-lettered. It
-// is one attempt, made inline: it returns nil on a 2xx answer (and marks a
-// dead letter of the receipt as resolved), ErrDeliveryFailed otherwise,
-// ErrEndpointDisabled while the endpoint is disabled, ErrNotFound for an
-// unknown receipt. The attempt is recorded and audited. As an explicit
-// request it is sent even while the endpoint's circuit breaker is open.
-func (w *Worker) Redeliver(ctx context.Context, tenant, id string) error {
-	return w.redeliver(ctx, tenant, id, TriggerRedeliver)
+// whether it was delivered, is still being retried or was dead-lettered:
+// to one endpoint of its route, or with endpoint "" to each endpoint that
+// takes its event type. It is one attempt per endpoint, made inline: it
+// returns nil when every one answered 2xx (and marks their dead letters
+// as resolved), ErrDeliveryFailed otherwise, ErrEndpointDisabled while an
+// endpoint is disabled, ErrNotFound for an unknown receipt or endpoint.
+// The attempts are recorded and audited. As explicit requests they are
+// sent even while an endpoint's circuit breaker is open.
+func (w *Worker) Redeliver(ctx context.Context, tenant, id, endpoint string) error {
+	return w.redeliver(ctx, tenant, id, endpoint, TriggerRedeliver)
 }
 
-func (w *Worker) redeliver(ctx context.Context, tenant, id, trigger string) error {
+func (w *Worker) redeliver(ctx context.Context, tenant, id, endpoint, trigger string) error {
 	env, err := w.Receipt(ctx, tenant, id)
 	if err != nil {
 		return err
 	}
-	route, err := routeOf(env)
+	rc, err := receiptOf(env)
 	if err != nil {
 		return err
 	}
+	route := rc.Route
 	rt, ok := w.cfg.Routes.Route(tenant, route)
 	if !ok {
 		return fmt.Errorf("%w: %s/%s", ErrUnknownRoute, tenant, route)
 	}
-	if err := w.audit(ctx, entry.Entry{Actor: actorFrom(ctx), Action: entry.ActionRedeliver, Tenant: tenant, Target: id,
-		Outcome: entry.OutcomeSuccess, Details: map[string]string{"route": route, "trigger": trigger}}); err != nil {
-		return err
+	var eps []Endpoint
+	if endpoint != "" {
+		ep, ok := rt.endpoint(endpoint)
+		if !ok {
+			return fmt.Errorf("%w: endpoint %s of %s/%s", ErrNotFound, endpoint, tenant, route)
+		}
+		eps = []Endpoint{ep}
+	} else {
+		for _, ep := range rt.endpoints() {
+			if ep.Accepts(rc.eventType()) {
+				eps = append(eps, ep)
+			}
+		}
 	}
-	disabled, err := w.endpointDisabled(ctx, rt)
-	if err != nil {
-		return err
+	if len(eps) == 0 {
+		return fmt.Errorf("%w: no endpoint of %s/%s takes this receipt", ErrNotFound, tenant, route)
 	}
 	k, err := groupOf(tenant, id)
 	if err != nil {
@@ -131,22 +187,40 @@ func (w *Worker) redeliver(ctx context.Context, tenant, id, trigger string) erro
 	if err != nil {
 		return err
 	}
-	last := lasts[id]
+	var firstErr error
+	for _, ep := range eps {
+		if err := w.redeliverTo(ctx, tenant, route, id, env, ep, lasts[id][ep.ID], trigger); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
+// redeliverTo makes one inline attempt to one endpoint.
+func (w *Worker) redeliverTo(ctx context.Context, tenant, route, id string, env []byte, ep Endpoint, last lastAttempt, trigger string) error {
+	if err := w.audit(ctx, entry.Entry{Actor: actorFrom(ctx), Action: entry.ActionRedeliver, Tenant: tenant, Target: id,
+		Outcome: entry.OutcomeSuccess, Details: map[string]string{"route": route, "endpoint": ep.ID, "trigger": trigger}}); err != nil {
+		return err
+	}
+	status, err := w.endpointStatus(ctx, tenant, route, ep)
+	if err != nil {
+		return err
+	}
 	start := w.cfg.Now()
-	a := Attempt{N: last.count + 1, Trigger: trigger, Time: start.UTC()}
+	a := Attempt{Endpoint: ep.ID, N: last.count + 1, Trigger: trigger, Time: start.UTC()}
 	var res result
-	if disabled {
+	if status.Disabled {
 		res = result{class: ClassDisabled}
 	} else {
 		cur, prev, err := w.cfg.Keys.SigningKeys(ctx, start)
 		if err != nil {
 			return fmt.Errorf("forwarder: signing keys: %w", err)
 		}
-		secrets, err := w.secretsFor(ctx, rt, start)
+		secrets, err := w.secretsFor(ctx, tenant, route, ep, start)
 		if err != nil {
 			return err
 		}
-		res, err = w.post(ctx, rt.Endpoint, id, env, cur, prev, secrets)
+		res, err = w.post(ctx, ep, id, env, cur, prev, secrets)
 		if err != nil {
 			return err
 		}
@@ -161,7 +235,7 @@ func (w *Worker) redeliver(ctx context.Context, tenant, id, trigger string) erro
 	if err := w.recordAttempt(ctx, tenant, route, id, a); err != nil {
 		return err
 	}
-	details := map[string]string{"route": route, "trigger": trigger}
+	details := map[string]string{"route": route, "endpoint": ep.ID, "trigger": trigger}
 	if res.status != 0 {
 		details["status"] = strconv.Itoa(res.status)
 	}
@@ -171,14 +245,14 @@ func (w *Worker) redeliver(ctx context.Context, tenant, id, trigger string) erro
 			return err
 		}
 		w.metrics.deliveries.WithLabelValues(ResultDelivered).Inc()
-		return w.markResolved(ctx, tenant, route, id)
+		return w.markResolved(ctx, tenant, route, id, ep.ID)
 	}
-	if disabled {
-		return fmt.Errorf("%w: %s/%s", ErrEndpointDisabled, tenant, route)
+	if status.Disabled {
+		return fmt.Errorf("%w: %s/%s/%s", ErrEndpointDisabled, tenant, route, ep.ID)
 	}
 	if res.gone {
-		if err := w.disableEndpoint(ctx, rt, res.status); err != nil {
-			w.log.Error("forwarder: disabling endpoint failed", "tenant", tenant, "route", route, "err", err)
+		if err := w.disableEndpoint(ctx, tenant, route, ep, res.status, DisabledGone); err != nil {
+			w.log.Error("forwarder: disabling endpoint failed", "tenant", tenant, "route", route, "endpoint", ep.ID, "err", err)
 		}
 	}
 	details["class"] = res.class
@@ -192,10 +266,10 @@ func (w *Worker) redeliver(ctx context.Context, tenant, id, trigger string) erro
 	return fmt.Errorf("%w: %s", ErrDeliveryFailed, res.class)
 }
 
-// markResolved appends a resolved marker after a dead letter of id, if its
-// newest record is a dead letter.
-func (w *Worker) markResolved(ctx context.Context, tenant, route, id string) error {
-	subj := dlqSubject(tenant, route, id)
+// markResolved appends a resolved marker after a dead letter of id to
+// endpoint, if its newest record is a dead letter.
+func (w *Worker) markResolved(ctx context.Context, tenant, route, id, endpoint string) error {
+	subj := dlqSubject(tenant, route, id, endpoint)
 	m, err := w.cfg.DeadLetters.Last(ctx, subj)
 	if errors.Is(err, queue.ErrNotFound) {
 		return nil
@@ -206,78 +280,158 @@ func (w *Worker) markResolved(ctx context.Context, tenant, route, id string) err
 	if m.Header[hdrState] != stateDead {
 		return nil
 	}
-	if _, err := w.cfg.DeadLetters.Append(ctx, subj, "", w.ttlHeader(map[string]string{hdrID: id, hdrState: stateResolved}, tenant, route), nil); err != nil {
+	hdr := map[string]string{hdrID: id, hdrState: stateResolved, hdrEndpoint: endpoint}
+	if _, err := w.cfg.DeadLetters.Append(ctx, subj, "", w.ttlHeader(hdr, tenant, route), nil); err != nil {
 		return fmt.Errorf("forwarder: resolve dead letter: %w", err)
 	}
 	return nil
 }
 
-// ReplayFilter selects dead letters to replay: one tenant's, or with
-// AllTenants every tenant's (an operator action). One of the two is
-// required.
+// ReplayFilter selects dead letters: one tenant's, or with AllTenants
+// every tenant's (an operator action). One of the two is required.
 type ReplayFilter struct {
 	Tenant string
-	// AllTenants replays every tenant's dead letters; Tenant must be empty.
+	// AllTenants selects every tenant's dead letters; Tenant must be empty.
 	AllTenants bool
-	// Route limits the replay to one route; empty replays every route.
+	// Route limits the selection to one route; empty selects every route.
 	Route string
-	// Since limits the replay to messages dead-lettered at or after it;
-	// zero replays all.
-	Since time.Time
+	// Endpoint limits it to one endpoint (with Route); empty: every one.
+	Endpoint string
+	// Since and Until limit it to messages dead-lettered in [Since,
+	// Until); zero leaves that side open.
+	Since, Until time.Time
+	// Routes, when not nil, is the set of routes the caller may reach
+	// (an API key scoped to some routes).
+	Routes func(route string) bool
 }
 
-// deadRef names one dead letter.
-type deadRef struct{ tenant, id string }
+// DeadLetter is one dead letter of the list: never its content.
+type DeadLetter struct {
+	ID       string    `json:"id"`
+	Route    string    `json:"route"`
+	Endpoint string    `json:"endpoint"`
+	Reason   string    `json:"reason,omitempty"`
+	Attempts int       `json:"attempts,omitempty"`
+	Time     time.Time `json:"dead_lettered_at"`
+	// Seq orders dead letters; Cursor pages on it.
+	Seq uint64 `json:"-"`
+}
 
-// ReplayDeadLetters sends every selected dead letter that was not
-// delivered since, once, inline, with its original webhook-id (see
-// Redeliver), at most 10,000 per call. It returns how many were delivered;
-// when some were not, the error wraps ErrDeliveryFailed, and
-// ErrEndpointDisabled too when each of them was for a disabled endpoint,
-// and they stay dead letters.
-func (w *Worker) ReplayDeadLetters(ctx context.Context, f ReplayFilter) (int, error) {
+// maxDeadScan bounds the records one listing or replay reads.
+const maxDeadScan = 200000
+
+// deadLetters returns the selected dead letters that are still dead, in
+// the order they were dead-lettered, with the tenant of each.
+func (w *Worker) deadLetters(ctx context.Context, f ReplayFilter) ([]DeadLetter, []string, error) {
 	tenantTok := f.Tenant
 	switch {
 	case f.AllTenants && f.Tenant != "":
-		return 0, fmt.Errorf("%w: a tenant and all tenants", ErrInvalidInput)
+		return nil, nil, fmt.Errorf("%w: a tenant and all tenants", ErrInvalidInput)
 	case f.AllTenants:
 		tenantTok = "*"
 	default:
 		if err := checkTenant(f.Tenant); err != nil {
-			return 0, err
+			return nil, nil, err
 		}
 	}
 	routeTok := "*"
 	if f.Route != "" {
 		if err := checkRoute(f.Route); err != nil {
-			return 0, err
+			return nil, nil, err
 		}
 		routeTok = f.Route
 	}
-	filter := "dlq." + tenantTok + "." + routeTok + ".*"
+	if f.Endpoint != "" {
+		if err := checkEndpoint(f.Endpoint); err != nil {
+			return nil, nil, err
+		}
+	}
 	// The newest record of a subject says whether it is still dead.
-	state := map[string]string{}
+	type rec struct {
+		dl    DeadLetter
+		state string
+	}
+	latest := map[string]*rec{}
 	var order []string
-	err := w.cfg.DeadLetters.Read(ctx, queue.ReadOptions{Filter: filter, StartTime: f.Since}, func(m *queue.Msg) error {
-		if _, seen := state[m.Subject]; !seen {
+	scanned := 0
+	err := w.cfg.DeadLetters.Read(ctx, queue.ReadOptions{Filter: "dlq." + tenantTok + "." + routeTok + ".>", StartTime: f.Since, HeadersOnly: true}, func(m *queue.Msg) error {
+		if scanned++; scanned > maxDeadScan {
+			return errStop
+		}
+		if !f.Until.IsZero() && !m.Time.Before(f.Until) {
+			return errStop
+		}
+		ref, ok := parseDLQSubject(m.Subject)
+		if !ok || (f.Endpoint != "" && ref.endpoint != f.Endpoint) || (f.Routes != nil && !f.Routes(ref.route)) {
+			return nil
+		}
+		r := latest[m.Subject]
+		if r == nil {
+			r = &rec{}
+			latest[m.Subject] = r
 			order = append(order, m.Subject)
 		}
-		state[m.Subject] = m.Header[hdrState]
+		r.state = m.Header[hdrState]
+		if r.state == stateDead {
+			n, _ := strconv.Atoi(m.Header[hdrAttempts])
+			r.dl = DeadLetter{ID: ref.id, Route: ref.route, Endpoint: ref.endpoint, Reason: m.Header[hdrReason], Attempts: n, Time: m.Time.UTC(), Seq: m.Seq}
+		}
 		return nil
 	})
-	if err != nil {
-		return 0, fmt.Errorf("forwarder: read dead letters: %w", err)
+	if err != nil && !errors.Is(err, errStop) {
+		return nil, nil, fmt.Errorf("forwarder: read dead letters: %w", err)
 	}
-	var pending []deadRef
+	var out []DeadLetter
+	var tenants []string
 	for _, subj := range order {
-		tok := strings.Split(subj, ".")
-		if state[subj] == stateDead && len(tok) == 4 {
-			pending = append(pending, deadRef{tenant: tok[1], id: tok[3]})
+		if r := latest[subj]; r.state == stateDead {
+			out = append(out, r.dl)
+			tenants = append(tenants, strings.Split(subj, ".")[1])
 		}
+	}
+	return out, tenants, nil
+}
+
+// DeadLetters lists a tenant's dead letters that were not delivered since,
+// oldest first: at most limit of them after the one at sequence after (0:
+// from the first), and whether more follow.
+func (w *Worker) DeadLetters(ctx context.Context, f ReplayFilter, after uint64, limit int) ([]DeadLetter, bool, error) {
+	if f.AllTenants {
+		return nil, false, fmt.Errorf("%w: one tenant's", ErrInvalidInput)
+	}
+	all, _, err := w.deadLetters(ctx, f)
+	if err != nil {
+		return nil, false, err
+	}
+	var out []DeadLetter
+	for _, d := range all {
+		if d.Seq <= after {
+			continue
+		}
+		if len(out) == limit {
+			return out, true, nil
+		}
+		out = append(out, d)
+	}
+	return out, false, nil
+}
+
+// ReplayDeadLetters sends every selected dead letter that was not
+// delivered since, once, inline, with its original webhook-id (see
+// Redeliver), at most 10,000 per call. It returns how many were delivered;
+// when some were not, the error wraps ErrDeliveryFailed and they stay dead
+// letters.
+func (w *Worker) ReplayDeadLetters(ctx context.Context, f ReplayFilter) (int, error) {
+	pending, tenants, err := w.deadLetters(ctx, f)
+	if err != nil {
+		return 0, err
 	}
 	details := map[string]string{"count": strconv.Itoa(len(pending))}
 	if f.Route != "" {
 		details["route"] = f.Route
+	}
+	if f.Endpoint != "" {
+		details["endpoint"] = f.Endpoint
 	}
 	if f.AllTenants {
 		details["tenants"] = "all"
@@ -285,40 +439,37 @@ func (w *Worker) ReplayDeadLetters(ctx context.Context, f ReplayFilter) (int, er
 	if !f.Since.IsZero() {
 		details["since"] = f.Since.UTC().Format(time.RFC3339)
 	}
+	if !f.Until.IsZero() {
+		details["until"] = f.Until.UTC().Format(time.RFC3339)
+	}
 	if err := w.audit(ctx, entry.Entry{Actor: actorFrom(ctx), Action: entry.ActionDLQReplay, Tenant: f.Tenant, Outcome: entry.OutcomeSuccess, Details: details}); err != nil {
 		return 0, err
 	}
 	if len(pending) > maxReplay {
 		pending = pending[:maxReplay]
 	}
-	delivered, failed, disabled := 0, 0, 0
+	delivered, failed := 0, 0
 	var firstErr error
-	for _, ref := range pending {
+	for i, d := range pending {
 		if err := ctx.Err(); err != nil {
 			return delivered, err
 		}
-		err := w.redeliver(ctx, ref.tenant, ref.id, TriggerReplay)
+		err := w.redeliver(ctx, tenants[i], d.ID, d.Endpoint, TriggerReplay)
 		if err == nil {
 			delivered++
 			continue
 		}
 		failed++
-		if errors.Is(err, ErrEndpointDisabled) {
-			disabled++
-		}
 		if firstErr == nil {
 			firstErr = err
 		}
-		if !errors.Is(err, ErrDeliveryFailed) && !errors.Is(err, ErrEndpointDisabled) && !errors.Is(err, ErrUnknownRoute) {
+		if !errors.Is(err, ErrDeliveryFailed) && !errors.Is(err, ErrEndpointDisabled) && !errors.Is(err, ErrUnknownRoute) && !errors.Is(err, ErrNotFound) {
 			// sealpost itself is failing (store, KMS, audit): stop.
 			return delivered, fmt.Errorf("forwarder: replay stopped after %d delivered: %w", delivered, err)
 		}
 	}
 	if failed > 0 {
-		if disabled == failed {
-			return delivered, fmt.Errorf("%w (%w): %d of %d dead letters not delivered (first: %v)", ErrDeliveryFailed, ErrEndpointDisabled, failed, len(pending), firstErr)
-		}
-		return delivered, fmt.Errorf("%w: %d of %d dead letters not delivered (first: %v)", ErrDeliveryFailed, failed, len(pending), firstErr)
+		return delivered, fmt.Errorf("%w: %d of %d dead letters not delivered (first: %w)", ErrDeliveryFailed, failed, len(pending), firstErr)
 	}
 	return delivered, nil
 }

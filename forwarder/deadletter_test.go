@@ -28,7 +28,7 @@ func deadLetterOne(t *testing.T, e *env, c *clock, s *ingress.Submission) {
 			c.advance(d.retries[0])
 		}
 	}
-	m, err := e.cfg.DeadLetters.Last(context.Background(), dlqSubject(s.Tenant, s.Route, s.ID))
+	m, err := e.cfg.DeadLetters.Last(context.Background(), dlqSubject(s.Tenant, s.Route, s.ID, DefaultEndpoint))
 	if err != nil || m.Header[hdrState] != stateDead {
 		t.Fatalf("%s not dead-lettered: %v", s.ID, err)
 	}
@@ -57,11 +57,11 @@ func TestRedeliverAndReplay(t *testing.T) {
 	deadLetterOne(t, e, c, b1)
 
 	// Redeliver to a failing endpoint: ErrDeliveryFailed, still dead.
-	if err := e.w.Redeliver(ctx, "acme", a1.ID); !errors.Is(err, ErrDeliveryFailed) {
+	if err := e.w.Redeliver(ctx, "acme", a1.ID, ""); !errors.Is(err, ErrDeliveryFailed) {
 		t.Fatalf("Redeliver to a failing endpoint = %v, want ErrDeliveryFailed", err)
 	}
 	up.Store(true)
-	if err := e.w.Redeliver(ctx, "acme", a1.ID); err != nil {
+	if err := e.w.Redeliver(ctx, "acme", a1.ID, ""); err != nil {
 		t.Fatalf("Redeliver = %v", err)
 	}
 	reqs := rcA.requests()
@@ -125,7 +125,7 @@ func TestLookupErrors(t *testing.T) {
 	for name, err := range map[string]error{
 		"receipt unknown":   func() error { _, err := e.w.Receipt(ctx, "acme", "rcpt_nope"); return err }(),
 		"attempts unknown":  func() error { _, err := e.w.Attempts(ctx, "acme", "rcpt_nope"); return err }(),
-		"redeliver unknown": e.w.Redeliver(ctx, "acme", "rcpt_nope"),
+		"redeliver unknown": e.w.Redeliver(ctx, "acme", "rcpt_nope", ""),
 		"receipt no tenant": func() error { _, err := e.w.Receipt(ctx, "", "rcpt_x"); return err }(),
 		"replay no tenant":  func() error { _, err := e.w.ReplayDeadLetters(ctx, ReplayFilter{}); return err }(),
 		"replay bad route": func() error {
@@ -133,8 +133,8 @@ func TestLookupErrors(t *testing.T) {
 			return err
 		}(),
 		"attempts wildcard":  func() error { _, err := e.w.Attempts(ctx, "acme", "*"); return err }(),
-		"enable bad tenant":  e.w.EnableEndpoint(ctx, "ac me", "r"),
-		"redeliver wildcard": e.w.Redeliver(ctx, "acme", ">"),
+		"enable bad tenant":  e.w.EnableEndpoint(ctx, "ac me", "r", DefaultEndpoint),
+		"redeliver wildcard": e.w.Redeliver(ctx, "acme", ">", ""),
 	} {
 		want := ErrInvalidInput
 		if name == "receipt unknown" || name == "attempts unknown" || name == "redeliver unknown" {
@@ -172,7 +172,7 @@ func TestRedeliverNumbering(t *testing.T) {
 
 	d := &fakeDelivery{}
 	e.handle(ctx, s, d) // scheduled attempt 1 fails, the next is due in a minute
-	if err := e.w.Redeliver(ctx, "acme", s.ID); !errors.Is(err, ErrDeliveryFailed) {
+	if err := e.w.Redeliver(ctx, "acme", s.ID, ""); !errors.Is(err, ErrDeliveryFailed) {
 		t.Fatalf("Redeliver = %v, want ErrDeliveryFailed", err)
 	}
 	c.advance(d.retries[0])

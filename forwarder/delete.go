@@ -54,8 +54,13 @@ func (w *Worker) DeleteReceipt(ctx context.Context, tenant, id string) (*Deleted
 	if err != nil {
 		return nil, err
 	}
-	if last := lasts[id]; !last.delivered && last.result != ResultDeadLettered {
+	if len(lasts[id]) == 0 {
 		return nil, fmt.Errorf("%w: %s", ErrPending, id)
+	}
+	for _, last := range lasts[id] {
+		if !last.delivered && last.result != ResultDeadLettered {
+			return nil, fmt.Errorf("%w: %s", ErrPending, id)
+		}
 	}
 	subject := receiptSubject(k.tenant, k.group)
 	var msgs []*queue.Msg
@@ -94,6 +99,9 @@ func (w *Worker) DeleteReceipt(ctx context.Context, tenant, id string) (*Deleted
 			}
 			seen[f[0]] = true
 			r := record{fields: slices.Clone(f), blob: bytes.Clone(blob)}
+			if len(f) == 2 {
+				r.index = receiptIndex(f[0], f[1])
+			}
 			if f[0] == id {
 				env, err := w.openReceipt(ctx, tenant, id, blob)
 				if err != nil {
@@ -163,16 +171,17 @@ func (w *Worker) DeleteReceipt(ctx context.Context, tenant, id string) (*Deleted
 			found.Attachments++
 		}
 	}
-	dlq := dlqSubject(tenant, found.Route, id)
-	if _, err := w.cfg.DeadLetters.Last(ctx, dlq); err == nil {
-		// The dead-letter stream refuses single deletes; a purge of the
-		// receipt's own subject removes its dead letters.
-		if err := w.cfg.DeadLetters.Purge(ctx, dlq); err != nil {
+	// The dead-letter stream refuses single deletes; a purge of the
+	// receipt's own subjects (one per endpoint) removes its dead letters.
+	for _, dlq := range []string{dlqSubject(tenant, found.Route, id, DefaultEndpoint), dlqSubject(tenant, found.Route, id, DefaultEndpoint) + ".*"} {
+		if _, err := w.cfg.DeadLetters.Last(ctx, dlq); err == nil {
+			if err := w.cfg.DeadLetters.Purge(ctx, dlq); err != nil {
+				return nil, err
+			}
+			found.DeadLetters = true
+		} else if !errors.Is(err, queue.ErrNotFound) {
 			return nil, err
 		}
-		found.DeadLetters = true
-	} else if !errors.Is(err, queue.ErrNotFound) {
-		return nil, err
 	}
 	return found, nil
 }

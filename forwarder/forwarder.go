@@ -25,7 +25,9 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,8 +38,12 @@ import (
 	"github.com/sealpost/sealpost/signer"
 )
 
-// Endpoint is where a route's receipts are POSTed.
+// Endpoint is one webhook receiver of a route: the route's receipts are
+// POSTed to each of its endpoints (fan-out).
 type Endpoint struct {
+	// ID names the endpoint within its route: 1-63 of a-z, 0-9, '_' and
+	// '-'. Empty means DefaultEndpoint (a route of the configuration file).
+	ID string
 	// URL is the https URL of the customer's webhook receiver. Required.
 	URL string
 	// AllowHTTP permits an http URL (development only). Default false.
@@ -48,6 +54,46 @@ type Endpoint struct {
 	// stored with RotateSecret are added to these. Optional: without any,
 	// only v1a signatures are sent.
 	Secrets []Secret
+	// MaxConcurrency bounds the requests in flight to this endpoint from
+	// one instance. Default: the route's MaxConcurrency, else 16.
+	MaxConcurrency int
+	// RateLimit bounds the messages per second sent to this endpoint from
+	// one instance; 0 sets no bound. Messages over it wait (not an
+	// attempt).
+	RateLimit float64
+	// EventTypes the endpoint receives: names ("invoice.paid") or
+	// prefixes ("invoice.*"). Empty: every submission, with or without an
+	// event type.
+	EventTypes []string
+}
+
+// DefaultEndpoint is the id of a route's endpoint from the configuration
+// file. Its stored state keeps the keys of the single-endpoint routes of
+// earlier versions.
+const DefaultEndpoint = "default"
+
+// Accepts reports whether the endpoint receives submissions of eventType.
+func (e *Endpoint) Accepts(eventType string) bool {
+	if len(e.EventTypes) == 0 {
+		return true
+	}
+	for _, t := range e.EventTypes {
+		if prefix, ok := strings.CutSuffix(t, ".*"); ok {
+			if strings.HasPrefix(eventType, prefix+".") {
+				return true
+			}
+		} else if t == eventType {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Endpoint) id() string {
+	if e.ID == "" {
+		return DefaultEndpoint
+	}
+	return e.ID
 }
 
 // Secret is one symmetric webhook secret.
@@ -61,10 +107,41 @@ type Secret struct {
 // Route is one tenant's named destination.
 type Route struct {
 	Tenant, Name string
-	Endpoint     Endpoint
-	// MaxConcurrency bounds the requests in flight to this route's endpoint
-	// from one instance. Default 16.
+	// Endpoints the route fans out to. When nil, Endpoint is the route's
+	// only endpoint (DefaultEndpoint).
+	Endpoints []Endpoint
+	// Endpoint is the single endpoint of a route without Endpoints.
+	Endpoint Endpoint
+	// MaxConcurrency bounds the requests in flight to each endpoint from
+	// one instance, unless the endpoint sets its own. Default 16.
 	MaxConcurrency int
+}
+
+// endpoints returns the route's endpoints with ids and limits filled in.
+func (r *Route) endpoints() []Endpoint {
+	eps := r.Endpoints
+	if eps == nil {
+		eps = []Endpoint{r.Endpoint}
+	}
+	out := make([]Endpoint, len(eps))
+	for i, e := range eps {
+		e.ID = e.id()
+		if e.MaxConcurrency <= 0 {
+			e.MaxConcurrency = r.MaxConcurrency
+		}
+		out[i] = e
+	}
+	return out
+}
+
+// endpoint returns one endpoint of the route by id.
+func (r *Route) endpoint(id string) (Endpoint, bool) {
+	for _, e := range r.endpoints() {
+		if e.ID == id {
+			return e, true
+		}
+	}
+	return Endpoint{}, false
 }
 
 // Routes looks routes up by tenant and name.
@@ -130,6 +207,9 @@ type Config struct {
 	Sealer Sealer
 	// Auditor records message steps. Optional: nil records nothing.
 	Auditor Auditor
+	// OpWebhooks finds tenants' operational webhooks. Optional: nil sends
+	// no operational events.
+	OpWebhooks OpWebhooks
 
 	// Receipts holds the sealed receipts; declare it with ReceiptsStream.
 	// Required.
@@ -207,8 +287,12 @@ type Worker struct {
 	client   *http.Client
 	guard    *guard
 	metrics  *metrics
-	breakers sync.Map // routeKey -> *breaker
+	breakers sync.Map // endpoint key -> *breaker
+	limiters sync.Map // endpoint key -> *rateLimiter
 	groups   *groupIndex
+	// state caches the endpoint state bucket once Watch runs.
+	state atomic.Pointer[stateCache]
+	ops   *opSender
 }
 
 // Errors callers branch on.
@@ -302,6 +386,7 @@ func New(c Config) (*Worker, error) {
 	g := &guard{allow: append([]netip.Prefix(nil), c.AllowNets...)}
 	w := &Worker{cfg: c, log: c.Logger, guard: g, metrics: m, groups: newGroupIndex()}
 	w.client = newClient(c, g, nil)
+	w.ops = newOpSender(w)
 	return w, nil
 }
 

@@ -116,7 +116,8 @@ func (w *Worker) storeReceipts(ctx context.Context, k groupKey, its []*item) {
 				}
 				continue
 			}
-			recs = append(recs, record{fields: []string{it.s.ID, it.s.Route}, blob: it.sealed, ttl: w.retention(it.s.Tenant, it.s.Route)})
+			recs = append(recs, record{fields: []string{it.s.ID, it.s.Route}, blob: it.sealed, ttl: w.retention(it.s.Tenant, it.s.Route),
+				index: receiptIndex(it.s.ID, it.s.Route)})
 			pending = append(pending, it)
 		}
 		if reset {

@@ -14,6 +14,7 @@ type metrics struct {
 	disabled         prometheus.Gauge
 	batchSize        prometheus.Histogram
 	batchSeconds     prometheus.Histogram
+	opEvents         *prometheus.CounterVec
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -29,8 +30,8 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		}, []string{"class"}),
 		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sealpost_forwarder_breaker_state",
-			Help: "Circuit breaker state per route on this instance: 0 closed, 1 open, 2 half-open.",
-		}, []string{"tenant", "route"}),
+			Help: "Circuit breaker state per endpoint on this instance: 0 closed, 1 open, 2 half-open.",
+		}, []string{"tenant", "route", "endpoint"}),
 		endpointDisabled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sealpost_forwarder_endpoint_disabled_total",
 			Help: "Endpoints disabled after answering 410 Gone.",
@@ -49,11 +50,15 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Help:    "Time to handle one batch: receipts, requests, attempt records and audit entries.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
 		}),
+		opEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sealpost_forwarder_operational_events_total",
+			Help: "Operational webhook events by outcome: queued, delivered, failed (after every try), dropped (too many pending).",
+		}, []string{"outcome"}),
 	}
 	if r == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.deliveries, m.attemptSeconds, m.breakerState, m.endpointDisabled, m.disabled, m.batchSize, m.batchSeconds} {
+	for _, c := range []prometheus.Collector{m.deliveries, m.attemptSeconds, m.breakerState, m.endpointDisabled, m.disabled, m.batchSize, m.batchSeconds, m.opEvents} {
 		if err := r.Register(c); err != nil {
 			return nil, fmt.Errorf("forwarder: register metrics: %w", err)
 		}

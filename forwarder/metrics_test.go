@@ -140,7 +140,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 			e.handle(ctx, s, &fakeDelivery{})
 		}
 	}
-	e.w.Redeliver(ctx, "acme", "rcpt_unknown")
+	e.w.Redeliver(ctx, "acme", "rcpt_unknown", "")
 	out := logs.String()
 	if out == "" {
 		t.Fatal("nothing was logged")

@@ -43,3 +43,11 @@ func checkID(id string) error {
 	}
 	return nil
 }
+
+// checkEndpoint checks an endpoint id by the route rule (ingress.ValidRoute).
+func checkEndpoint(id string) error {
+	if !ingress.ValidRoute(id) {
+		return fmt.Errorf("%w: endpoint %q is not %s", ErrInvalidInput, truncate(id, 64), ingress.RouteRule)
+	}
+	return nil
+}

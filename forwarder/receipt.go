@@ -171,17 +171,31 @@ func (w *Worker) Receipt(ctx context.Context, tenant, id string) ([]byte, error)
 	return w.openReceipt(ctx, tenant, id, r.sealed)
 }
 
-// routeOf reads receipt.route from an envelope.
-func routeOf(env []byte) (string, error) {
+// receiptFields are the members of a stored receipt the worker reads back.
+type receiptFields struct {
+	Route   string `json:"route"`
+	Channel string `json:"channel"`
+	Source  struct {
+		EventType string `json:"event_type"`
+	} `json:"source"`
+}
+
+func (r receiptFields) eventType() string {
+	if r.Source.EventType == "" && r.Channel == ingress.ChannelSMTP {
+		return ingress.EventTypeMail
+	}
+	return r.Source.EventType
+}
+
+// receiptOf reads the route and event type from an envelope.
+func receiptOf(env []byte) (receiptFields, error) {
 	var e struct {
-		Receipt struct {
-			Route string `json:"route"`
-		} `json:"receipt"`
+		Receipt receiptFields `json:"receipt"`
 	}
 	if err := json.Unmarshal(env, &e); err != nil || e.Receipt.Route == "" {
-		return "", errors.New("forwarder: stored receipt has no route")
+		return receiptFields{}, errors.New("forwarder: stored receipt has no route")
 	}
-	return e.Receipt.Route, nil
+	return e.Receipt, nil
 }
 
 // auditAll appends entries and returns once they are durable.

@@ -181,20 +181,20 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 	if n := len(rc.requests()); n != 1 {
 		t.Errorf("receiver got %d requests, want 1 (the disabled endpoint is not called)", n)
 	}
-	if dis, _ := e.w.EndpointDisabled(ctx, "acme", "invoices"); !dis {
+	if dis, _ := e.w.EndpointDisabled(ctx, "acme", "invoices", DefaultEndpoint); !dis {
 		t.Error("endpoint not disabled")
 	}
 	if !slices.ContainsFunc(e.audit.entries, func(a entry.Entry) bool { return a.Action == "endpoint.disable" }) {
 		t.Error("disabling was not audited")
 	}
-	if err := e.w.Redeliver(ctx, "acme", first.ID); !errors.Is(err, ErrEndpointDisabled) {
+	if err := e.w.Redeliver(ctx, "acme", first.ID, ""); !errors.Is(err, ErrEndpointDisabled) {
 		t.Errorf("redeliver to a disabled endpoint = %v, want ErrEndpointDisabled", err)
 	}
 	if n, err := e.w.ReplayDeadLetters(ctx, ReplayFilter{Tenant: "acme"}); n != 0 || !errors.Is(err, ErrEndpointDisabled) || !errors.Is(err, ErrDeliveryFailed) {
 		t.Errorf("replay to a disabled endpoint = %d, %v; want 0 and ErrEndpointDisabled", n, err)
 	}
 	gone = false
-	if err := e.w.EnableEndpoint(ctx, "acme", "invoices"); err != nil {
+	if err := e.w.EnableEndpoint(ctx, "acme", "invoices", DefaultEndpoint); err != nil {
 		t.Fatal(err)
 	}
 	n, err := e.w.ReplayDeadLetters(ctx, ReplayFilter{Tenant: "acme"})
@@ -206,7 +206,7 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 	third := submission(t, "invoices")
 	e.handle(ctx, third, &fakeDelivery{})
 	e.route("invoices", rc, func(r *Route) { r.Endpoint.URL += "?v=2" })
-	if dis, _ := e.w.EndpointDisabled(ctx, "acme", "invoices"); dis {
+	if dis, _ := e.w.EndpointDisabled(ctx, "acme", "invoices", DefaultEndpoint); dis {
 		t.Error("a new URL is still disabled")
 	}
 }

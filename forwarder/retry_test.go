@@ -92,7 +92,7 @@ func TestScheduleThenDeadLetter(t *testing.T) {
 		t.Errorf("audit = %v, want %v", got, want)
 	}
 	// The dead letter is stored sealed and lists for replay.
-	m, err := e.cfg.DeadLetters.Last(context.Background(), dlqSubject("acme", "invoices", s.ID))
+	m, err := e.cfg.DeadLetters.Last(context.Background(), dlqSubject("acme", "invoices", s.ID, DefaultEndpoint))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestRetryAfter(t *testing.T) {
 			e.route("invoices", rc, nil)
 			s := submission(t, "invoices")
 			for i := range tc.attempt {
-				if err := e.w.recordAttempt(context.Background(), "acme", "invoices", s.ID, Attempt{N: i + 1, Trigger: TriggerQueue, Result: ResultRetry}); err != nil {
+				if err := e.w.recordAttempt(context.Background(), "acme", "invoices", s.ID, Attempt{N: i + 1, Scheduled: i + 1, Trigger: TriggerQueue, Result: ResultRetry}); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -41,11 +41,11 @@ func TestV1InteropStandardWebhooks(t *testing.T) {
 	configured, _ := GenerateSecret()
 	e.route("invoices", rc, func(r *Route) { r.Endpoint.Secrets = []Secret{{Value: configured}} })
 	ctx := context.Background()
-	rotated, err := e.w.RotateSecret(ctx, "acme", "invoices", time.Hour)
+	rotated, err := e.w.RotateSecret(ctx, "acme", "invoices", DefaultEndpoint, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rotatedAgain, err := e.w.RotateSecret(ctx, "acme", "invoices", time.Hour)
+	rotatedAgain, err := e.w.RotateSecret(ctx, "acme", "invoices", DefaultEndpoint, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestV1InteropStandardWebhooks(t *testing.T) {
 	// After the overlap only the newest stored secret (and the configured
 	// one, which has no end) sign.
 	e.w.cfg.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
-	stored, err := e.w.secretsFor(ctx, Route{Tenant: "acme", Name: "invoices"}, e.w.cfg.Now())
+	stored, err := e.w.secretsFor(ctx, "acme", "invoices", Endpoint{}, e.w.cfg.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,16 +92,16 @@ func TestRotateSecretInput(t *testing.T) {
 		{"acme", "r", -time.Second, ErrInvalidInput},
 		{"acme", "r", MaxSecretOverlap + time.Second, ErrInvalidInput},
 	} {
-		if _, err := e.w.RotateSecret(ctx, tc.tenant, tc.route, tc.overlap); !errors.Is(err, tc.want) {
+		if _, err := e.w.RotateSecret(ctx, tc.tenant, tc.route, DefaultEndpoint, tc.overlap); !errors.Is(err, tc.want) {
 			t.Errorf("RotateSecret(%q, %q, %s) = %v, want %v", tc.tenant, tc.route, tc.overlap, err, tc.want)
 		}
 	}
 	// The secret is stored sealed: its bytes are not in the bucket.
-	s, err := e.w.RotateSecret(ctx, "acme", "r", 0)
+	s, err := e.w.RotateSecret(ctx, "acme", "r", DefaultEndpoint, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, _, err := e.cfg.EndpointState.Get(ctx, secretsKey("acme", "r"))
+	raw, _, err := e.cfg.EndpointState.Get(ctx, secretsKey("acme", "r", DefaultEndpoint))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sealpost/sealpost/ingress"
@@ -58,6 +59,10 @@ const (
 	// hdrRecords is the number of records in a message, so that expiry
 	// can be counted from headers alone.
 	hdrRecords = "Sealpost-Records"
+	// hdrIndex lists a receipts message's records, so that receipts can be
+	// listed from headers alone: "<last two characters of the id>=<route>"
+	// per record, space-separated, in order (the group is the subject's).
+	hdrIndex = "Sealpost-Index"
 )
 
 // recordHeadroom is what a message leaves of the server's limit for
@@ -91,6 +96,17 @@ type record struct {
 	fields []string
 	blob   []byte
 	ttl    time.Duration
+	// index is the record's entry in the message's index header; empty
+	// for records of unindexed formats.
+	index string
+}
+
+// receiptIndex is a receipt record's index entry.
+func receiptIndex(id, route string) string {
+	if len(id) < 2 {
+		return ""
+	}
+	return id[len(id)-2:] + "=" + route
 }
 
 // storeRecords writes recs on subject, as few messages as the message
@@ -107,12 +123,16 @@ func (w *Worker) storeRecords(ctx context.Context, s *queue.Stream, subject, for
 	seqs := make([]uint64, 0, len(recs))
 	var data []byte
 	var ttl time.Duration
+	var index []string
 	count := 0
 	flush := func() error {
 		if len(data) == 0 {
 			return nil
 		}
 		hdr := map[string]string{hdrFormat: format, hdrRecords: strconv.Itoa(count)}
+		if len(index) > 0 {
+			hdr[hdrIndex] = strings.Join(index, " ")
+		}
 		if ttl > 0 {
 			hdr[queue.HeaderTTL] = queue.TTLValue(ttl)
 		}
@@ -129,7 +149,7 @@ func (w *Worker) storeRecords(ctx context.Context, s *queue.Stream, subject, for
 		for range count {
 			seqs = append(seqs, seq)
 		}
-		data, count = nil, 0
+		data, count, index = nil, 0, nil
 		return nil
 	}
 	for _, r := range recs {
@@ -144,6 +164,9 @@ func (w *Worker) storeRecords(ctx context.Context, s *queue.Stream, subject, for
 		}
 		ttl = r.ttl
 		data = queue.AppendRecord(data, r.fields, r.blob)
+		if r.index != "" {
+			index = append(index, r.index)
+		}
 		count++
 	}
 	return seqs, flush()

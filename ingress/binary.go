@@ -15,11 +15,19 @@ import (
 //	id, tenant, route, channel, raw_sha256    uvarint length + bytes each
 //	received_at                               varint, unix nanoseconds
 //	raw_size                                  varint
-//	flags                                     one byte; bit 0: payload_jcs
+//	flags                                     one byte; bit 0: payload_jcs,
+//	                                          bit 1: an event type follows
+//	event_type                                uvarint length + bytes, if flagged
 //	source, payload                           uvarint length + bytes each
 //
 // Submissions sealed by earlier versions are JSON, and start with '{'.
 const binaryVersion = 0x01
+
+// Flags of the binary form.
+const (
+	flagPayloadJCS = 1 << 0
+	flagEventType  = 1 << 1
+)
 
 // maxField bounds the short string members of a binary submission.
 const maxField = 1024
@@ -56,9 +64,16 @@ func (s *Submission) AppendBinary(dst []byte) []byte {
 	dst = binary.AppendVarint(dst, s.RawSize)
 	var flags byte
 	if s.PayloadJCS {
-		flags |= 1
+		flags |= flagPayloadJCS
+	}
+	if s.EventType != "" {
+		flags |= flagEventType
 	}
 	dst = append(dst, flags)
+	if s.EventType != "" {
+		dst = binary.AppendUvarint(dst, uint64(len(s.EventType)))
+		dst = append(dst, s.EventType...)
+	}
 	for _, b := range [][]byte{s.Source, s.Payload} {
 		dst = binary.AppendUvarint(dst, uint64(len(b)))
 		dst = append(dst, b...)
@@ -69,7 +84,7 @@ func (s *Submission) AppendBinary(dst []byte) []byte {
 // BinarySize is the length of s's binary form.
 func (s *Submission) BinarySize() int {
 	n := 1 + 2*binary.MaxVarintLen64 + 1
-	for _, f := range []string{s.ID, s.Tenant, s.Route, s.Channel, s.RawSHA256} {
+	for _, f := range []string{s.ID, s.Tenant, s.Route, s.Channel, s.RawSHA256, s.EventType} {
 		n += binary.MaxVarintLen64 + len(f)
 	}
 	return n + 2*binary.MaxVarintLen64 + len(s.Source) + len(s.Payload)
@@ -116,11 +131,20 @@ func DecodeSubmission(b []byte) (*Submission, error) {
 	if k <= 0 || len(b) < k+1 {
 		return nil, ErrBadSubmission
 	}
-	if b[k]&^1 != 0 {
+	flags := b[k]
+	if flags&^(flagPayloadJCS|flagEventType) != 0 {
 		return nil, fmt.Errorf("%w: unknown flags", ErrBadSubmission)
 	}
-	s.ReceivedAt, s.RawSize, s.PayloadJCS = time.Unix(0, at).UTC(), size, b[k]&1 != 0
+	s.ReceivedAt, s.RawSize, s.PayloadJCS = time.Unix(0, at).UTC(), size, flags&flagPayloadJCS != 0
 	b = b[k+1:]
+	if flags&flagEventType != 0 {
+		if s.EventType, err = str(); err != nil {
+			return nil, err
+		}
+		if s.EventType == "" {
+			return nil, fmt.Errorf("%w: empty event type", ErrBadSubmission)
+		}
+	}
 	for _, f := range []*[]byte{(*[]byte)(&s.Source), (*[]byte)(&s.Payload)} {
 		n, k := uvarint(b)
 		if k <= 0 || n > uint64(len(b)-k) {

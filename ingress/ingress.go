@@ -41,6 +41,40 @@ type Submission struct {
 	RawSHA256 string `json:"raw_sha256"`
 	// RawSize is the number of bytes received.
 	RawSize int64 `json:"raw_size"`
+	// EventType is the sender's name for what happened (an HTTPS
+	// submission's Event-Type header); endpoints may filter on it. Empty
+	// when not given; mail is of type "mail".
+	EventType string `json:"event_type,omitempty"`
+}
+
+// EventTypeMail is the event type of every mail submission.
+const EventTypeMail = "mail"
+
+// Type returns the submission's event type: EventType, or "mail" for a
+// mail submission without one.
+func (s *Submission) Type() string {
+	if s.EventType == "" && s.Channel == ChannelSMTP {
+		return EventTypeMail
+	}
+	return s.EventType
+}
+
+// MaxEventTypeLen bounds an event type.
+const MaxEventTypeLen = 64
+
+// ValidEventType reports whether t is an event type: 1 to 64 letters,
+// digits, '.', '_' and '-'.
+func ValidEventType(t string) bool {
+	if t == "" || len(t) > MaxEventTypeLen {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // Validate reports whether s has every member a receipt needs and its

@@ -24,28 +24,32 @@ func TestEncodeJSONKeepsHTML(t *testing.T) {
 // of earlier versions still reads; damaged forms are refused, never read
 // wrong.
 func TestSubmissionBinary(t *testing.T) {
-	s := &Submission{ID: "rcpt_01JD7", Tenant: "acme", Route: "invoices", Channel: ChannelHTTPS,
+	plain := &Submission{ID: "rcpt_01JD7", Tenant: "acme", Route: "invoices", Channel: ChannelHTTPS,
 		ReceivedAt: time.Date(2026, 11, 22, 10, 0, 0, 123456789, time.UTC), Source: json.RawMessage(`{"remote_addr":"192.0.2.1"}`),
 		Payload: json.RawMessage(`{"a":"é<&>"}`), PayloadJCS: true, RawSHA256: "abc", RawSize: 17}
-	b := s.AppendBinary(nil)
-	if len(b) > s.BinarySize() {
-		t.Fatalf("binary form of %d bytes above its size bound %d", len(b), s.BinarySize())
-	}
-	got, err := DecodeSubmission(b)
-	if err != nil || !reflect.DeepEqual(got, s) {
-		t.Fatalf("DecodeSubmission = %+v, %v; want %+v", got, err, s)
-	}
-	legacy, _ := EncodeJSON(s)
-	if got, err := DecodeSubmission(legacy); err != nil || got.ID != s.ID || string(got.Payload) != string(s.Payload) {
-		t.Fatalf("JSON form: %+v, %v", got, err)
-	}
-	for i := range b {
-		if _, err := DecodeSubmission(b[:i]); err == nil {
-			t.Fatalf("a form cut at %d of %d bytes was read", i, len(b))
+	typed := *plain
+	typed.EventType = "order.created"
+	for _, s := range []*Submission{plain, &typed} {
+		b := s.AppendBinary(nil)
+		if len(b) > s.BinarySize() {
+			t.Fatalf("binary form of %d bytes above its size bound %d", len(b), s.BinarySize())
 		}
-	}
-	if _, err := DecodeSubmission(append(b, 0)); err == nil {
-		t.Fatal("trailing bytes were read")
+		got, err := DecodeSubmission(b)
+		if err != nil || !reflect.DeepEqual(got, s) {
+			t.Fatalf("DecodeSubmission = %+v, %v; want %+v", got, err, s)
+		}
+		legacy, _ := EncodeJSON(s)
+		if got, err := DecodeSubmission(legacy); err != nil || got.ID != s.ID || string(got.Payload) != string(s.Payload) || got.EventType != s.EventType {
+			t.Fatalf("JSON form: %+v, %v", got, err)
+		}
+		for i := range b {
+			if _, err := DecodeSubmission(b[:i]); err == nil {
+				t.Fatalf("a form cut at %d of %d bytes was read", i, len(b))
+			}
+		}
+		if _, err := DecodeSubmission(append(b, 0)); err == nil {
+			t.Fatal("trailing bytes were read")
+		}
 	}
 }
 
@@ -53,6 +57,8 @@ func TestSubmissionBinary(t *testing.T) {
 // the binary form encodes back to the same bytes.
 func FuzzDecodeSubmission(f *testing.F) {
 	s := &Submission{ID: "rcpt_1", Tenant: "t", Route: "r", Channel: ChannelSMTP, ReceivedAt: time.Unix(1, 0), Source: []byte("{}"), Payload: []byte("[]")}
+	f.Add(s.AppendBinary(nil))
+	s.EventType = "x.y"
 	f.Add(s.AppendBinary(nil))
 	f.Add([]byte(`{"id":"x"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -158,10 +158,15 @@ func etagMatch(header, etag string) bool {
 	return false
 }
 
+// problemNames are the problem types (suffixes of
+// https://sealpost.dev/problems/, the API's vocabulary) of the statuses
+// these handlers answer.
+var problemNames = map[int]string{400: "invalid-request", 401: "unauthorized", 404: "not-found", 405: "method-not-allowed", 429: "rate-limited", 500: "internal", 503: "unavailable"}
+
 // problem writes an RFC 9457 problem document.
 func problem(w http.ResponseWriter, status int, detail string) {
 	b, _ := json.Marshal(map[string]any{
-		"type": "about:blank", "title": http.StatusText(status), "status": status, "detail": detail,
+		"type": "https://sealpost.dev/problems/" + problemNames[status], "title": http.StatusText(status), "status": status, "detail": detail,
 	})
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")

@@ -118,6 +118,13 @@ func (k *KV) Keys(ctx context.Context, filter string) ([]string, error) {
 // Watch calls fn with the value of every change to keys matching filter
 // (current values first) until ctx ends. Deletions call fn with nil.
 func (k *KV) Watch(ctx context.Context, filter string, fn func(key string, val []byte, rev uint64)) error {
+	return k.WatchLoaded(ctx, filter, fn, nil)
+}
+
+// WatchLoaded is Watch that also calls loaded (when not nil) once, after
+// fn has seen every value present when the watch started: a cache built
+// from the values is complete from then on.
+func (k *KV) WatchLoaded(ctx context.Context, filter string, fn func(key string, val []byte, rev uint64), loaded func()) error {
 	w, err := k.kv.Watch(ctx, filter)
 	if err != nil {
 		return kvErr(err)
@@ -133,6 +140,10 @@ func (k *KV) Watch(ctx context.Context, filter string, fn func(key string, val [
 					return
 				}
 				if e == nil { // end of initial values
+					if loaded != nil {
+						loaded()
+						loaded = nil
+					}
 					continue
 				}
 				if e.Operation() != jetstream.KeyValuePut {

@@ -256,7 +256,10 @@ func checkStart(cfg *Config, dev bool) error {
 	return nil
 }
 
-func runAPIKey(args []string, stdout, stderr io.Writer) error {
+func runAPIKey(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] != "new" && !strings.HasPrefix(args[0], "-") {
+		return runAPIKeyAdmin(ctx, args, getenv, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("apikey", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	admin := fs.Bool("admin", false, "make an admin token (admin.token_sha256) instead of a tenant API key")
@@ -355,13 +358,21 @@ func adminFlags(fs *flag.FlagSet, getenv func(string) string) func() (*adminClie
 }
 
 func (c *adminClient) do(ctx context.Context, method, path string, q url.Values, out io.Writer) error {
+	return c.send(ctx, method, path, q, nil, out)
+}
+
+// send is do with a JSON body (nil for none).
+func (c *adminClient) send(ctx context.Context, method, path string, q url.Values, body io.Reader, out io.Writer) error {
 	u := c.base + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
 		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	resp, err := c.http.Do(req)
@@ -562,33 +573,4 @@ func printReport(rep *audit.Report, w io.Writer) error {
 		fmt.Fprintln(w, "  (more problems not listed)")
 	}
 	return exitError{code: 1}
-}
-
-func runEndpoint(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("endpoint", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	client := adminFlags(fs, getenv)
-	overlap := fs.Duration("overlap", 24*time.Hour, "rotate-secret: how long the previous secrets keep signing")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: sealpost endpoint enable TENANT ROUTE | rotate-secret TENANT ROUTE [--overlap 24h]")
-		fs.PrintDefaults()
-	}
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 3 || (pos[0] != "enable" && pos[0] != "rotate-secret") {
-		fs.Usage()
-		return exitError{code: 2}
-	}
-	c, err := client()
-	if err != nil {
-		return err
-	}
-	path := "/admin/endpoints/" + url.PathEscape(pos[1]) + "/" + url.PathEscape(pos[2]) + "/" + pos[0]
-	q := url.Values{}
-	if pos[0] == "rotate-secret" {
-		q.Set("overlap", overlap.String())
-	}
-	return c.do(ctx, http.MethodPost, path, q, stdout)
 }

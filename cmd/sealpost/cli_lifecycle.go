@@ -45,28 +45,44 @@ func runReceipts(ctx context.Context, args []string, getenv func(string) string,
 	return c.do(ctx, http.MethodDelete, "/admin/receipts/"+url.PathEscape(pos[1])+"/"+url.PathEscape(pos[2]), nil, stdout)
 }
 
-// runTenant: sealpost tenant delete TENANT --confirm TENANT | export TENANT [-o FILE].
+// runTenant: sealpost tenant list | get T | create T | update T | delete T
+// --confirm T | export T [-o FILE].
 func runTenant(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tenant", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	client := adminFlags(fs, getenv)
 	confirm := fs.String("confirm", "", "delete: the tenant's name again, to confirm")
 	out := fs.String("o", "", "export: write the archive to this `file` (default: standard output)")
+	obj := objectFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: sealpost tenant delete TENANT --confirm TENANT | export TENANT [-o FILE]")
+		fmt.Fprintln(stderr, "usage: sealpost tenant list | get TENANT | create TENANT | update TENANT [--description D] [--retention 168h] [--meta K=V]")
+		fmt.Fprintln(stderr, "       sealpost tenant delete TENANT --confirm TENANT | export TENANT [-o FILE]")
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 2 || (pos[0] != "delete" && pos[0] != "export") {
+	want := map[string]int{"list": 1, "get": 2, "create": 2, "update": 2, "delete": 2, "export": 2}
+	if len(pos) == 0 || want[pos[0]] != len(pos) {
 		fs.Usage()
 		return exitError{code: 2}
 	}
 	c, err := client()
 	if err != nil {
 		return err
+	}
+	switch pos[0] {
+	case "list":
+		return c.do(ctx, http.MethodGet, "/admin/tenants", nil, stdout)
+	case "get":
+		return c.do(ctx, http.MethodGet, "/admin/tenants/"+url.PathEscape(pos[1]), nil, stdout)
+	case "create":
+		body := obj.common(fs)
+		body["name"] = pos[1]
+		return c.doJSON(ctx, http.MethodPost, "/admin/tenants", nil, body, stdout)
+	case "update":
+		return c.doJSON(ctx, http.MethodPatch, "/admin/tenants/"+url.PathEscape(pos[1]), nil, obj.common(fs), stdout)
 	}
 	tenant := pos[1]
 	if pos[0] == "delete" {

@@ -200,7 +200,7 @@ func runLoad(t testing.TB, gs []*testGateway, rate int, d time.Duration, res *lo
 
 // shareMasterKey gives every data dir the same local master key, as a
 // shared KMS would: instances open what the others sealed.
-func shareMasterKey(t *testing.T, dirs ...string) {
+func shareMasterKey(t testing.TB, dirs ...string) {
 	t.Helper()
 	if _, err := kms.OpenLocal(dirs[0]); err != nil {
 		t.Fatal(err)
@@ -216,74 +216,76 @@ func shareMasterKey(t *testing.T, dirs ...string) {
 	}
 }
 
-// TestClusterScaleOut runs two gateways on a three-node JetStream cluster
-// with three replicas: they start at the same moment, share steady load
-// without refusing anything, lose the node that leads INGEST and go on
-// accepting, lose no accepted message, keep the consumer count of every
-// stream bounded, and leave an audit log that verifies.
-func TestClusterScaleOut(t *testing.T) {
-	if testing.Short() {
-		t.Skip("cluster run takes about a minute")
-	}
-	c := startCluster(t)
-	rcv := newReceiver(t)
-	dirs := []string{t.TempDir(), t.TempDir()}
-	shareMasterKey(t, dirs...)
+// clusterReport is what a scale-out run saw.
+type clusterReport struct {
+	steady, outage *loadResult
+	leader         string        // the node killed: it led INGEST
+	killedAt       time.Time     // when it was killed
+	worstAfterKill time.Duration // the longest answer to a request sent after the kill
+	lost           []string      // accepted but never delivered
+	maxConsumers   int           // the most consumers of any stream
+	consumersOf    string        // that stream
+	verify         string        // audit verify's output
+	verifyErr      error
+}
+
+// runScaleOut runs two gateways on a three-node JetStream cluster with
+// three replicas: they start at the same moment, take rate requests/s
+// between them for steadyFor, then for outageFor more, killing the node
+// that leads INGEST killAfter into it. It waits for every accepted message
+// to be delivered, counts consumers and verifies the audit log. It fails
+// tb only when the run cannot go on; the caller judges the report.
+func runScaleOut(tb testing.TB, rate int, steadyFor, outageFor, killAfter time.Duration) clusterReport {
+	c := startCluster(tb)
+	rcv := newReceiver(tb)
+	dirs := []string{tb.TempDir(), tb.TempDir()}
+	shareMasterKey(tb, dirs...)
 	o := gatewayOpts{natsURL: c.url(), natsReplicas: 3, endpoint: rcv.url(), logLevel: "warn",
 		extra: "ingest:\n  rate_per_second: 100000\n  burst: 100000\n"}
 	// Both start at the same moment on the fresh cluster.
 	o.dataDir = dirs[0]
-	g1 := launchGateway(t, o)
+	g1 := launchGateway(tb, o)
 	o.dataDir, o.token, o.admin = dirs[1], g1.token, g1.admin
-	g2 := launchGateway(t, o)
+	g2 := launchGateway(tb, o)
 	g1.awaitListening()
 	g2.awaitListening()
 	gs := []*testGateway{g1, g2}
 	// Each knows of the other, and enforces half the ingest rate limits.
 	for deadline := time.Now().Add(30 * time.Second); g1.metric("sealpost_cluster_instances") != 2; time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("sealpost_cluster_instances = %v, want 2", g1.metric("sealpost_cluster_instances"))
+			tb.Fatalf("sealpost_cluster_instances = %v, want 2", g1.metric("sealpost_cluster_instances"))
 		}
 	}
 
-	// Steady load: nothing is refused.
-	steady := &loadResult{}
-	runLoad(t, gs, 60, 10*time.Second, steady, nil)
-	if len(steady.refused) != 0 || steady.failed != 0 {
-		t.Fatalf("steady load: refused %v, failed %d, accepted %d", steady.refused, steady.failed, len(steady.accepted))
-	}
+	r := clusterReport{steady: &loadResult{}, outage: &loadResult{}}
+	runLoad(tb, gs, rate, steadyFor, r.steady, nil)
 
 	// The node leading INGEST dies under load.
 	js := c.js()
 	s, err := js.Stream(context.Background(), "INGEST")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	leader := s.CachedInfo().Cluster.Leader
-	var killedAt time.Time
-	outage := &loadResult{}
-	runLoad(t, gs, 60, 20*time.Second, outage, func(i int) {
-		if i == 120 {
-			killedAt = time.Now()
-			c.kill(leader)
+	r.leader = s.CachedInfo().Cluster.Leader
+	killAt := int(killAfter.Seconds() * float64(rate))
+	runLoad(tb, gs, rate, outageFor, r.outage, func(i int) {
+		if i == killAt {
+			r.killedAt = time.Now()
+			c.kill(r.leader)
 		}
 	})
-	if time.Unix(0, outage.lastOK.Load()).Before(killedAt.Add(time.Second)) {
-		t.Fatalf("no message accepted after node %s died: refused %v, failed %d", leader, outage.refused, outage.failed)
-	}
-	t.Logf("steady: p50 %s p99 %s; node %s (INGEST leader) killed: %d accepted, refused %v, failed %d, longest answer after the kill %s",
-		steady.quantile(0.5), steady.quantile(0.99), leader, len(outage.accepted), outage.refused, outage.failed, outage.worst(killedAt))
+	r.worstAfterKill = r.outage.worst(r.killedAt)
 
 	// Nothing accepted is lost.
-	want := len(steady.accepted) + len(outage.accepted)
-	got := rcv.waitFor(t, want, 3*time.Minute)
+	accepted := append(slices.Clone(r.steady.accepted), r.outage.accepted...)
+	got := rcv.waitFor(tb, len(accepted), 3*time.Minute)
 	ids := map[string]bool{}
 	for _, d := range got {
 		ids[d.id] = true
 	}
-	for _, id := range append(steady.accepted, outage.accepted...) {
+	for _, id := range accepted {
 		if !ids[id] {
-			t.Errorf("accepted %s was never delivered", id)
+			r.lost = append(r.lost, id)
 		}
 	}
 
@@ -293,19 +295,77 @@ func TestClusterScaleOut(t *testing.T) {
 	for name := range names.Name() {
 		st, err := js.Stream(ctx, name)
 		if err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
-		if n := st.CachedInfo().State.Consumers; n > 50 {
-			t.Errorf("stream %s has %d consumers", name, n)
+		if n := st.CachedInfo().State.Consumers; n > r.maxConsumers {
+			r.maxConsumers, r.consumersOf = n, name
 		}
 	}
 	if err := names.Err(); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 
-	// The audit log, written by both instances, verifies.
-	out, err := g2.cli("audit", "verify")
-	if err != nil || !strings.Contains(out, "OK") {
-		t.Fatalf("audit verify: %v\n%s", err, out)
+	// The audit log, written by both instances.
+	r.verify, r.verifyErr = g2.cli("audit", "verify")
+	return r
+}
+
+// TestClusterScaleOut: two gateways on a three-node cluster start
+// together, share steady load without refusing anything, lose the node
+// that leads INGEST and go on accepting, lose no accepted message, keep
+// the consumer count of every stream bounded, and leave an audit log that
+// verifies. BenchmarkClusterScaleOut runs the same at 200/s.
+func TestClusterScaleOut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster run takes about a minute")
+	}
+	r := runScaleOut(t, 60, 10*time.Second, 20*time.Second, 2*time.Second)
+	if len(r.steady.refused) != 0 || r.steady.failed != 0 {
+		t.Errorf("steady load: refused %v, failed %d, accepted %d", r.steady.refused, r.steady.failed, len(r.steady.accepted))
+	}
+	if time.Unix(0, r.outage.lastOK.Load()).Before(r.killedAt.Add(time.Second)) {
+		t.Errorf("no message accepted after node %s died: refused %v, failed %d", r.leader, r.outage.refused, r.outage.failed)
+	}
+	t.Logf("steady: p50 %s p99 %s; node %s (INGEST leader) killed: %d accepted, refused %v, failed %d, longest answer after the kill %s",
+		r.steady.quantile(0.5), r.steady.quantile(0.99), r.leader, len(r.outage.accepted), r.outage.refused, r.outage.failed, r.worstAfterKill)
+	for _, id := range r.lost {
+		t.Errorf("accepted %s was never delivered", id)
+	}
+	if r.maxConsumers > 50 {
+		t.Errorf("stream %s has %d consumers", r.consumersOf, r.maxConsumers)
+	}
+	if r.verifyErr != nil || !strings.Contains(r.verify, "OK") {
+		t.Errorf("audit verify: %v\n%s", r.verifyErr, r.verify)
+	}
+}
+
+// BenchmarkClusterScaleOut measures two gateways on a three-node R3
+// cluster at 200 requests/s: 30 s steady, then 30 s during which the INGEST
+// leader is killed 5 s in. One run takes about two minutes; run it with
+// -benchtime=1x. It reports refusals, losses, the longest answer after the
+// kill, ingest latency and the most consumers of a stream.
+func BenchmarkClusterScaleOut(b *testing.B) {
+	for b.Loop() {
+		r := runScaleOut(b, 200, 30*time.Second, 30*time.Second, 5*time.Second)
+		refused := func(l *loadResult) int {
+			n := l.failed
+			for _, c := range l.refused {
+				n += c
+			}
+			return n
+		}
+		b.ReportMetric(float64(len(r.steady.accepted)), "steady-accepted")
+		b.ReportMetric(float64(refused(r.steady)), "steady-non2xx")
+		b.ReportMetric(float64(r.steady.quantile(0.5).Microseconds())/1000, "steady-p50-ms")
+		b.ReportMetric(float64(r.steady.quantile(0.99).Microseconds())/1000, "steady-p99-ms")
+		b.ReportMetric(float64(len(r.outage.accepted)), "kill-accepted")
+		b.ReportMetric(float64(refused(r.outage)), "kill-non2xx")
+		b.ReportMetric(r.worstAfterKill.Seconds(), "kill-longest-answer-s")
+		b.ReportMetric(float64(len(r.lost)), "lost")
+		b.ReportMetric(float64(r.maxConsumers), "max-consumers")
+		if r.verifyErr != nil || !strings.Contains(r.verify, "OK") {
+			b.Errorf("audit verify: %v\n%s", r.verifyErr, r.verify)
+		}
+		b.Logf("killed %s; refused steady %v, during kill %v", r.leader, r.steady.refused, r.outage.refused)
 	}
 }

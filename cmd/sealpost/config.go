@@ -21,6 +21,7 @@ import (
 	"github.com/sealpost/sealpost/audit"
 	"github.com/sealpost/sealpost/forwarder"
 	"github.com/sealpost/sealpost/ingress"
+	"github.com/sealpost/sealpost/ingress/httpin"
 	"github.com/sealpost/sealpost/ingress/smtpin"
 )
 
@@ -265,12 +266,40 @@ type WitnessConfig struct {
 	VKey string `yaml:"vkey"`
 }
 
-// AdminConfig protects the admin API.
+// AdminConfig protects the admin API. Operators with their own tokens
+// and roles are added through the API (sealpost operator new); this file
+// holds the bootstrap token and the identity provider.
 type AdminConfig struct {
-	// TokenSHA256 is the hex SHA-256 of the admin bearer token
-	// (`sealpost apikey new --admin` prints one). Required for /admin/...;
-	// without it the admin API is disabled.
+	// TokenSHA256 is the hex SHA-256 of the bootstrap admin token
+	// (`sealpost apikey new --admin` prints one): an operator "admin" with
+	// the admin role. Optional; without it, and without operators or SSO,
+	// the admin API is disabled.
 	TokenSHA256 string `yaml:"token_sha256"`
+	// SSO accepts an identity provider's signed tokens (JWT) on the admin
+	// API. Optional.
+	SSO SSOConfig `yaml:"sso"`
+}
+
+// SSOConfig names an identity provider whose JWTs open the admin API.
+// Hardware keys and MFA stay at the provider.
+type SSOConfig struct {
+	// Issuer must equal each token's iss. Required to enable SSO.
+	Issuer string `yaml:"issuer"`
+	// Audience must be (one of) each token's aud. Required with issuer.
+	Audience string `yaml:"audience"`
+	// JWKSURL is the provider's key set (EdDSA, ES256 or RS256 keys):
+	// https, or http to a loopback address. Required with issuer. Fetched
+	// every 10 minutes, and on an unknown key id at most every 30s.
+	JWKSURL string `yaml:"jwks_url"`
+	// RoleClaim names the claim holding the caller's role(s). Default
+	// "sealpost_role".
+	RoleClaim string `yaml:"role_claim"`
+	// Roles maps the claim's values to viewer, operator or admin. Default:
+	// the values are the role names.
+	Roles map[string]string `yaml:"roles"`
+	// SubjectClaim names who the caller is in audit entries ("sso:<it>").
+	// Default "sub".
+	SubjectClaim string `yaml:"subject_claim"`
 }
 
 // TenantConfig is one customer.
@@ -291,7 +320,14 @@ type APIKeyConfig struct {
 	// SHA256: hex SHA-256 of the whole token. Required.
 	SHA256 string `yaml:"sha256"`
 	// Routes the key may post to; empty means all of the tenant's routes.
+	// Used only without scopes.
 	Routes []string `yaml:"routes"`
+	// Scopes of the key: ingest:<route>, ingest:*, receipts:read,
+	// endpoints:write, audit:read. Default: ingest on routes (or every
+	// route), receipts:read and endpoints:write, and audit:read for a key
+	// of every route. A key whose ingest scopes name routes reaches only
+	// those routes' receipts and endpoints.
+	Scopes []string `yaml:"scopes"`
 }
 
 // RouteConfig is where a tenant's payloads go.
@@ -581,6 +617,19 @@ func (c *Config) Validate() error {
 	if c.Admin.TokenSHA256 != "" && !hexSHA256.MatchString(c.Admin.TokenSHA256) {
 		bad("admin.token_sha256", "must be 64 lowercase hex digits")
 	}
+	if s := c.Admin.SSO; s.Issuer != "" || s.Audience != "" || s.JWKSURL != "" || s.RoleClaim != "" || s.SubjectClaim != "" || len(s.Roles) > 0 {
+		if s.Issuer == "" || s.Audience == "" || s.JWKSURL == "" {
+			bad("admin.sso", "issuer, audience and jwks_url are required together")
+		}
+		if u, err := url.Parse(s.JWKSURL); s.JWKSURL != "" && (err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname())))) {
+			bad("admin.sso.jwks_url", "must be https (http only to a loopback address)")
+		}
+		for v, r := range s.Roles {
+			if r != "viewer" && r != "operator" && r != "admin" {
+				bad("admin.sso.roles."+v, "must be viewer, operator or admin, got %q", r)
+			}
+		}
+	}
 	if len(c.Tenants) == 0 {
 		bad("tenants", "at least one tenant is required")
 	}
@@ -613,7 +662,7 @@ func (c *Config) Validate() error {
 			}
 			routes[r.Name] = true
 			checkRetention(rk+".retention", r.Retention)
-			if err := validateEndpoint(r.Endpoint, r.AllowHTTP, allowNets); err != nil {
+			if err := forwarder.CheckEndpointURL(r.Endpoint, r.AllowHTTP, allowNets); err != nil {
 				bad(rk+".endpoint", "%v", err)
 			}
 			if r.MaxConcurrency < 0 {
@@ -659,6 +708,19 @@ func (c *Config) Validate() error {
 			for l, rn := range k.Routes {
 				if !routes[rn] {
 					bad(fmt.Sprintf("%s.routes[%d]", kk, l), "unknown route %q", rn)
+				}
+			}
+			if k.Scopes != nil {
+				if len(k.Routes) > 0 {
+					bad(kk+".routes", "not with scopes: name routes as ingest:<route> scopes")
+				}
+				if err := httpin.CheckScopes(k.Scopes); err != nil {
+					bad(kk+".scopes", "%v", err)
+				}
+				for l, sc := range k.Scopes {
+					if rn, ok := strings.CutPrefix(sc, httpin.ScopeIngestPrefix); ok && rn != "*" && !routes[rn] {
+						bad(fmt.Sprintf("%s.scopes[%d]", kk, l), "unknown route %q", rn)
+					}
 				}
 			}
 		}
@@ -746,30 +808,10 @@ func yamlError(err error) error {
 	return errors.New(strings.Join(lines, "\n"))
 }
 
-// validateEndpoint checks a webhook URL with the forwarder's rules. An
-// address literal in a blocked range (loopback, private, metadata, ...)
-// passes only when forward.allow_networks lists it; names are checked again
-// at every connection.
-func validateEndpoint(raw string, allowHTTP bool, allow []netip.Prefix) error {
-	if raw == "" {
-		return errors.New("required")
-	}
-	err := forwarder.ValidateEndpoint(raw, allowHTTP)
-	if errors.Is(err, forwarder.ErrBlockedAddress) {
-		u, _ := url.Parse(raw)
-		host, literal := u.Hostname(), u.Hostname()
-		if forwarder.IsLocalhost(host) {
-			literal = "127.0.0.1"
-		}
-		if a, perr := netip.ParseAddr(literal); perr == nil && !forwarder.Blocked(a, allow) {
-			return nil
-		}
-		return fmt.Errorf("%s is in a range the SSRF guard refuses (add it to forward.allow_networks for development only)", host)
-	}
-	if err != nil {
-		return errors.New(strings.TrimPrefix(err.Error(), "forwarder: "))
-	}
-	return nil
+// isLoopbackHost reports whether host is a loopback address or localhost.
+func isLoopbackHost(host string) bool {
+	a, err := netip.ParseAddr(host)
+	return host == "localhost" || (err == nil && a.IsLoopback())
 }
 
 func mustHex32(s string) [32]byte {

@@ -7,9 +7,11 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/sealpost/sealpost/forwarder"
 )
+
+// problemEndpointDisabled is the problem type of a 409 for a disabled
+// endpoint (docs/api.md).
+const problemEndpointDisabled = "https://sealpost.dev/problems/endpoint-disabled"
 
 // awaitDeadLettered waits until the attempts of receipt id show it
 // dead-lettered.
@@ -63,9 +65,9 @@ func TestDisabledEndpointConflict(t *testing.T) {
 		resp.Body.Close()
 		var p struct{ Type string }
 		_ = json.Unmarshal(body, &p)
-		if resp.StatusCode != http.StatusConflict || p.Type != forwarder.ProblemEndpointDisabled ||
+		if resp.StatusCode != http.StatusConflict || p.Type != problemEndpointDisabled ||
 			resp.Header.Get("Content-Type") != "application/problem+json" {
-			t.Errorf("%s: %d %s %s, want 409 %s", c.name, resp.StatusCode, resp.Header.Get("Content-Type"), body, forwarder.ProblemEndpointDisabled)
+			t.Errorf("%s: %d %s %s, want 409 %s", c.name, resp.StatusCode, resp.Header.Get("Content-Type"), body, problemEndpointDisabled)
 		}
 	}
 	if n := rcv.calls.Load(); n != 1 {

@@ -137,13 +137,13 @@ func (g *gateway) exportTenant(ctx context.Context, tenant string, w io.Writer) 
 	if err != nil {
 		return fmt.Errorf("export: attempts: %w", err)
 	}
-	objs, err := g.blobs.objects.List(ctx, tenant+"/")
+	objs, err := g.objects.List(ctx, tenant+"/")
 	if err != nil {
 		return fmt.Errorf("export: attachments: %w", err)
 	}
 	for _, o := range objs {
 		name := strings.TrimPrefix(o.Name, tenant+"/")
-		data, err := g.blobs.getBlob(ctx, tenant, name)
+		data, err := g.blobs.GetBlob(ctx, tenant, name)
 		if errors.Is(err, queue.ErrNotFound) {
 			continue // expired or deleted meanwhile
 		}

@@ -79,6 +79,8 @@ type gatewayOpts struct {
 	// smtp is the smtp section; default "smtp:\n  auth: \"off\"\n", so
 	// that no DNS query leaves the machine.
 	smtp string
+	// adminExtra is more YAML inside the admin section, indented.
+	adminExtra string
 }
 
 var listenLine = regexp.MustCompile(`(?m)^\s+(https|smtp|admin)\s+listening on (\S+)`)
@@ -144,7 +146,7 @@ listen:
   schedule: ["0s", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms"]
 admin:
   token_sha256: %s
-%s
+%s%s
 %s
 tenants:
   - name: acme
@@ -156,7 +158,7 @@ tenants:
         endpoint: %s
         allow_http: true
         recipients: ["invoices@acme.test"]
-`, o.dataDir, o.logLevel, nats, adminHash, o.extra, o.smtp, keyHash, o.endpoint)
+`, o.dataDir, o.logLevel, nats, adminHash, o.adminExtra, o.extra, o.smtp, keyHash, o.endpoint)
 	g.cfgFile = filepath.Join(t.TempDir(), "sealpost.yaml")
 	if err := os.WriteFile(g.cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

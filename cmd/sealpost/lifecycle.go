@@ -5,14 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sealpost/sealpost/audit"
-	"github.com/sealpost/sealpost/forwarder"
 	"github.com/sealpost/sealpost/queue"
 	"github.com/sealpost/sealpost/queue/backup"
 )
@@ -25,68 +23,6 @@ const (
 	actionTenantExport  = "tenant.export"
 	actionBackup        = "backup.created"
 )
-
-// retentionPolicy maps the configuration's retention onto
-// forwarder.RetentionPolicy: a route's own, else its tenant's, else the
-// top-level default.
-type retentionPolicy struct {
-	def     time.Duration
-	tenants map[string]time.Duration
-	routes  map[string]time.Duration // "tenant/route"
-	longest map[string]time.Duration // per tenant
-	all     []time.Duration
-}
-
-var _ forwarder.RetentionPolicy = (*retentionPolicy)(nil)
-
-func newRetentionPolicy(cfg *Config) *retentionPolicy {
-	p := &retentionPolicy{def: time.Duration(cfg.Retention), tenants: map[string]time.Duration{},
-		routes: map[string]time.Duration{}, longest: map[string]time.Duration{}}
-	add := func(d time.Duration) {
-		if !slices.Contains(p.all, d) {
-			p.all = append(p.all, d)
-		}
-	}
-	add(p.def)
-	for _, t := range cfg.Tenants {
-		td := p.def
-		if t.Retention != 0 {
-			td = time.Duration(t.Retention)
-		}
-		p.tenants[t.Name] = td
-		add(td)
-		p.longest[t.Name] = td
-		for _, r := range t.Routes {
-			if r.Retention != 0 {
-				rd := time.Duration(r.Retention)
-				p.routes[t.Name+"/"+r.Name] = rd
-				add(rd)
-				p.longest[t.Name] = max(p.longest[t.Name], rd)
-			}
-		}
-	}
-	slices.Sort(p.all)
-	return p
-}
-
-func (p *retentionPolicy) Retention(tenant, route string) time.Duration {
-	if d, ok := p.routes[tenant+"/"+route]; ok {
-		return d
-	}
-	if d, ok := p.tenants[tenant]; ok {
-		return d
-	}
-	return p.def
-}
-
-func (p *retentionPolicy) TenantRetention(tenant string) time.Duration {
-	if d, ok := p.longest[tenant]; ok {
-		return d
-	}
-	return p.def
-}
-
-func (p *retentionPolicy) Durations() []time.Duration { return p.all }
 
 // lifecycleLeaseBucket holds the leases of the lifecycle jobs, so one
 // instance of a cluster runs each.
@@ -173,7 +109,7 @@ const lifecycleLeaseTTL = 30 * time.Second
 // run holds the lifecycle leases and runs the jobs until ctx ends: the
 // expiry count every 10 minutes, backups every backup.every.
 func (l *lifecycle) run(ctx context.Context) {
-	self := newRequestID()
+	self := instanceName()
 	retLease := l.leases.Lease("retention", self, lifecycleLeaseTTL, nil)
 	bakLease := l.leases.Lease("backup", self, lifecycleLeaseTTL, nil)
 	defer retLease.Release(context.Background())

@@ -22,12 +22,14 @@ type mailParts struct {
 	dns     *dnscache.Cache       // nil when smtp.auth is off
 	policy  *mtasts.PolicyHandler // nil without smtp.mta_sts
 	reports *mtasts.Store         // nil without smtp.tls_rpt
+	// reportHandler takes TLS-RPT reports over HTTPS (smtp.tls_rpt.https).
+	reportHandler http.Handler
 }
 
-// mountMail builds the mail parts and mounts their public endpoints: the
-// MTA-STS policy and the TLS-RPT report endpoint. Nothing is mounted when
-// the SMTP listener is off.
-func (g *gateway) mountMail(pub *http.ServeMux) error {
+// mountMail builds the mail parts: the DNS cache, the MTA-STS policy and
+// the TLS-RPT report store, whose handlers the API mounts. There are none
+// when the SMTP listener is off.
+func (g *gateway) mountMail() error {
 	g.mail = &mailParts{}
 	if g.cfg.Listen.SMTP == "off" {
 		return nil
@@ -57,7 +59,6 @@ func (g *gateway) mountMail(pub *http.ServeMux) error {
 			return fmt.Errorf("smtp.mta_sts: %w", err)
 		}
 		g.mail.policy = p
-		pub.Handle("GET "+mtasts.PolicyPath, p)
 		g.log.Info("serving MTA-STS policy", "domains", strings.Join(s.MTASTS.Domains, " "), "policy_id", p.Policy().ID())
 	}
 	if s.TLSRPT.HTTPS || s.TLSRPT.Address != "" {
@@ -78,7 +79,7 @@ func (g *gateway) mountMail(pub *http.ServeMux) error {
 		}
 		g.mail.reports = store
 		if s.TLSRPT.HTTPS {
-			pub.Handle("POST "+mtasts.ReportPath, mtasts.NewReportHandler(store))
+			g.mail.reportHandler = mtasts.NewReportHandler(store)
 		}
 	}
 	return nil
@@ -109,15 +110,6 @@ func (g *gateway) mailDomains() []string {
 		}
 	}
 	return out
-}
-
-// mailAdminRoutes mounts the admin API of TLS reports.
-func (g *gateway) mailAdminRoutes(h func(pattern string, fn http.HandlerFunc)) {
-	if g.mail == nil || g.mail.reports == nil {
-		return
-	}
-	h("GET /admin/tls-reports", g.mail.reports.ListHandler().ServeHTTP)
-	h("GET /admin/tls-reports/{id}", g.mail.reports.GetHandler().ServeHTTP)
 }
 
 // mailConfig sets what smtp.auth, smtp.dns, the session limits and

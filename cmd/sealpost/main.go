@@ -5,7 +5,8 @@
 //	sealpost check-config FILE
 //	sealpost keys list|rotate|revoke KID     (through the admin API)
 //	sealpost dlq replay [--tenant T] [--route R] [--since T]
-//	sealpost endpoint enable|rotate-secret TENANT ROUTE
+//	sealpost tenant|route|endpoint|apikey|operator ...   (catalog, through the admin API)
+//	sealpost endpoint enable|rotate-secret TENANT ROUTE [ENDPOINT]
 //	sealpost audit verify|export
 //	sealpost audit verify --data DIR         (offline)
 //	sealpost monitor --url URL --keys K --state FILE
@@ -101,16 +102,18 @@ commands:
   check-config   validate a configuration file
   keys           list, rotate or revoke signing keys (admin API)
   dlq            replay dead letters (admin API)
-  endpoint       re-enable an endpoint or rotate its whsec_ secret (admin API)
+  route          list, create, update or delete a tenant's routes (admin API)
+  endpoint       manage a route's endpoints: create, update, enable, disable, rotate-secret (admin API)
+  operator       manage operators of the admin API and their roles (admin API)
   audit          verify or export the audit log (admin API; verify --data DIR works offline)
   monitor        follow a gateway's audit checkpoints, fail on a rollback or fork
   witness        run a C2SP tlog-witness that cosigns a gateway's checkpoints
-  apikey         make a new API key or admin token and its hash
+  apikey         make a token offline (new), or manage a tenant's API keys (admin API)
   kms            rotate the local master key
   bench          measure a gateway: throughput, latency, CPU per message
   health         probe a running gateway's admin listener (for HEALTHCHECK)
   receipts       delete a receipt's payload and attachments (admin API)
-  tenant         delete a tenant (crypto-shredding) or export its data (admin API)
+  tenant         list, create, update, delete (crypto-shredding) or export tenants (admin API)
   export         verify a tenant export offline
   backup         write a backup now or list backups (admin API)
   restore        restore a backup into an empty data dir or a fresh cluster
@@ -148,7 +151,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "witness":
 		return runWitness(ctx, rest, stdout, stderr)
 	case "apikey":
-		return runAPIKey(rest, stdout, stderr)
+		return runAPIKey(ctx, rest, getenv, stdout, stderr)
+	case "route":
+		return runRoute(ctx, rest, getenv, stdout, stderr)
+	case "operator":
+		return runOperator(ctx, rest, getenv, stdout, stderr)
 	case "kms":
 		return runKMS(rest, getenv, stdout, stderr)
 	case "bench":

@@ -23,6 +23,8 @@ import (
 	"github.com/sealpost/sealpost/audit"
 	"github.com/sealpost/sealpost/forwarder"
 	"github.com/sealpost/sealpost/ingress"
+	"github.com/sealpost/sealpost/ingress/catalog"
+	"github.com/sealpost/sealpost/ingress/httpapi"
 	"github.com/sealpost/sealpost/ingress/smtpin"
 	"github.com/sealpost/sealpost/keyring"
 	"github.com/sealpost/sealpost/keyring/kms"
@@ -106,7 +108,8 @@ type gateway struct {
 	ids      ingress.IDs
 	keys     *keyring.Keyring
 	auditLog *audit.Log
-	blobs    *blobStore // attachments and large bodies of mail
+	blobs    *queue.Blobs // attachments and large bodies of mail
+	objects  *queue.Objects
 	mail     *mailParts // DNS cache, MTA-STS policy, TLS-RPT store (mail_wiring.go)
 	// keyAudit passes the keyring's key.rotate and key.revoke entries to
 	// auditLog, which is opened after the keyring (its checkpoints are
@@ -121,11 +124,13 @@ type gateway struct {
 	smtp       *smtpin.Server
 	httpsSrv   *http.Server
 	adminSrv   *http.Server
-	tables     *routeTables
+	// cat is the catalog of tenants, routes, endpoints, keys and
+	// operators; api the HTTP API on it.
+	cat *catalog.Catalog
+	api *httpapi.API
 	// idempotency remembers Idempotency-Key uses of the ingest API.
-	idempotency *idempotencyStore
+	idempotency *queue.Idempotency
 	draining    atomic.Bool
-	anonLimit   *anonLimiter
 	bg          sync.WaitGroup
 	bgCtx       context.Context // ends when the gateway closes
 	bgCancel    context.CancelFunc
@@ -201,7 +206,7 @@ func newGateway(ctx context.Context, cfg *Config, devMode bool, dev *devSetup, s
 	if err := g.auditConfig(ctx); err != nil {
 		return nil, fmt.Errorf("audit: configuration changes: %w", err)
 	}
-	if g.tables, err = newRouteTables(cfg); err != nil {
+	if err := g.openCatalog(ctx, bgCtx); err != nil {
 		return nil, err
 	}
 	if err := g.openForwarder(ctx); err != nil {
@@ -283,6 +288,16 @@ func (g *gateway) openKeyring(ctx, bgCtx context.Context) error {
 	}
 	g.goBackground(func() { g.keys.Run(bgCtx) })
 	return nil
+}
+
+// appendAudit records an entry of the gateway's own (a reload, a backup)
+// without holding the caller up; a failure is logged.
+func (g *gateway) appendAudit(ctx context.Context, e audit.Entry) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), httpapi.RequestAuditTimeout)
+	defer cancel()
+	if err := g.auditLog.AppendAsync(ctx, e); err != nil {
+		g.log.Error("audit append failed", "action", e.Action, "err", err)
+	}
 }
 
 func (g *gateway) goBackground(fn func()) {
@@ -436,7 +451,7 @@ func (g *gateway) listen() (l listeners, err error) {
 		return l, fmt.Errorf("listen.admin: %w", err)
 	}
 	if g.dev != nil && g.dev.defaultWebhook {
-		g.tables.setEndpoint(devTenant, devRoute, "http://"+l.admin.Addr().String()+devReceiverPath)
+		g.cat.SetDeclaredURL(devTenant, devRoute, catalog.DefaultEndpoint, "http://"+l.admin.Addr().String()+httpapi.DevReceiverPath)
 	}
 	if l.https, err = net.Listen("tcp", g.cfg.Listen.HTTPS); err != nil {
 		return l, fmt.Errorf("listen.https: %w", err)

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/sealpost/sealpost/ingress"
 )
@@ -23,28 +24,147 @@ const tokenPrefix = "sp_"
 // maxTokenLen bounds the Authorization header value we look at.
 const maxTokenLen = 256
 
-// APIKey is one configured key.
+// APIKey is one API key of a tenant.
 type APIKey struct {
 	// ID is the public part of the token, unique across tenants.
 	ID     string
 	Tenant string
 	// SHA256 of the full token.
 	SHA256 [32]byte
+	// Previous are hashes of the tokens a rotation replaced, each valid
+	// until its NotAfter: the overlap in which both tokens work.
+	Previous []PreviousHash
+	// Expires ends the key; zero never.
+	Expires time.Time
 	// Routes the key may post to; empty allows every route of the tenant.
+	// Used only when Scopes is nil (keys of the configuration file without
+	// scopes).
 	Routes []string
+	// Scopes the key holds (see the Scope constants). Nil means the
+	// configuration file's default: ingest on Routes (or every route) and
+	// every other scope.
+	Scopes []string
+}
+
+// PreviousHash is the hash of a replaced token and the end of its overlap.
+type PreviousHash struct {
+	SHA256   [32]byte
+	NotAfter time.Time
+}
+
+// Scopes of API keys.
+const (
+	// ScopeIngestAll posts to every route of the tenant; "ingest:<route>"
+	// to one.
+	ScopeIngestAll = "ingest:*"
+	// ScopeIngestPrefix starts a route's ingest scope.
+	ScopeIngestPrefix = "ingest:"
+	// ScopeReceiptsRead reads receipts, attempts, dead letters, attachments
+	// and proofs.
+	ScopeReceiptsRead = "receipts:read"
+	// ScopeEndpointsWrite manages endpoints and deliveries: endpoints,
+	// secrets, redelivery, replay, the operational webhook.
+	ScopeEndpointsWrite = "endpoints:write"
+	// ScopeAuditRead reads the tenant's audit entries.
+	ScopeAuditRead = "audit:read"
+)
+
+// DefaultScopes are the scopes of a key the configuration file declares
+// without any: ingest on routes (every route when empty), reading receipts
+// and managing endpoints of those routes, and, for a key of every route,
+// reading the tenant's audit entries.
+func DefaultScopes(routes []string) []string {
+	var out []string
+	if len(routes) == 0 {
+		out = append(out, ScopeIngestAll)
+	}
+	for _, r := range routes {
+		out = append(out, ScopeIngestPrefix+r)
+	}
+	out = append(out, ScopeReceiptsRead, ScopeEndpointsWrite)
+	if len(routes) == 0 {
+		out = append(out, ScopeAuditRead)
+	}
+	return out
+}
+
+// maxScopes bounds the scopes of one key.
+const maxScopes = 32
+
+// CheckScopes validates a list of scopes: known names, ingest scopes of
+// well-formed route names, no duplicates, at most 32.
+func CheckScopes(scopes []string) error {
+	if len(scopes) > maxScopes {
+		return fmt.Errorf("at most %d scopes", maxScopes)
+	}
+	seen := map[string]bool{}
+	for _, s := range scopes {
+		switch {
+		case seen[s]:
+			return fmt.Errorf("scope %q listed twice", truncate(s, 80))
+		case s == ScopeIngestAll, s == ScopeReceiptsRead, s == ScopeEndpointsWrite, s == ScopeAuditRead:
+		case strings.HasPrefix(s, ScopeIngestPrefix) && ingress.ValidRoute(s[len(ScopeIngestPrefix):]):
+		default:
+			return fmt.Errorf("unknown scope %q (ingest:<route>, ingest:*, receipts:read, endpoints:write, audit:read)", truncate(s, 80))
+		}
+		seen[s] = true
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 // Allows reports whether the key may post to route.
 func (k *APIKey) Allows(route string) bool {
-	return len(k.Routes) == 0 || slices.Contains(k.Routes, route)
+	if k.Scopes == nil {
+		return len(k.Routes) == 0 || slices.Contains(k.Routes, route)
+	}
+	return slices.Contains(k.Scopes, ScopeIngestAll) || slices.Contains(k.Scopes, ScopeIngestPrefix+route)
 }
 
+// Has reports whether the key holds a scope other than an ingest scope.
+func (k *APIKey) Has(scope string) bool {
+	return k.Scopes == nil || slices.Contains(k.Scopes, scope)
+}
+
+// ReachesRoute reports whether the key's other scopes reach route's data:
+// a key whose ingest scopes name particular routes (a key "scoped to a
+// route") reaches only those; a key with ingest:* or no ingest scope
+// reaches every route of its tenant.
+func (k *APIKey) ReachesRoute(route string) bool {
+	routes := k.Routes
+	if k.Scopes != nil {
+		routes = nil
+		for _, s := range k.Scopes {
+			if s == ScopeIngestAll {
+				return true
+			}
+			if r, ok := strings.CutPrefix(s, ScopeIngestPrefix); ok {
+				routes = append(routes, r)
+			}
+		}
+	}
+	return len(routes) == 0 || slices.Contains(routes, route)
+}
+
+// RouteLimited reports whether ReachesRoute is false for some route.
+func (k *APIKey) RouteLimited() bool { return !k.ReachesRoute("\x00") }
+
 // Keys authenticates bearer tokens against a fixed set of API keys.
-type Keys struct{ byID map[string]*APIKey }
+type Keys struct {
+	byID map[string]*APIKey
+	// Now is the clock of expiry checks. Default time.Now.
+	Now func() time.Time
+}
 
 // NewKeys indexes keys by id; ids must be unique and well formed.
 func NewKeys(keys []APIKey) (*Keys, error) {
-	k := &Keys{byID: make(map[string]*APIKey, len(keys))}
+	k := &Keys{byID: make(map[string]*APIKey, len(keys)), Now: time.Now}
 	for i := range keys {
 		key := keys[i]
 		if !ingress.ValidName(key.ID) {
@@ -58,6 +178,12 @@ func NewKeys(keys []APIKey) (*Keys, error) {
 	return k, nil
 }
 
+// Lookup returns the key with id.
+func (k *Keys) Lookup(id string) (*APIKey, bool) {
+	key, ok := k.byID[id]
+	return key, ok
+}
+
 // Authentication outcomes.
 var (
 	ErrNoCredentials  = errors.New("missing bearer token")
@@ -65,7 +191,9 @@ var (
 )
 
 // Authenticate checks the request's bearer token. The comparison of the
-// token's hash is constant-time; an unknown id costs the same hash.
+// token's hash is constant-time; an unknown id costs the same hash. An
+// expired key, and a replaced token after its overlap, fail like a wrong
+// one.
 func (k *Keys) Authenticate(r *http.Request) (*APIKey, error) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
@@ -75,6 +203,11 @@ func (k *Keys) Authenticate(r *http.Request) (*APIKey, error) {
 	if !ok || !strings.EqualFold(scheme, "Bearer") || len(token) > maxTokenLen {
 		return nil, ErrBadCredentials
 	}
+	return k.Check(token)
+}
+
+// Check authenticates a bare token (see Authenticate).
+func (k *Keys) Check(token string) (*APIKey, error) {
 	id, _, ok := ParseToken(token)
 	sum := sha256.Sum256([]byte(token))
 	key := k.byID[id]
@@ -82,7 +215,14 @@ func (k *Keys) Authenticate(r *http.Request) (*APIKey, error) {
 		subtle.ConstantTimeCompare(sum[:], sum[:])
 		return nil, ErrBadCredentials
 	}
-	if subtle.ConstantTimeCompare(sum[:], key.SHA256[:]) != 1 {
+	now := k.Now()
+	match := subtle.ConstantTimeCompare(sum[:], key.SHA256[:]) == 1
+	for _, p := range key.Previous {
+		if subtle.ConstantTimeCompare(sum[:], p.SHA256[:]) == 1 && now.Before(p.NotAfter) {
+			match = true
+		}
+	}
+	if !match || (!key.Expires.IsZero() && !now.Before(key.Expires)) {
 		return nil, ErrBadCredentials
 	}
 	return key, nil

@@ -37,6 +37,14 @@ type Routes interface {
 	Route(tenant, name string) (Route, bool)
 }
 
+// Authenticator checks a request's API key. *Keys is one; a catalog that
+// changes at run time is another.
+type Authenticator interface {
+	Authenticate(r *http.Request) (*APIKey, error)
+}
+
+var _ Authenticator = (*Keys)(nil)
+
 // Auditor records authentication outcomes. Append returns once the entry
 // is durable. (Message steps are recorded by the Enqueuer the caller wires.)
 type Auditor interface {
@@ -65,7 +73,7 @@ const staleReservation = 60 * time.Second
 // Config configures the handler.
 type Config struct {
 	Enqueuer ingress.Enqueuer // required
-	Keys     *Keys            // required
+	Keys     Authenticator    // required
 	Routes   Routes           // required
 	Auditor  Auditor          // optional
 	// Authenticated, when set, is called with each request's API key once
@@ -173,6 +181,7 @@ var (
 	errIdemInFlight = errors.New("a request with this idempotency key is still in progress")
 	errBadIdemKey   = errors.New("idempotency key must be 1-255 printable ASCII characters")
 	errDupIdemKey   = errors.New("more than one Idempotency-Key header")
+	errBadEventType = errors.New("the Event-Type header must be one value of 1-64 letters, digits, '.', '_' and '-'")
 	errSlowBody     = errors.New("the body did not arrive within the server's read timeout")
 	errMethod       = errors.New("method not allowed")
 )
@@ -246,6 +255,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 	if idemKey != "" && !validIdemKey(idemKey) {
 		return "", errBadIdemKey
 	}
+	eventType := r.Header.Get("Event-Type")
+	if len(r.Header.Values("Event-Type")) > 1 || (eventType != "" && !ingress.ValidEventType(eventType)) {
+		return "", errBadEventType
+	}
 	if r.ContentLength > h.cfg.MaxBodyBytes {
 		return "", errTooLarge
 	}
@@ -277,12 +290,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) (string, error) 
 		PayloadJCS: canonical,
 		RawSHA256:  signer.RawDigest(raw),
 		RawSize:    int64(len(raw)),
+		EventType:  eventType,
 	}
 	sub.Source, err = json.Marshal(source{
 		RemoteAddr:     r.RemoteAddr,
 		TLS:            tlsInfo(r.TLS),
 		APIKeyID:       key.ID,
 		IdempotencyKey: idemKey,
+		EventType:      eventType,
 	})
 	if err != nil {
 		return "", err
@@ -359,6 +374,7 @@ type source struct {
 	TLS            *tlsJSON `json:"tls,omitempty"`
 	APIKeyID       string   `json:"api_key_id"`
 	IdempotencyKey string   `json:"idempotency_key,omitempty"`
+	EventType      string   `json:"event_type,omitempty"`
 }
 
 type tlsJSON struct {

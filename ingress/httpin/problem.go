@@ -52,6 +52,8 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		p = Problem{Status: http.StatusBadRequest, Type: problemBase + "invalid-json", Title: "Invalid JSON", Detail: err.Error()}
 	case errors.Is(err, errBadIdemKey):
 		p = Problem{Status: http.StatusBadRequest, Type: problemBase + "invalid-idempotency-key", Title: "Invalid Idempotency-Key", Detail: err.Error()}
+	case errors.Is(err, errBadEventType):
+		p = Problem{Status: http.StatusBadRequest, Type: problemBase + "invalid-event-type", Title: "Invalid Event-Type", Detail: err.Error()}
 	case errors.Is(err, errDupIdemKey):
 		p = Problem{Status: http.StatusBadRequest, Type: problemBase + "invalid-idempotency-key", Title: "Invalid Idempotency-Key", Detail: err.Error()}
 	case errors.Is(err, errSlowBody):

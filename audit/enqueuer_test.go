@@ -1,4 +1,4 @@
-package main
+package audit_test
 
 import (
 	"context"
@@ -57,13 +57,13 @@ func TestNotAcceptedWithoutReceivedEntry(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
 	aud, q := &failingAudit{failAction: audit.ActionReceived}, &countingEnqueuer{}
-	err := (&auditedEnqueuer{next: q, audit: aud, log: log}).Enqueue(context.Background(), sub)
+	err := (&audit.Enqueuer{Next: q, Log: aud, Logger: log}).Enqueue(context.Background(), sub)
 	if !ingress.IsTemporary(err) || q.n != 0 {
 		t.Fatalf("audit down: err %v, %d queued; want a temporary error and nothing queued", err, q.n)
 	}
 
 	aud, q = &failingAudit{failAction: audit.ActionQueued}, &countingEnqueuer{}
-	if err := (&auditedEnqueuer{next: q, audit: aud, log: log}).Enqueue(context.Background(), sub); err != nil || q.n != 1 {
+	if err := (&audit.Enqueuer{Next: q, Log: aud, Logger: log}).Enqueue(context.Background(), sub); err != nil || q.n != 1 {
 		t.Fatalf("queued entry failed: err %v, %d queued; want accepted once", err, q.n)
 	}
 	if len(aud.got) != 1 || aud.got[0] != audit.ActionReceived {
@@ -72,7 +72,7 @@ func TestNotAcceptedWithoutReceivedEntry(t *testing.T) {
 
 	// An inconsistent audit log takes nothing, and writes nothing to it.
 	aud, q = &failingAudit{broken: audit.ErrRollback}, &countingEnqueuer{}
-	err = (&auditedEnqueuer{next: q, audit: aud, log: log}).Enqueue(context.Background(), sub)
+	err = (&audit.Enqueuer{Next: q, Log: aud, Logger: log}).Enqueue(context.Background(), sub)
 	if !errors.Is(err, ingress.ErrUnavailable) || q.n != 0 || len(aud.got) != 0 {
 		t.Fatalf("inconsistent log: err %v, %d queued, entries %v; want unavailable and nothing done", err, q.n, aud.got)
 	}

@@ -135,15 +135,22 @@ func sendLoad(ctx context.Context, t benchTarget, spec loadSpec) []sent {
 			}
 		})
 	}
-	var tick <-chan time.Time
-	if spec.rate > 0 {
-		tk := time.NewTicker(time.Duration(float64(time.Second) / spec.rate))
-		defer tk.Stop()
-		tick = tk.C
-	}
+	// At a rate, payload i is due at start + i/rate: a sender that was
+	// late does not lower the rate (as a ticker's dropped ticks would); the
+	// next ones go at once until the schedule is met again.
+	start := time.Now()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	for i := range spec.n {
-		if tick != nil {
-			<-tick
+		if spec.rate > 0 {
+			due := start.Add(time.Duration(float64(i) * float64(time.Second) / spec.rate))
+			if d := time.Until(due); d > 0 {
+				timer.Reset(d)
+				select {
+				case <-timer.C:
+				case <-ctx.Done():
+				}
+			}
 		}
 		select {
 		case jobs <- i:

@@ -220,6 +220,8 @@ func shareMasterKey(t testing.TB, dirs ...string) {
 type clusterReport struct {
 	steady, outage *loadResult
 	leader         string        // the node killed: it led INGEST
+	newLeader      string        // the INGEST leader after it
+	election       time.Duration // from the kill until the cluster named newLeader
 	killedAt       time.Time     // when it was killed
 	worstAfterKill time.Duration // the longest answer to a request sent after the kill
 	lost           []string      // accepted but never delivered
@@ -268,13 +270,32 @@ func runScaleOut(tb testing.TB, rate int, steadyFor, outageFor, killAfter time.D
 	}
 	r.leader = s.CachedInfo().Cluster.Leader
 	killAt := int(killAfter.Seconds() * float64(rate))
+	elected := make(chan struct{})
 	runLoad(tb, gs, rate, outageFor, r.outage, func(i int) {
 		if i == killAt {
 			r.killedAt = time.Now()
 			c.kill(r.leader)
+			// How long the cluster takes to report another leader.
+			go func() {
+				defer close(elected)
+				for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+					ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+					s, err := js.Stream(ctx, "INGEST")
+					cancel()
+					if err == nil && s.CachedInfo().Cluster != nil && s.CachedInfo().Cluster.Leader != "" && s.CachedInfo().Cluster.Leader != r.leader {
+						r.newLeader, r.election = s.CachedInfo().Cluster.Leader, time.Since(r.killedAt)
+						return
+					}
+				}
+			}()
 		}
 	})
 	r.worstAfterKill = r.outage.worst(r.killedAt)
+	select {
+	case <-elected:
+	case <-time.After(35 * time.Second):
+		tb.Fatal("the node was not killed: the outage run was shorter than killAfter")
+	}
 
 	// Nothing accepted is lost.
 	accepted := append(slices.Clone(r.steady.accepted), r.outage.accepted...)
@@ -326,8 +347,8 @@ func TestClusterScaleOut(t *testing.T) {
 	if time.Unix(0, r.outage.lastOK.Load()).Before(r.killedAt.Add(time.Second)) {
 		t.Errorf("no message accepted after node %s died: refused %v, failed %d", r.leader, r.outage.refused, r.outage.failed)
 	}
-	t.Logf("steady: p50 %s p99 %s; node %s (INGEST leader) killed: %d accepted, refused %v, failed %d, longest answer after the kill %s",
-		r.steady.quantile(0.5), r.steady.quantile(0.99), r.leader, len(r.outage.accepted), r.outage.refused, r.outage.failed, r.worstAfterKill)
+	t.Logf("steady: p50 %s p99 %s; node %s (INGEST leader) killed, %s led after %s: %d accepted, refused %v, failed %d, longest answer after the kill %s",
+		r.steady.quantile(0.5), r.steady.quantile(0.99), r.leader, r.newLeader, r.election, len(r.outage.accepted), r.outage.refused, r.outage.failed, r.worstAfterKill)
 	for _, id := range r.lost {
 		t.Errorf("accepted %s was never delivered", id)
 	}
@@ -361,11 +382,13 @@ func BenchmarkClusterScaleOut(b *testing.B) {
 		b.ReportMetric(float64(len(r.outage.accepted)), "kill-accepted")
 		b.ReportMetric(float64(refused(r.outage)), "kill-non2xx")
 		b.ReportMetric(r.worstAfterKill.Seconds(), "kill-longest-answer-s")
+		b.ReportMetric(r.election.Seconds(), "kill-election-s")
 		b.ReportMetric(float64(len(r.lost)), "lost")
 		b.ReportMetric(float64(r.maxConsumers), "max-consumers")
 		if r.verifyErr != nil || !strings.Contains(r.verify, "OK") {
 			b.Errorf("audit verify: %v\n%s", r.verifyErr, r.verify)
 		}
-		b.Logf("killed %s; refused steady %v, during kill %v", r.leader, r.steady.refused, r.outage.refused)
+		b.Logf("killed %s (INGEST leader), then %s led; refused steady %v, during kill %v; kill-* count the %s run the kill came %s into",
+			r.leader, r.newLeader, r.steady.refused, r.outage.refused, 30*time.Second, 5*time.Second)
 	}
 }

@@ -102,7 +102,7 @@ func (b *breaker) acquire(ctx context.Context, now func() time.Time, maxWait tim
 // Bounds of one period of the wait for a slot.
 const (
 	unknownLatencyWait = 100 * time.Millisecond
-	minSlotWait        = 10 * time.Millisecond
+	minSlotWait        = 100 * time.Millisecond
 	maxSlotWait        = 2 * time.Second
 	waitPerLatency     = 8
 )

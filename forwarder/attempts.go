@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sealpost/sealpost/keyring/kms"
+	"github.com/sealpost/sealpost/signer"
 )
 
 // Attempt is the record of one delivery attempt. It never holds a body.
@@ -201,7 +202,7 @@ func (w *Worker) Attempts(ctx context.Context, tenant, id string) ([]Attempt, er
 	}
 	k, err := groupOf(tenant, id)
 	if err != nil {
-		return nil, fmt.Errorf("%w: no attempts for %s", ErrNotFound, truncate(id, 64))
+		return nil, fmt.Errorf("%w: no attempts for %s", ErrNotFound, signer.Truncate(id, 64))
 	}
 	var out []Attempt
 	err = eachRecord(ctx, w.cfg.Attempts, attemptSubject(k.tenant, k.group), attemptsFormat, func(seq uint64, f []string, blob []byte) error {

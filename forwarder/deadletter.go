@@ -419,8 +419,9 @@ func (w *Worker) DeadLetters(ctx context.Context, f ReplayFilter, after uint64, 
 // ReplayDeadLetters sends every selected dead letter that was not
 // delivered since, once, inline, with its original webhook-id (see
 // Redeliver), at most 10,000 per call. It returns how many were delivered;
-// when some were not, the error wraps ErrDeliveryFailed and they stay dead
-// letters.
+// when some were not, the error wraps ErrDeliveryFailed, and
+// ErrEndpointDisabled too when each of them was for a disabled endpoint,
+// and they stay dead letters.
 func (w *Worker) ReplayDeadLetters(ctx context.Context, f ReplayFilter) (int, error) {
 	pending, tenants, err := w.deadLetters(ctx, f)
 	if err != nil {
@@ -448,7 +449,7 @@ func (w *Worker) ReplayDeadLetters(ctx context.Context, f ReplayFilter) (int, er
 	if len(pending) > maxReplay {
 		pending = pending[:maxReplay]
 	}
-	delivered, failed := 0, 0
+	delivered, failed, disabled := 0, 0, 0
 	var firstErr error
 	for i, d := range pending {
 		if err := ctx.Err(); err != nil {
@@ -463,13 +464,19 @@ func (w *Worker) ReplayDeadLetters(ctx context.Context, f ReplayFilter) (int, er
 		if firstErr == nil {
 			firstErr = err
 		}
+		if errors.Is(err, ErrEndpointDisabled) {
+			disabled++
+		}
 		if !errors.Is(err, ErrDeliveryFailed) && !errors.Is(err, ErrEndpointDisabled) && !errors.Is(err, ErrUnknownRoute) && !errors.Is(err, ErrNotFound) {
 			// sealpost itself is failing (store, KMS, audit): stop.
 			return delivered, fmt.Errorf("forwarder: replay stopped after %d delivered: %w", delivered, err)
 		}
 	}
-	if failed > 0 {
-		return delivered, fmt.Errorf("%w: %d of %d dead letters not delivered (first: %w)", ErrDeliveryFailed, failed, len(pending), firstErr)
+	switch {
+	case failed > 0 && disabled == failed:
+		return delivered, fmt.Errorf("%w (%w): %d of %d dead letters not delivered (first: %v)", ErrDeliveryFailed, ErrEndpointDisabled, failed, len(pending), firstErr)
+	case failed > 0:
+		return delivered, fmt.Errorf("%w: %d of %d dead letters not delivered (first: %v)", ErrDeliveryFailed, failed, len(pending), firstErr)
 	}
 	return delivered, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/sealpost/sealpost/audit/entry"
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/queue"
+	"github.com/sealpost/sealpost/signer"
 )
 
 // ErrPending: the receipt is still being delivered (its next attempt is
@@ -48,7 +49,7 @@ func (w *Worker) DeleteReceipt(ctx context.Context, tenant, id string) (*Deleted
 	}
 	k, err := groupOf(tenant, id)
 	if err != nil {
-		return nil, fmt.Errorf("%w: receipt %s", ErrNotFound, truncate(id, 64))
+		return nil, fmt.Errorf("%w: receipt %s", ErrNotFound, signer.Truncate(id, 64))
 	}
 	lasts, err := w.lastAttempts(ctx, k)
 	if err != nil {
@@ -66,7 +67,7 @@ func (w *Worker) DeleteReceipt(ctx context.Context, tenant, id string) (*Deleted
 	var msgs []*queue.Msg
 	if err := w.cfg.Receipts.Each(ctx, subject, func(m *queue.Msg) error {
 		if m.Header[hdrFormat] != receiptsFormat {
-			return fmt.Errorf("forwarder: %s seq %d: format %q", w.cfg.Receipts.Name(), m.Seq, truncate(m.Header[hdrFormat], 40))
+			return fmt.Errorf("forwarder: %s seq %d: format %q", w.cfg.Receipts.Name(), m.Seq, signer.Truncate(m.Header[hdrFormat], 40))
 		}
 		msgs = append(msgs, m)
 		return nil
@@ -290,7 +291,7 @@ func (w *Worker) EachReceipt(ctx context.Context, tenant string, fn func(id stri
 	seen := map[string]bool{}
 	return w.cfg.Receipts.Read(ctx, queue.ReadOptions{Filter: "receipt." + tenant + ".>"}, func(m *queue.Msg) error {
 		if m.Header[hdrFormat] != receiptsFormat {
-			return fmt.Errorf("forwarder: %s seq %d: format %q", w.cfg.Receipts.Name(), m.Seq, truncate(m.Header[hdrFormat], 40))
+			return fmt.Errorf("forwarder: %s seq %d: format %q", w.cfg.Receipts.Name(), m.Seq, signer.Truncate(m.Header[hdrFormat], 40))
 		}
 		return queue.EachRecord(m.Data, func(f []string, blob []byte) error {
 			if len(f) != 2 || seen[f[0]] {

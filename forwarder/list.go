@@ -10,6 +10,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/sealpost/sealpost/queue"
+	"github.com/sealpost/sealpost/signer"
 )
 
 // Receipts are listed in the order they were stored, from their
@@ -99,7 +100,7 @@ func (w *Worker) ListReceipts(ctx context.Context, f ReceiptFilter, from Cursor,
 	switch f.Status {
 	case "", StatusPending, StatusDelivered, StatusFailing, StatusDead:
 	default:
-		return nil, from, false, fmt.Errorf("%w: status %q", ErrInvalidInput, truncate(f.Status, 40))
+		return nil, from, false, fmt.Errorf("%w: status %q", ErrInvalidInput, signer.Truncate(f.Status, 40))
 	}
 	if limit <= 0 {
 		return nil, from, false, fmt.Errorf("%w: limit", ErrInvalidInput)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/sealpost/sealpost/ingress"
+	"github.com/sealpost/sealpost/signer"
 )
 
 // Tenants, routes and receipt ids become tokens of queue subjects and store
@@ -14,7 +15,7 @@ import (
 // checkTenant checks a tenant name by the ingress rule (ingress.ValidName).
 func checkTenant(tenant string) error {
 	if !ingress.ValidName(tenant) {
-		return fmt.Errorf("%w: tenant %q is not %s", ErrInvalidInput, truncate(tenant, 64), ingress.NameRule)
+		return fmt.Errorf("%w: tenant %q is not %s", ErrInvalidInput, signer.Truncate(tenant, 64), ingress.NameRule)
 	}
 	return nil
 }
@@ -22,7 +23,7 @@ func checkTenant(tenant string) error {
 // checkRoute checks a route name by the ingress rule (ingress.ValidRoute).
 func checkRoute(route string) error {
 	if !ingress.ValidRoute(route) {
-		return fmt.Errorf("%w: route %q is not %s", ErrInvalidInput, truncate(route, 64), ingress.RouteRule)
+		return fmt.Errorf("%w: route %q is not %s", ErrInvalidInput, signer.Truncate(route, 64), ingress.RouteRule)
 	}
 	return nil
 }
@@ -38,7 +39,7 @@ func checkID(id string) error {
 	for i := 0; i < len(id); i++ {
 		c := id[i]
 		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return fmt.Errorf("%w: id %q has characters other than letters, digits, '-' and '_'", ErrInvalidInput, truncate(id, 64))
+			return fmt.Errorf("%w: id %q has characters other than letters, digits, '-' and '_'", ErrInvalidInput, signer.Truncate(id, 64))
 		}
 	}
 	return nil
@@ -47,7 +48,7 @@ func checkID(id string) error {
 // checkEndpoint checks an endpoint id by the route rule (ingress.ValidRoute).
 func checkEndpoint(id string) error {
 	if !ingress.ValidRoute(id) {
-		return fmt.Errorf("%w: endpoint %q is not %s", ErrInvalidInput, truncate(id, 64), ingress.RouteRule)
+		return fmt.Errorf("%w: endpoint %q is not %s", ErrInvalidInput, signer.Truncate(id, 64), ingress.RouteRule)
 	}
 	return nil
 }

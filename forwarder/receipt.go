@@ -158,7 +158,7 @@ func (w *Worker) Receipt(ctx context.Context, tenant, id string) ([]byte, error)
 	}
 	k, err := groupOf(tenant, id)
 	if err != nil {
-		return nil, fmt.Errorf("%w: receipt %s", ErrNotFound, truncate(id, 64))
+		return nil, fmt.Errorf("%w: receipt %s", ErrNotFound, signer.Truncate(id, 64))
 	}
 	stored, err := w.receiptsOf(ctx, k, func(rid string, _ uint64) bool { return rid == id })
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sealpost/sealpost/ingress"
 	"github.com/sealpost/sealpost/queue"
+	"github.com/sealpost/sealpost/signer"
 )
 
 // Receipts and attempt records are stored many to a message: the records
@@ -78,16 +79,9 @@ type groupKey struct{ tenant, group string }
 func groupOf(tenant, id string) (groupKey, error) {
 	g := ingress.IDGroup(id)
 	if g == "" {
-		return groupKey{}, fmt.Errorf("%w: %q is not a receipt id", ErrInvalidInput, truncate(id, 64))
+		return groupKey{}, fmt.Errorf("%w: %q is not a receipt id", ErrInvalidInput, signer.Truncate(id, 64))
 	}
 	return groupKey{tenant: tenant, group: g}, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }
 
 // record is one record to store: its fields and sealed blob, and how long
@@ -185,7 +179,7 @@ func eachRecord(ctx context.Context, s *queue.Stream, subject, format string, fn
 func eachRecordFrom(ctx context.Context, s *queue.Stream, subject, format string, from uint64, fn func(seq uint64, fields []string, blob []byte) error) error {
 	err := s.EachFrom(ctx, subject, from, func(m *queue.Msg) error {
 		if m.Header[hdrFormat] != format {
-			return fmt.Errorf("forwarder: %s seq %d: format %q, want %q", s.Name(), m.Seq, truncate(m.Header[hdrFormat], 40), format)
+			return fmt.Errorf("forwarder: %s seq %d: format %q, want %q", s.Name(), m.Seq, signer.Truncate(m.Header[hdrFormat], 40), format)
 		}
 		return queue.EachRecord(m.Data, func(fields []string, blob []byte) error {
 			return fn(m.Seq, fields, blob)

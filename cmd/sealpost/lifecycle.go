@@ -13,6 +13,7 @@ import (
 	"github.com/sealpost/sealpost/audit"
 	"github.com/sealpost/sealpost/queue"
 	"github.com/sealpost/sealpost/queue/backup"
+	"github.com/sealpost/sealpost/signer"
 )
 
 // Data lifecycle: retention, deletion, backups. See docs/lifecycle.md.
@@ -165,7 +166,7 @@ func (l *lifecycle) backup(ctx context.Context) (*backup.Result, error) {
 	}
 	if err != nil {
 		l.backups.WithLabelValues("failed").Inc()
-		details["error"] = truncateDetail(err.Error())
+		details["error"] = signer.Truncate(err.Error(), 200)
 		g.appendAudit(ctx, audit.Entry{Actor: "system", Action: actionBackup, Target: "backup", Outcome: audit.OutcomeFailure, Details: details})
 		return nil, err
 	}
@@ -196,13 +197,6 @@ func (l *lifecycle) storeCheckpoint(ctx context.Context, rec json.RawMessage) er
 		return fmt.Errorf("backup: audit checkpoint record: %v", err)
 	}
 	return l.checkpoints.PutCheckpoint(ctx, fmt.Sprintf("%020d", r.Size), []byte(r.Note))
-}
-
-func truncateDetail(s string) string {
-	if len(s) > 200 {
-		return s[:200]
-	}
-	return s
 }
 
 // deleteTenant deletes a tenant on request: the deletion is recorded,

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sealpost/sealpost/forwarder"
 	"github.com/sealpost/sealpost/ingress"
+	"github.com/sealpost/sealpost/signer"
 )
 
 // Tenant is one customer.
@@ -125,7 +126,7 @@ func checkCommon(desc string, meta map[string]string, retention string) error {
 func parseRetention(s string) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil || d < minRetention || d > maxRetention {
-		return 0, invalid("retention: a duration from 1s to 8784h (366 days), got %q", truncate(s, 40))
+		return 0, invalid("retention: a duration from 1s to 8784h (366 days), got %q", signer.Truncate(s, 40))
 	}
 	return d, nil
 }
@@ -139,17 +140,10 @@ func printableUTF8(s string) bool {
 	return true
 }
 
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
-}
-
 // Validate checks a tenant.
 func (t *Tenant) Validate() error {
 	if !ingress.ValidName(t.Name) {
-		return invalid("name: %s, got %q", ingress.NameRule, truncate(t.Name, 80))
+		return invalid("name: %s, got %q", ingress.NameRule, signer.Truncate(t.Name, 80))
 	}
 	return checkCommon(t.Description, t.Metadata, t.Retention)
 }
@@ -157,7 +151,7 @@ func (t *Tenant) Validate() error {
 // Validate checks a route.
 func (r *Route) Validate() error {
 	if !ingress.ValidRoute(r.Name) {
-		return invalid("name: %s, got %q", ingress.RouteRule, truncate(r.Name, 80))
+		return invalid("name: %s, got %q", ingress.RouteRule, signer.Truncate(r.Name, 80))
 	}
 	return checkCommon(r.Description, r.Metadata, r.Retention)
 }
@@ -166,7 +160,7 @@ func (r *Route) Validate() error {
 // through (forward.allow_networks).
 func (e *Endpoint) Validate(allow []netip.Prefix) error {
 	if !ingress.ValidRoute(e.ID) {
-		return invalid("id: %s, got %q", ingress.RouteRule, truncate(e.ID, 80))
+		return invalid("id: %s, got %q", ingress.RouteRule, signer.Truncate(e.ID, 80))
 	}
 	if err := forwarder.CheckEndpointURL(e.URL, e.AllowHTTP, allow); err != nil {
 		return invalid("url: %v", err)
@@ -192,7 +186,7 @@ func checkEventTypes(ts []string) error {
 	for _, t := range ts {
 		name := strings.TrimSuffix(t, ".*")
 		if t == "*" || !ingress.ValidEventType(name) {
-			return invalid("event_types: %q is not an event type (letters, digits, '.', '_', '-'; a trailing \".*\" matches a prefix)", truncate(t, 80))
+			return invalid("event_types: %q is not an event type (letters, digits, '.', '_', '-'; a trailing \".*\" matches a prefix)", signer.Truncate(t, 80))
 		}
 	}
 	return nil
@@ -214,7 +208,7 @@ func (o *OpWebhook) Validate(allow []netip.Prefix) error {
 	}
 	for _, e := range o.Events {
 		if !slices.Contains(OpEvents, e) {
-			return invalid("events: unknown event %q (%s)", truncate(e, 80), strings.Join(OpEvents, ", "))
+			return invalid("events: unknown event %q (%s)", signer.Truncate(e, 80), strings.Join(OpEvents, ", "))
 		}
 	}
 	return nil

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sealpost/sealpost/ingress"
+	"github.com/sealpost/sealpost/signer"
 )
 
 // API keys look like "sp_<id>_<secret>": the id is public (it appears in
@@ -101,22 +102,15 @@ func CheckScopes(scopes []string) error {
 	for _, s := range scopes {
 		switch {
 		case seen[s]:
-			return fmt.Errorf("scope %q listed twice", truncate(s, 80))
+			return fmt.Errorf("scope %q listed twice", signer.Truncate(s, 80))
 		case s == ScopeIngestAll, s == ScopeReceiptsRead, s == ScopeEndpointsWrite, s == ScopeAuditRead:
 		case strings.HasPrefix(s, ScopeIngestPrefix) && ingress.ValidRoute(s[len(ScopeIngestPrefix):]):
 		default:
-			return fmt.Errorf("unknown scope %q (ingest:<route>, ingest:*, receipts:read, endpoints:write, audit:read)", truncate(s, 80))
+			return fmt.Errorf("unknown scope %q (ingest:<route>, ingest:*, receipts:read, endpoints:write, audit:read)", signer.Truncate(s, 80))
 		}
 		seen[s] = true
 	}
 	return nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }
 
 // Allows reports whether the key may post to route.

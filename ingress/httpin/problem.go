@@ -19,7 +19,7 @@ type Problem struct {
 }
 
 // problemBase prefixes our problem type URIs; they are stable identifiers,
-// documented in the README, not fetched.
+// documented in docs/api.md, not fetched.
 const problemBase = "https://sealpost.dev/problems/"
 
 // WriteProblem writes p as application/problem+json.

@@ -264,7 +264,8 @@ func runAPIKey(ctx context.Context, args []string, getenv func(string) string, s
 	fs.SetOutput(stderr)
 	admin := fs.Bool("admin", false, "make an admin token (admin.token_sha256) instead of a tenant API key")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: sealpost apikey new ID [--admin]")
+		fmt.Fprint(stderr, apiKeyUsage)
+		fmt.Fprintln(stderr, "flags of new (see \"sealpost apikey create -h\" for the others):")
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterspersed(fs, args)

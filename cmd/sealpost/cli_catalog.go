@@ -192,6 +192,13 @@ func runEndpoint(ctx context.Context, args []string, getenv func(string) string,
 
 // runAPIKeyAdmin: sealpost apikey create T --scope S... | list T | get T ID |
 // rotate T ID | revoke T ID, through the admin API.
+// apiKeyUsage is the usage of every apikey subcommand, offline and through
+// the admin API.
+const apiKeyUsage = `usage: sealpost apikey new ID [--admin]                      (offline: a token and its hash for the configuration file)
+       sealpost apikey create TENANT --scope S [--scope S]... [--id ID] [--expires T] [--description D]
+       sealpost apikey list TENANT | get|revoke TENANT ID | rotate TENANT ID [--overlap 24h]
+`
+
 func runAPIKeyAdmin(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("apikey", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -203,9 +210,7 @@ func runAPIKeyAdmin(ctx context.Context, args []string, getenv func(string) stri
 	expires := fs.String("expires", "", "create: when the key ends, RFC 3339 `time` or a duration from now (e.g. 8760h)")
 	overlap := fs.Duration("overlap", 24*time.Hour, "rotate: how long the old token keeps working")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: sealpost apikey new ID [--admin]                      (offline: a token and its hash for the configuration file)")
-		fmt.Fprintln(stderr, "       sealpost apikey create TENANT --scope S [--scope S]... [--id ID] [--expires T] [--description D]")
-		fmt.Fprintln(stderr, "       sealpost apikey list TENANT | get|revoke TENANT ID | rotate TENANT ID [--overlap 24h]")
+		fmt.Fprint(stderr, apiKeyUsage)
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterspersed(fs, args)

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf16"
+
+	"github.com/sealpost/sealpost/signer"
 )
 
 // maxIndex is the largest leaf index or record number a record may carry: JCS writes numbers
@@ -20,9 +22,9 @@ const maxIndex = 1<<53 - 1
 func appendRecordJCS(dst []byte, e *Entry, h head) []byte {
 	// Member names sorted by UTF-16 code units (all ASCII here).
 	dst = append(dst, `{"action":`...)
-	dst = appendJCSString(dst, e.Action)
+	dst = signer.AppendJCSString(dst, e.Action)
 	dst = append(dst, `,"actor":`...)
-	dst = appendJCSString(dst, e.Actor)
+	dst = signer.AppendJCSString(dst, e.Actor)
 	if len(e.Details) > 0 {
 		dst = append(dst, `,"details":{`...)
 		keys := make([]string, 0, len(e.Details))
@@ -34,9 +36,9 @@ func appendRecordJCS(dst []byte, e *Entry, h head) []byte {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendJCSString(dst, k)
+			dst = signer.AppendJCSString(dst, k)
 			dst = append(dst, ':')
-			dst = appendJCSString(dst, e.Details[k])
+			dst = signer.AppendJCSString(dst, e.Details[k])
 		}
 		dst = append(dst, '}')
 	}
@@ -47,7 +49,7 @@ func appendRecordJCS(dst []byte, e *Entry, h head) []byte {
 	}
 	dst = strconv.AppendUint(dst, h.n, 10)
 	dst = append(dst, `,"outcome":`...)
-	dst = appendJCSString(dst, e.Outcome)
+	dst = signer.AppendJCSString(dst, e.Outcome)
 	if h.prev != nil {
 		dst = append(dst, `,"prev":"`...)
 		dst = b64.AppendEncode(dst, h.prev)
@@ -63,7 +65,7 @@ func appendRecordJCS(dst []byte, e *Entry, h head) []byte {
 			dst = append(dst, `,"`...)
 			dst = append(dst, m.name...)
 			dst = append(dst, `":`...)
-			dst = appendJCSString(dst, m.v)
+			dst = signer.AppendJCSString(dst, m.v)
 		}
 	}
 	dst = append(dst, `,"time":"`...)
@@ -72,39 +74,9 @@ func appendRecordJCS(dst []byte, e *Entry, h head) []byte {
 	dst = strconv.AppendInt(dst, int64(h.v), 10)
 	if h.v == recordV2 {
 		dst = append(dst, `,"w":`...)
-		dst = appendJCSString(dst, h.writer)
+		dst = signer.AppendJCSString(dst, h.writer)
 	}
 	return append(dst, '}')
-}
-
-// appendJCSString writes s as a JSON string the way RFC 8785 section
-// 3.2.2.2 specifies: only '"', '\\' and control characters are escaped,
-// with the short forms where JSON has them and \u00xx (lowercase) otherwise.
-func appendJCSString(dst []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	dst = append(dst, '"')
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
-			dst = append(dst, '\\', c)
-		case c >= 0x20:
-			dst = append(dst, c)
-		case c == '\b':
-			dst = append(dst, '\\', 'b')
-		case c == '\t':
-			dst = append(dst, '\\', 't')
-		case c == '\n':
-			dst = append(dst, '\\', 'n')
-		case c == '\f':
-			dst = append(dst, '\\', 'f')
-		case c == '\r':
-			dst = append(dst, '\\', 'r')
-		default:
-			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-		}
-	}
-	return append(dst, '"')
 }
 
 // compareUTF16 orders strings by their UTF-16 code units, as JCS sorts

@@ -211,6 +211,33 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 	}
 }
 
+// TestReplayMixedFailures: a replay whose failures are not all for a
+// disabled endpoint reports a delivery failure, not a disabled endpoint
+// (the API answers the latter with 409).
+func TestReplayMixedFailures(t *testing.T) {
+	e := newEnv(t, func(cfg *Config) { cfg.Schedule = []time.Duration{0} }) // one attempt, then a dead letter
+	gone := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int) { w.WriteHeader(http.StatusGone) })
+	failing := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int) { w.WriteHeader(http.StatusBadRequest) })
+	e.route("invoices", gone, nil)
+	e.route("orders", failing, nil)
+	ctx := context.Background()
+	for _, route := range []string{"invoices", "orders"} {
+		s := submission(t, route)
+		e.handle(ctx, s, &fakeDelivery{})
+		if !slices.Contains(e.audit.actions(s.ID), entry.ActionDeadLettered) {
+			t.Fatalf("%s: not dead-lettered: %v", route, e.audit.actions(s.ID))
+		}
+	}
+	n, err := e.w.ReplayDeadLetters(ctx, ReplayFilter{Tenant: "acme"})
+	if n != 0 || !errors.Is(err, ErrDeliveryFailed) || errors.Is(err, ErrEndpointDisabled) {
+		t.Errorf("replay = %d, %v; want 0 and ErrDeliveryFailed without ErrEndpointDisabled", n, err)
+	}
+	n, err = e.w.ReplayDeadLetters(ctx, ReplayFilter{Tenant: "acme", Route: "invoices"})
+	if n != 0 || !errors.Is(err, ErrEndpointDisabled) {
+		t.Errorf("replay of the disabled route = %d, %v; want 0 and ErrEndpointDisabled", n, err)
+	}
+}
+
 // TestShutdownDoesNotCountAttempt: an attempt cut short because the worker
 // stops is not recorded as a failure; the message is handed back.
 func TestShutdownDoesNotCountAttempt(t *testing.T) {

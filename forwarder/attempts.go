@@ -194,6 +194,23 @@ func foldAttempt(last lastAttempt, n int, ms int64, result, trigger, class strin
 	return last
 }
 
+// openAttempt opens the sealed Attempt of a record of id stored at seq.
+// Attempts of earlier versions name no endpoint: theirs is DefaultEndpoint.
+func (w *Worker) openAttempt(ctx context.Context, tenant, id string, seq uint64, blob []byte) (Attempt, error) {
+	plain, err := w.cfg.Sealer.Open(ctx, attemptsContext(tenant, id), blob)
+	if err != nil {
+		return Attempt{}, fmt.Errorf("forwarder: open attempt at seq %d: %w", seq, err)
+	}
+	var a Attempt
+	if err := json.Unmarshal(plain, &a); err != nil {
+		return Attempt{}, fmt.Errorf("forwarder: decode attempt at seq %d: %w", seq, err)
+	}
+	if a.Endpoint == "" {
+		a.Endpoint = DefaultEndpoint
+	}
+	return a, nil
+}
+
 // Attempts lists the recorded attempts of a receipt, oldest first (at most
 // 1000). A receipt without attempts yields ErrNotFound.
 func (w *Worker) Attempts(ctx context.Context, tenant, id string) ([]Attempt, error) {
@@ -209,16 +226,9 @@ func (w *Worker) Attempts(ctx context.Context, tenant, id string) ([]Attempt, er
 		if (len(f) != attemptFields && len(f) != attemptFieldsBefore) || f[0] != id {
 			return nil
 		}
-		plain, err := w.cfg.Sealer.Open(ctx, attemptsContext(tenant, id), blob)
+		a, err := w.openAttempt(ctx, tenant, id, seq, blob)
 		if err != nil {
-			return fmt.Errorf("forwarder: open attempt at seq %d: %w", seq, err)
-		}
-		var a Attempt
-		if err := json.Unmarshal(plain, &a); err != nil {
-			return fmt.Errorf("forwarder: decode attempt at seq %d: %w", seq, err)
-		}
-		if a.Endpoint == "" {
-			a.Endpoint = DefaultEndpoint
+			return err
 		}
 		out = append(out, a)
 		if len(out) >= maxAttemptsListed {

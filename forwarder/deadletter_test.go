@@ -240,3 +240,41 @@ func TestScheduleThroughJetStream(t *testing.T) {
 		t.Error("no early delivery was deferred: the test did not hand a retry out early")
 	}
 }
+
+// TestEarlierAttemptRecords: an attempt record of an earlier version has
+// six fields and no endpoint; listing and export both read it, as the
+// default endpoint's.
+func TestEarlierAttemptRecords(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	s := submission(t, "invoices")
+	old := Attempt{N: 1, Trigger: TriggerQueue, Time: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), Status: 204, Result: ResultDelivered}
+	r, err := e.w.attemptRecord(ctx, "acme", "invoices", s.ID, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.fields = r.fields[:attemptFieldsBefore] // as written before endpoints
+	k, err := groupOf("acme", s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.w.storeRecords(ctx, e.w.cfg.Attempts, attemptSubject(k.tenant, k.group), attemptsFormat, []record{r}, nil); err != nil {
+		t.Fatal(err)
+	}
+	listed, err := e.w.Attempts(ctx, "acme", s.ID)
+	if err != nil || len(listed) != 1 || listed[0].Endpoint != DefaultEndpoint {
+		t.Errorf("Attempts = %+v, %v; want the earlier record, endpoint %q", listed, err, DefaultEndpoint)
+	}
+	var exported []Attempt
+	if err := e.w.EachAttempt(ctx, "acme", func(id string, a Attempt) error {
+		if id == s.ID {
+			exported = append(exported, a)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(exported) != 1 || exported[0].Endpoint != DefaultEndpoint {
+		t.Errorf("EachAttempt = %+v; want the earlier record, endpoint %q", exported, DefaultEndpoint)
+	}
+}

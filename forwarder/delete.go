@@ -315,16 +315,12 @@ func (w *Worker) EachAttempt(ctx context.Context, tenant string, fn func(id stri
 	}
 	return w.cfg.Attempts.Read(ctx, queue.ReadOptions{Filter: "attempts." + tenant + ".>"}, func(m *queue.Msg) error {
 		return queue.EachRecord(m.Data, func(f []string, blob []byte) error {
-			if len(f) != attemptFields {
+			if len(f) != attemptFields && len(f) != attemptFieldsBefore {
 				return nil
 			}
-			plain, err := w.cfg.Sealer.Open(ctx, attemptsContext(tenant, f[0]), blob)
+			a, err := w.openAttempt(ctx, tenant, f[0], m.Seq, blob)
 			if err != nil {
-				return fmt.Errorf("forwarder: open attempt at seq %d: %w", m.Seq, err)
-			}
-			var a Attempt
-			if err := json.Unmarshal(plain, &a); err != nil {
-				return fmt.Errorf("forwarder: decode attempt at seq %d: %w", m.Seq, err)
+				return err
 			}
 			return fn(f[0], a)
 		})

@@ -218,12 +218,15 @@ func (it *item) settle(w *Worker) {
 // loadState reads what earlier deliveries of these submissions stored:
 // a message JetStream handed out before, or one requeued for a retry, may
 // have a receipt and attempts already, and a newer copy of its schedule
-// may be queued.
+// may be queued. A requeued copy has a due time even when it counts no
+// attempt (it went back, say, after its attempt's audit entry failed, or
+// waited while a redelivery was made); only a first delivery has none, and
+// only a first delivery reads nothing.
 func (w *Worker) loadState(ctx context.Context, items []*item, now time.Time) {
 	groups := map[groupKey][]*item{}
 	var keys []groupKey
 	for _, it := range items {
-		if it.done || !(it.d.Redelivered || it.d.Attempt > 0) {
+		if it.done || !(it.d.Redelivered || it.d.Attempt > 0 || !it.d.Due.IsZero()) {
 			continue
 		}
 		if _, ok := groups[it.key]; !ok {

@@ -221,6 +221,39 @@ func TestDeliveredNotPostedAgain(t *testing.T) {
 	}
 }
 
+// TestRequeuedCopyReadsRecords: the same, when the copy comes back not as
+// a redelivery of its message but requeued alone with no attempt counted
+// (as when another submission of its INGEST message changed): the records
+// of the first handout still count, so there is no second POST and no
+// second attempt numbered 1.
+func TestRequeuedCopyReadsRecords(t *testing.T) {
+	c := newClock()
+	e := newEnv(t, func(cfg *Config) { cfg.Now = c.now })
+	rc := newReceiver(t, nil)
+	e.route("invoices", rc, nil)
+	s := submission(t, "invoices")
+	e.audit.failAction = entry.ActionDelivered
+	d := &fakeDelivery{}
+	e.handle(context.Background(), s, d)
+	if d.acked || len(d.retries) != 1 {
+		t.Fatalf("decision = %s while the audit log refuses message.delivered, want retry", d.decision())
+	}
+	c.advance(d.retries[0])
+	e.audit.failAction = ""
+	e.queued[s.ID] = queued{attempt: 0, due: c.now()} // requeued alone, not redelivered
+	d = &fakeDelivery{}
+	e.handle(context.Background(), s, d)
+	if !d.acked {
+		t.Fatalf("decision = %s, want ack", d.decision())
+	}
+	if n := len(rc.requests()); n != 1 {
+		t.Errorf("the receiver got %d POSTs, want 1", n)
+	}
+	if as, err := e.w.Attempts(context.Background(), "acme", s.ID); err != nil || len(as) != 1 {
+		t.Errorf("attempts = %+v, %v; want one", as, err)
+	}
+}
+
 func TestNotAckedBeforeAudit(t *testing.T) {
 	c := newClock()
 	e := newEnv(t, func(cfg *Config) { cfg.Now = c.now })

@@ -254,3 +254,13 @@ func TestSSOOperators(t *testing.T) {
 		}
 	}
 }
+
+// quietLog drops an embedded server's output.
+type quietLog struct{}
+
+func (quietLog) Noticef(string, ...any) {}
+func (quietLog) Warnf(string, ...any)   {}
+func (quietLog) Fatalf(string, ...any)  {}
+func (quietLog) Errorf(string, ...any)  {}
+func (quietLog) Debugf(string, ...any)  {}
+func (quietLog) Tracef(string, ...any)  {}

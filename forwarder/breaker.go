@@ -232,6 +232,7 @@ func (w *Worker) breakerFor(tenant, route string, ep Endpoint) *breaker {
 	if limit <= 0 {
 		limit = defaultMaxConcurrency
 	}
+	limit = max(1, limit/w.share())
 	for {
 		old, ok := w.breakers.Load(key)
 		if ok && cap(old.(*breaker).slots) == limit {
@@ -252,19 +253,20 @@ func (w *Worker) breakerFor(tenant, route string, ep Endpoint) *breaker {
 }
 
 // rateWait takes one message of an endpoint's rate and returns 0, or,
-// when the endpoint is over its rate (per instance), how long to wait; the
-// waiting message takes nothing.
+// when the endpoint is over this instance's share of its rate, how long to
+// wait; the waiting message takes nothing.
 func (w *Worker) rateWait(tenant, route string, ep Endpoint) time.Duration {
 	if ep.RateLimit <= 0 {
 		return 0
 	}
+	lim := rate.Limit(float64(ep.RateLimit) / float64(w.share()))
 	key := tenant + "/" + route + "/" + ep.id()
 	v, ok := w.limiters.Load(key)
-	if !ok || v.(*rate.Limiter).Limit() != rate.Limit(ep.RateLimit) {
-		burst := max(1, int(ep.RateLimit))
-		v, _ = w.limiters.LoadOrStore(key, rate.NewLimiter(rate.Limit(ep.RateLimit), burst))
-		if l := v.(*rate.Limiter); l.Limit() != rate.Limit(ep.RateLimit) {
-			l.SetLimit(rate.Limit(ep.RateLimit))
+	if !ok || v.(*rate.Limiter).Limit() != lim {
+		burst := max(1, int(lim))
+		v, _ = w.limiters.LoadOrStore(key, rate.NewLimiter(lim, burst))
+		if l := v.(*rate.Limiter); l.Limit() != lim {
+			l.SetLimit(lim)
 			l.SetBurst(burst)
 		}
 	}

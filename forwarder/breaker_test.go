@@ -203,3 +203,37 @@ func TestSlowEndpointDoesNotStarve(t *testing.T) {
 		t.Errorf("slow endpoint: %s, want ack", d.decision())
 	}
 }
+
+// TestLimitsShared: with n instances, each enforces 1/n of an endpoint's
+// rate limit and concurrency limit, and follows n as it changes.
+func TestLimitsShared(t *testing.T) {
+	e := newEnv(t, nil)
+	ep := Endpoint{URL: "https://example.com/hook", RateLimit: 4, MaxConcurrency: 16}
+	taken := func(route string) int {
+		n := 0
+		for range 10 {
+			if e.w.rateWait("acme", route, ep) > 0 {
+				break
+			}
+			n++
+		}
+		return n
+	}
+	if n := taken("invoices"); n != 4 {
+		t.Errorf("one instance: %d messages before the rate limit, want 4", n)
+	}
+	if c := cap(e.w.breakerFor("acme", "invoices", ep).slots); c != 16 {
+		t.Errorf("one instance: %d slots, want 16", c)
+	}
+	e.w.SetInstances(2)
+	if n := taken("orders"); n != 2 { // a fresh limiter, its burst full
+		t.Errorf("two instances: %d messages before the rate limit, want 2", n)
+	}
+	if c := cap(e.w.breakerFor("acme", "invoices", ep).slots); c != 8 {
+		t.Errorf("two instances: %d slots, want 8", c)
+	}
+	e.w.SetInstances(32)
+	if c := cap(e.w.breakerFor("acme", "invoices", ep).slots); c != 1 {
+		t.Errorf("32 instances: %d slots, want 1", c)
+	}
+}

@@ -54,12 +54,13 @@ type Endpoint struct {
 	// stored with RotateSecret are added to these. Optional: without any,
 	// only v1a signatures are sent.
 	Secrets []Secret
-	// MaxConcurrency bounds the requests in flight to this endpoint from
-	// one instance. Default: the route's MaxConcurrency, else 16.
+	// MaxConcurrency bounds the requests in flight to this endpoint, across
+	// the instances (Worker.SetInstances). Default: the route's
+	// MaxConcurrency, else 16.
 	MaxConcurrency int
-	// RateLimit bounds the messages per second sent to this endpoint from
-	// one instance; 0 sets no bound. Messages over it wait (not an
-	// attempt).
+	// RateLimit bounds the messages per second sent to this endpoint,
+	// across the instances (Worker.SetInstances); 0 sets no bound.
+	// Messages over it wait (not an attempt).
 	RateLimit float64
 	// EventTypes the endpoint receives: names ("invoice.paid") or
 	// prefixes ("invoice.*"). Empty: every submission, with or without an
@@ -293,7 +294,19 @@ type Worker struct {
 	// state caches the endpoint state bucket once Watch runs.
 	state atomic.Pointer[stateCache]
 	ops   *opSender
+	// instances delivering from the same queue (SetInstances); 0 is one.
+	instances atomic.Int64
 }
+
+// SetInstances tells the worker how many instances deliver from the same
+// queue. Each then enforces its share of every endpoint's limits: 1/n of
+// its rate limit, and 1/n of its concurrency limit (at least one request
+// in flight), so that the endpoint sees about its configured limits across
+// the cluster while the queue spreads messages evenly.
+func (w *Worker) SetInstances(n int) { w.instances.Store(int64(max(n, 1))) }
+
+// share is the number of instances the limits are shared by.
+func (w *Worker) share() int { return max(1, int(w.instances.Load())) }
 
 // Errors callers branch on.
 var (

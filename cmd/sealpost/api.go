@@ -42,7 +42,7 @@ func (g *gateway) buildServers() error {
 	if err != nil {
 		return err
 	}
-	if err := g.shareLimits(ingest); err != nil {
+	if err := g.shareLimits(ingest, g.fwd); err != nil {
 		return err
 	}
 	opt := httpapi.Optional{Metrics: metricsHandler(g.reg)}

@@ -107,7 +107,6 @@ func startCluster(t testing.TB) *natsCluster {
 	}
 }
 
-
 func (c *natsCluster) url() string { return strings.Join(c.urls, ",") }
 
 // js connects to the cluster for inspection.

@@ -8,26 +8,30 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/sealpost/sealpost/ingress/httpin"
 )
 
-// Instances of one cluster share the configured ingest rate limits: each
-// puts a heartbeat in the INSTANCES bucket and enforces 1/n of every limit,
-// n being the number of live instances. A load balancer that spreads
-// requests evenly then sees the configured rate across the cluster.
+// Instances of one cluster share the configured ingest rate limits and
+// every endpoint's rate and concurrency limits: each puts a heartbeat in
+// the INSTANCES bucket and enforces 1/n of every limit, n being the number
+// of live instances. A load balancer that spreads requests evenly (and the
+// queue, which spreads deliveries) then keeps the configured limits across
+// the cluster.
 const (
 	heartbeatEvery = 5 * time.Second
 	heartbeatTTL   = 3 * heartbeatEvery
 )
 
-// shareLimits keeps h's share of the rate limits up to date while the
+// limitSharer is a part that enforces its share of limits: the ingest
+// handler, the delivery worker.
+type limitSharer interface{ SetInstances(n int) }
+
+// shareLimits keeps each part's share of the limits up to date while the
 // gateway runs. With the embedded server there is one instance and
 // nothing to share.
-func (g *gateway) shareLimits(h *httpin.Handler) error {
+func (g *gateway) shareLimits(parts ...limitSharer) error {
 	gauge := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "sealpost_cluster_instances",
-		Help: "Live sealpost instances sharing the queue; each enforces 1/n of the ingest rate limits.",
+		Help: "Live sealpost instances sharing the queue; each enforces 1/n of the ingest and endpoint limits.",
 	})
 	gauge.Set(1)
 	if err := g.reg.Register(gauge); err != nil {
@@ -52,7 +56,9 @@ func (g *gateway) shareLimits(h *httpin.Handler) error {
 			g.log.Warn("counting cluster instances failed", "err", err)
 			return
 		}
-		h.SetInstances(n)
+		for _, p := range parts {
+			p.SetInstances(n)
+		}
 		gauge.Set(float64(n))
 	}
 	beat(g.bgCtx)

@@ -55,9 +55,10 @@ type Endpoint struct {
 	// URL: https (http only with AllowHTTP, set by an operator).
 	URL       string `json:"url"`
 	AllowHTTP bool   `json:"allow_http,omitempty"`
-	// MaxConcurrency bounds requests in flight to it per instance; 0: 16.
+	// MaxConcurrency bounds requests in flight to it, shared by the
+	// instances; 0: 16.
 	MaxConcurrency int `json:"max_concurrency,omitempty"`
-	// RateLimit in messages per second per instance; 0: none.
+	// RateLimit in messages per second, shared by the instances; 0: none.
 	RateLimit float64 `json:"rate_limit,omitempty"`
 	// EventTypes the endpoint receives ("invoice.paid", "invoice.*");
 	// empty: every event.

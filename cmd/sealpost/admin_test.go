@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"slices"
@@ -171,5 +172,77 @@ func TestConfigChangesAudited(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("configuration entries\n got %q\nwant %q", got, want)
+	}
+}
+
+// TestCatalogCommands drives the tenant, route, endpoint, apikey and
+// operator commands through the admin API: what they create works (the
+// key ingests, the endpoint receives, the operator's token reaches the
+// admin API), and bad input is refused with usage or the API's error.
+func TestCatalogCommands(t *testing.T) {
+	rcv := newReceiver(t)
+	g := startGateway(t, gatewayOpts{endpoint: rcv.url()})
+	must := func(args ...string) string {
+		t.Helper()
+		out, err := g.cli(args...)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	must("tenant", "create", "globex", "--description", "Globex Corp")
+	must("route", "create", "globex", "orders", "--retention", "168h")
+	if out := must("route", "list", "globex"); !strings.Contains(out, `"orders"`) {
+		t.Errorf("route list: %s", out)
+	}
+	must("endpoint", "create", "globex", "orders", "--url", rcv.url(), "--id", "main", "--allow-http", "--rate-limit", "50")
+	out := must("apikey", "create", "globex", "--scope", "ingest:orders", "--id", "globex-ci")
+	var created struct{ Token string }
+	if err := json.Unmarshal([]byte(out), &created); err != nil || !strings.HasPrefix(created.Token, "sp_globex-ci_") {
+		t.Fatalf("apikey create printed %s (%v), want its token", out, err)
+	}
+	code, first := g.ingestAs(created.Token, "orders", `{"order":1}`, "")
+	if code != http.StatusAccepted {
+		t.Fatalf("ingest with the created key: %d", code)
+	}
+	if d := rcv.waitFor(t, 1, 30*time.Second); d[0].id != first {
+		t.Errorf("the created endpoint got %s, want %s", d[0].id, first)
+	}
+
+	out = must("operator", "create", "ann", "--role", "viewer")
+	var op struct{ Token string }
+	if err := json.Unmarshal([]byte(out), &op); err != nil || op.Token == "" {
+		t.Fatalf("operator create printed %s (%v), want its token", out, err)
+	}
+	viewer := func(args ...string) error {
+		env := map[string]string{"SEALPOST_ADMIN_URL": g.adminURL, "SEALPOST_ADMIN_TOKEN": op.Token}
+		return run(context.Background(), args, func(k string) string { return env[k] }, io.Discard, io.Discard)
+	}
+	if err := viewer("tenant", "list"); err != nil {
+		t.Errorf("a viewer lists tenants: %v", err)
+	}
+	if err := viewer("tenant", "create", "initech"); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("a viewer creates a tenant: %v, want 403", err)
+	}
+	must("apikey", "revoke", "globex", "globex-ci")
+	if code, _ := g.ingestAs(created.Token, "orders", `{"order":2}`, ""); code != http.StatusUnauthorized {
+		t.Errorf("ingest with the revoked key: %d, want 401", code)
+	}
+
+	for _, args := range [][]string{
+		{"route", "create", "globex"},     // no route name
+		{"endpoint", "get", "globex"},     // too few words
+		{"operator", "frobnicate", "ann"}, // no such subcommand
+		{"apikey", "list"},                // no tenant
+	} {
+		if _, err := g.cli(args...); !errors.As(err, new(exitError)) {
+			t.Errorf("%s: %v, want a usage error", strings.Join(args, " "), err)
+		}
+	}
+	if _, err := g.cli("route", "create", "globex", "Bad_Name"); err == nil || !strings.Contains(err.Error(), "400") {
+		t.Errorf("route create with a bad name: %v, want 400", err)
+	}
+	if _, err := g.cli("endpoint", "delete", "globex", "orders", "nope"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("endpoint delete of an unknown one: %v, want 404", err)
 	}
 }

@@ -92,12 +92,7 @@ func runRoute(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	want := map[string]int{"list": 2, "get": 3, "create": 3, "update": 3, "delete": 3}
-	if len(pos) == 0 || want[pos[0]] != len(pos) {
-		fs.Usage()
-		return exitError{code: 2}
-	}
-	c, err := client()
+	c, err := adminSubcommand(fs, pos, map[string]int{"list": 2, "get": 3, "create": 3, "update": 3, "delete": 3}, client)
 	if err != nil {
 		return err
 	}
@@ -127,8 +122,8 @@ func runEndpoint(ctx context.Context, args []string, getenv func(string) string,
 	u := fs.String("url", "", "create/update: the webhook `URL`")
 	id := fs.String("id", "", "create: the endpoint's `id` (default: a fresh one)")
 	allowHTTP := fs.Bool("allow-http", false, "create/update: allow an http URL (development only)")
-	conc := fs.Int("max-concurrency", 0, "create/update: requests in flight per instance (0: 16)")
-	rateLimit := fs.Float64("rate-limit", 0, "create/update: messages per second per instance (0: none)")
+	conc := fs.Int("max-concurrency", 0, "create/update: requests in flight, shared by the instances (0: 16)")
+	rateLimit := fs.Float64("rate-limit", 0, "create/update: messages per second, shared by the instances (0: none)")
 	var types stringsFlag
 	fs.Var(&types, "event-type", "create/update: an event `type` the endpoint takes, or a prefix \"x.*\" (repeatable; none: all)")
 	obj := objectFlags(fs)
@@ -145,12 +140,7 @@ func runEndpoint(ctx context.Context, args []string, getenv func(string) string,
 	if len(pos) == 3 && (pos[0] == "enable" || pos[0] == "rotate-secret") {
 		pos = append(pos, "default")
 	}
-	want := map[string]int{"list": 3, "create": 3, "get": 4, "update": 4, "delete": 4, "enable": 4, "disable": 4, "rotate-secret": 4}
-	if len(pos) == 0 || want[pos[0]] != len(pos) {
-		fs.Usage()
-		return exitError{code: 2}
-	}
-	c, err := client()
+	c, err := adminSubcommand(fs, pos, map[string]int{"list": 3, "create": 3, "get": 4, "update": 4, "delete": 4, "enable": 4, "disable": 4, "rotate-secret": 4}, client)
 	if err != nil {
 		return err
 	}
@@ -192,6 +182,17 @@ func runEndpoint(ctx context.Context, args []string, getenv func(string) string,
 
 // runAPIKeyAdmin: sealpost apikey create T --scope S... | list T | get T ID |
 // rotate T ID | revoke T ID, through the admin API.
+// adminSubcommand checks that pos is one of want's subcommands with its
+// number of words (the subcommand's own included), printing the usage when
+// it is not, and connects to the admin API.
+func adminSubcommand(fs *flag.FlagSet, pos []string, want map[string]int, client func() (*adminClient, error)) (*adminClient, error) {
+	if len(pos) == 0 || want[pos[0]] != len(pos) {
+		fs.Usage()
+		return nil, exitError{code: 2}
+	}
+	return client()
+}
+
 // apiKeyUsage is the usage of every apikey subcommand, offline and through
 // the admin API.
 const apiKeyUsage = `usage: sealpost apikey new ID [--admin]                      (offline: a token and its hash for the configuration file)
@@ -217,12 +218,7 @@ func runAPIKeyAdmin(ctx context.Context, args []string, getenv func(string) stri
 	if err != nil {
 		return err
 	}
-	want := map[string]int{"create": 2, "list": 2, "get": 3, "rotate": 3, "revoke": 3}
-	if len(pos) == 0 || want[pos[0]] != len(pos) {
-		fs.Usage()
-		return exitError{code: 2}
-	}
-	c, err := client()
+	c, err := adminSubcommand(fs, pos, map[string]int{"create": 2, "list": 2, "get": 3, "rotate": 3, "revoke": 3}, client)
 	if err != nil {
 		return err
 	}
@@ -283,12 +279,7 @@ func runOperator(ctx context.Context, args []string, getenv func(string) string,
 	if err != nil {
 		return err
 	}
-	want := map[string]int{"list": 1, "get": 2, "create": 2, "rotate": 2, "revoke": 2}
-	if len(pos) == 0 || want[pos[0]] != len(pos) {
-		fs.Usage()
-		return exitError{code: 2}
-	}
-	c, err := client()
+	c, err := adminSubcommand(fs, pos, map[string]int{"list": 1, "get": 2, "create": 2, "rotate": 2, "revoke": 2}, client)
 	if err != nil {
 		return err
 	}

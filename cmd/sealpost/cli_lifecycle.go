@@ -63,12 +63,7 @@ func runTenant(ctx context.Context, args []string, getenv func(string) string, s
 	if err != nil {
 		return err
 	}
-	want := map[string]int{"list": 1, "get": 2, "create": 2, "update": 2, "delete": 2, "export": 2}
-	if len(pos) == 0 || want[pos[0]] != len(pos) {
-		fs.Usage()
-		return exitError{code: 2}
-	}
-	c, err := client()
+	c, err := adminSubcommand(fs, pos, map[string]int{"list": 1, "get": 2, "create": 2, "update": 2, "delete": 2, "export": 2}, client)
 	if err != nil {
 		return err
 	}

@@ -148,25 +148,54 @@ func (w *Worker) Redeliver(ctx context.Context, tenant, id, endpoint string) err
 	return w.redeliver(ctx, tenant, id, endpoint, TriggerRedeliver)
 }
 
+// Redelivery is what a redelivery to one endpoint came to: Err is nil
+// when it delivered, else it wraps ErrDeliveryFailed or
+// ErrEndpointDisabled.
+type Redelivery struct {
+	Endpoint string
+	Err      error
+}
+
+// RedeliverEach is Redeliver with a result for each endpoint it went to.
+// Its error is for what stopped it before or between attempts: an
+// unknown receipt, route or endpoint, or sealpost failing itself.
+func (w *Worker) RedeliverEach(ctx context.Context, tenant, id, endpoint string) ([]Redelivery, error) {
+	return w.redeliverEach(ctx, tenant, id, endpoint, TriggerRedeliver)
+}
+
+// redeliver returns the first failure of redeliverEach.
 func (w *Worker) redeliver(ctx context.Context, tenant, id, endpoint, trigger string) error {
-	env, err := w.Receipt(ctx, tenant, id)
+	rs, err := w.redeliverEach(ctx, tenant, id, endpoint, trigger)
 	if err != nil {
 		return err
 	}
+	for _, r := range rs {
+		if r.Err != nil {
+			return r.Err
+		}
+	}
+	return nil
+}
+
+func (w *Worker) redeliverEach(ctx context.Context, tenant, id, endpoint, trigger string) ([]Redelivery, error) {
+	env, err := w.Receipt(ctx, tenant, id)
+	if err != nil {
+		return nil, err
+	}
 	rc, err := receiptOf(env)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	route := rc.Route
 	rt, ok := w.cfg.Routes.Route(tenant, route)
 	if !ok {
-		return fmt.Errorf("%w: %s/%s", ErrUnknownRoute, tenant, route)
+		return nil, fmt.Errorf("%w: %s/%s", ErrUnknownRoute, tenant, route)
 	}
 	var eps []Endpoint
 	if endpoint != "" {
 		ep, ok := rt.endpoint(endpoint)
 		if !ok {
-			return fmt.Errorf("%w: endpoint %s of %s/%s", ErrNotFound, endpoint, tenant, route)
+			return nil, fmt.Errorf("%w: endpoint %s of %s/%s", ErrNotFound, endpoint, tenant, route)
 		}
 		eps = []Endpoint{ep}
 	} else {
@@ -177,23 +206,25 @@ func (w *Worker) redeliver(ctx context.Context, tenant, id, endpoint, trigger st
 		}
 	}
 	if len(eps) == 0 {
-		return fmt.Errorf("%w: no endpoint of %s/%s takes this receipt", ErrNotFound, tenant, route)
+		return nil, fmt.Errorf("%w: no endpoint of %s/%s takes this receipt", ErrNotFound, tenant, route)
 	}
 	k, err := groupOf(tenant, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	lasts, err := w.lastAttempts(ctx, k)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var firstErr error
+	out := make([]Redelivery, 0, len(eps))
 	for _, ep := range eps {
-		if err := w.redeliverTo(ctx, tenant, route, id, env, ep, lasts[id][ep.ID], trigger); err != nil && firstErr == nil {
-			firstErr = err
+		err := w.redeliverTo(ctx, tenant, route, id, env, ep, lasts[id][ep.ID], trigger)
+		if err != nil && !errors.Is(err, ErrDeliveryFailed) && !errors.Is(err, ErrEndpointDisabled) {
+			return nil, err
 		}
+		out = append(out, Redelivery{Endpoint: ep.ID, Err: err})
 	}
-	return firstErr
+	return out, nil
 }
 
 // redeliverTo makes one inline attempt to one endpoint.

@@ -83,17 +83,34 @@ func TestPartialFailureThroughTheQueue(t *testing.T) {
 		t.Errorf("operational events %v", types)
 	}
 
+	// A redelivery to both endpoints reaches one: 200, partial, a result
+	// per endpoint; to the failing one alone: 502.
+	res := g.must(200, "https", "POST", "/v1/receipts/"+id+"/redeliver", token, nil)
+	byEndpoint := map[any]any{}
+	for _, e := range res["endpoints"].([]any) {
+		byEndpoint[e.(map[string]any)["endpoint"]] = e.(map[string]any)["result"]
+	}
+	if res["result"] != "partial" || byEndpoint[idGood] != "delivered" || byEndpoint[idBad] != "failed" {
+		t.Errorf("redelivery to both endpoints: %v", res)
+	}
+	if p := g.must(502, "https", "POST", "/v1/receipts/"+id+"/redeliver?endpoint="+idBad, token, nil); p["type"] != "https://sealpost.dev/problems/delivery-failed" {
+		t.Errorf("redelivery to the failing endpoint: %v", p)
+	}
+	if n := good.calls.Load(); n != 2 {
+		t.Errorf("the delivering endpoint got %d requests, want 2 (the redelivery)", n)
+	}
+
 	// The endpoint is back: a replay of its dead letters delivers it.
 	bad.failFirst.Store(0)
-	res := g.must(200, "https", "POST", "/v1/dead-letters/replay?route=orders&endpoint="+idBad, token, nil)
+	res = g.must(200, "https", "POST", "/v1/dead-letters/replay?route=orders&endpoint="+idBad, token, nil)
 	if res["replayed"] != float64(1) {
 		t.Fatalf("replay %v", res)
 	}
 	if got := bad.waitFor(t, 1, 10*time.Second); got[0].id != id {
 		t.Errorf("replayed webhook-id %q, want %q", got[0].id, id)
 	}
-	if n := good.calls.Load(); n != 1 {
-		t.Errorf("the replay of one endpoint's dead letter posted to the other (%d requests)", n)
+	if n := good.calls.Load(); n != 2 {
+		t.Errorf("the replay of one endpoint's dead letter posted to the other (%d requests in all)", n)
 	}
 	if dl := g.must(200, "https", "GET", "/v1/dead-letters", token, nil)["items"].([]any); len(dl) != 0 {
 		t.Errorf("dead letters after the replay: %v", dl)

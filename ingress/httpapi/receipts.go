@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -131,11 +132,55 @@ func (a *API) redeliver(w http.ResponseWriter, r *http.Request, c *caller) error
 	if _, _, err := a.receipt(r, c, tenant, id); err != nil {
 		return err
 	}
-	ep := r.URL.Query().Get("endpoint")
-	if err := a.cfg.Forwarder.Redeliver(r.Context(), tenant, id, ep); err != nil {
+	rs, err := a.cfg.Forwarder.RedeliverEach(r.Context(), tenant, id, r.URL.Query().Get("endpoint"))
+	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, map[string]string{"id": id, "result": forwarder.ResultDelivered})
+	return writeRedeliveries(w, id, rs)
+}
+
+// redelivered is one endpoint's result in a redelivery's answer.
+type redelivered struct {
+	Endpoint string `json:"endpoint"`
+	Result   string `json:"result"` // delivered, failed or disabled
+	Detail   string `json:"detail,omitempty"`
+}
+
+// writeRedeliveries answers a redelivery: 200 with a result per endpoint
+// when at least one endpoint got it ("result" is "delivered", or
+// "partial" when some did not), else the problem of a redelivery that
+// failed: 409 endpoint-disabled when every endpoint is disabled, 502
+// delivery-failed otherwise.
+func writeRedeliveries(w http.ResponseWriter, id string, rs []forwarder.Redelivery) error {
+	out := make([]redelivered, len(rs))
+	delivered, disabled := 0, 0
+	var firstErr error
+	for i, x := range rs {
+		out[i] = redelivered{Endpoint: x.Endpoint, Result: forwarder.ResultDelivered}
+		switch {
+		case x.Err == nil:
+			delivered++
+			continue
+		case errors.Is(x.Err, forwarder.ErrEndpointDisabled):
+			disabled++
+			out[i].Result = "disabled"
+		default:
+			out[i].Result = forwarder.ResultFailed
+		}
+		out[i].Detail = x.Err.Error()
+		firstErr = cmp.Or(firstErr, x.Err)
+	}
+	switch {
+	case delivered == 0 && disabled == len(rs):
+		return firstErr
+	case delivered == 0:
+		return fmt.Errorf("%w: no endpoint answered 2xx (first: %v)", forwarder.ErrDeliveryFailed, firstErr)
+	}
+	result := forwarder.ResultDelivered
+	if delivered < len(rs) {
+		result = "partial"
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"id": id, "result": result, "endpoints": out})
 }
 
 // deadLetterFilter reads the dead-letter selection of a request:

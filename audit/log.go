@@ -633,7 +633,9 @@ func (l *Log) publish(w *writer, batch []*pending) (int, error) {
 		}
 		l.log.Warn("audit: publish failed; retrying", "entries", n, "err", err)
 		time.Sleep(backoff)
-		backoff = min(2*backoff, time.Second)
+		// At most 250 ms apart: a new stream leader is found soon after
+		// the election, and a failed attempt costs one small request.
+		backoff = min(2*backoff, 250*time.Millisecond)
 	}
 }
 

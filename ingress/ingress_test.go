@@ -71,3 +71,32 @@ func FuzzDecodeSubmission(f *testing.F) {
 		}
 	})
 }
+
+func TestThrottle(t *testing.T) {
+	var th Throttle
+	t0 := time.Unix(1_000_000, 0)
+	steps := []struct {
+		at      time.Duration
+		ok      bool
+		skipped int
+	}{
+		{0, true, 0},
+		{10 * time.Millisecond, false, 0},
+		{999 * time.Millisecond, false, 0},
+		{time.Second, true, 2},
+		{1500 * time.Millisecond, false, 0},
+		{5 * time.Second, true, 1},
+		{5*time.Second + 1, false, 0},
+	}
+	for _, s := range steps {
+		ok, skipped := th.Allow(t0.Add(s.at))
+		if ok != s.ok || skipped != s.skipped {
+			t.Errorf("at %s: Allow = %v, %d; want %v, %d", s.at, ok, skipped, s.ok, s.skipped)
+		}
+	}
+	th = Throttle{Period: time.Minute}
+	th.Allow(t0)
+	if ok, _ := th.Allow(t0.Add(59 * time.Second)); ok {
+		t.Error("a one-minute throttle let a second event through after 59 s")
+	}
+}

@@ -110,6 +110,9 @@ type Handler struct {
 	limiters map[string]*rate.Limiter
 	// instances is how many instances share the rate limits.
 	instances int
+	// failLog throttles the log lines of failed requests to one per
+	// second: during an outage every request fails the same way.
+	failLog ingress.Throttle
 }
 
 // MaxMaxBodyBytes bounds Config.MaxBodyBytes: a body is held in memory,

@@ -79,9 +79,13 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		retry = true
 		p = Problem{Status: http.StatusServiceUnavailable, Type: problemBase + "unavailable", Title: "Service unavailable",
 			Detail: "the payload was not accepted; retry later"}
-		h.log.Warn("ingest temporarily failing", "err", err)
+		if ok, skipped := h.failLog.Allow(h.cfg.Now()); ok {
+			h.log.Warn("ingest temporarily failing", "err", err, "not_logged", skipped)
+		}
 	default:
-		h.log.Error("ingest failed", "err", err)
+		if ok, skipped := h.failLog.Allow(h.cfg.Now()); ok {
+			h.log.Error("ingest failed", "err", err, "not_logged", skipped)
+		}
 	}
 	if retry {
 		w.Header().Set("Retry-After", strconv.Itoa(int(h.cfg.RetryAfter/time.Second)))

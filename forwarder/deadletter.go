@@ -125,14 +125,16 @@ func (w *Worker) deadLetterAll(ctx context.Context, dead []deadTarget) {
 		w.log.Warn("forwarder: cannot process now; retrying later", "messages", len(stored), "err", err)
 		return
 	}
+	evs := make([]opEvent, 0, len(stored))
 	for _, d := range stored {
 		it, tg := d.it, d.tg
 		it.log().Warn("forwarder: dead-lettered", "endpoint", tg.ep.ID, "attempts", tg.n, "class", tg.deadLetter)
 		tg.finished, tg.wait = true, false
 		w.metrics.deliveries.WithLabelValues(ResultDeadLettered).Inc()
-		w.notify(it.s.Tenant, EventAttemptExhausted, map[string]any{"id": it.s.ID, "route": it.s.Route, "endpoint": tg.ep.ID,
-			"attempts": tg.n, "class": tg.deadLetter})
+		evs = append(evs, opEvent{it.s.Tenant, EventAttemptExhausted, map[string]any{"id": it.s.ID, "route": it.s.Route, "endpoint": tg.ep.ID,
+			"attempts": tg.n, "class": tg.deadLetter}})
 	}
+	w.notify(ctx, evs...)
 }
 
 // Redeliver sends a stored receipt again, now, with the same webhook-id,

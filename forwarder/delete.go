@@ -237,9 +237,10 @@ func payloadRefs(env []byte, tenant string) []string {
 }
 
 // DeleteTenantData removes every receipt, attempt record, dead letter,
-// attachment and endpoint secret of tenant from the store. It is the
-// second half of deleting a tenant, after its key was destroyed (which
-// alone makes all of it unreadable, backups included); it frees the space.
+// attachment, endpoint secret and pending operational event of tenant
+// from the store. It is the second half of deleting a tenant, after its
+// key was destroyed (which alone makes all of it unreadable, backups
+// included); it frees the space.
 func (w *Worker) DeleteTenantData(ctx context.Context, tenant string) error {
 	if err := checkTenant(tenant); err != nil {
 		return err
@@ -253,6 +254,11 @@ func (w *Worker) DeleteTenantData(ctx context.Context, tenant string) error {
 		{w.cfg.DeadLetters, "dlq." + tenant + ".>"},
 	} {
 		if err := p.s.Purge(ctx, p.subject); err != nil {
+			return err
+		}
+	}
+	if w.cfg.OpEvents != nil {
+		if err := w.cfg.OpEvents.Purge(ctx, "opevents."+tenant+".>"); err != nil {
 			return err
 		}
 	}

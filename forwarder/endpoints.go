@@ -160,7 +160,7 @@ func (w *Worker) disableEndpoint(ctx context.Context, tenant, route string, ep E
 	} else {
 		actor = actorFrom(ctx)
 	}
-	w.notify(tenant, EventEndpointDisabled, map[string]any{"route": route, "endpoint": ep.id(), "reason": reason})
+	w.notify(ctx, opEvent{tenant, EventEndpointDisabled, map[string]any{"route": route, "endpoint": ep.id(), "reason": reason}})
 	return w.audit(ctx, entry.Entry{Actor: actor, Action: "endpoint.disable", Tenant: tenant, Target: route, Outcome: entry.OutcomeSuccess, Details: details})
 }
 
@@ -195,7 +195,7 @@ func (w *Worker) EnableEndpoint(ctx context.Context, tenant, route, endpoint str
 	}
 	w.stateChanged(key, nil, 0)
 	w.refreshDisabledGauge(ctx)
-	w.notify(tenant, EventEndpointEnabled, map[string]any{"route": route, "endpoint": endpoint})
+	w.notify(ctx, opEvent{tenant, EventEndpointEnabled, map[string]any{"route": route, "endpoint": endpoint}})
 	return w.audit(ctx, entry.Entry{Actor: actorFrom(ctx), Action: "endpoint.enable", Tenant: tenant, Target: route,
 		Outcome: entry.OutcomeSuccess, Details: map[string]string{"endpoint": endpoint}})
 }

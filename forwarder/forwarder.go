@@ -211,6 +211,9 @@ type Config struct {
 	// OpWebhooks finds tenants' operational webhooks. Optional: nil sends
 	// no operational events.
 	OpWebhooks OpWebhooks
+	// OpEvents holds operational events until they are sent; declare it
+	// with OpEventsQueue. Required with OpWebhooks.
+	OpEvents *queue.WorkQueue
 
 	// Receipts holds the sealed receipts; declare it with ReceiptsStream.
 	// Required.
@@ -293,7 +296,6 @@ type Worker struct {
 	groups   *groupIndex
 	// state caches the endpoint state bucket once Watch runs.
 	state atomic.Pointer[stateCache]
-	ops   *opSender
 	// instances delivering from the same queue (SetInstances); 0 is one.
 	instances atomic.Int64
 }
@@ -358,6 +360,8 @@ func New(c Config) (*Worker, error) {
 		return nil, errors.New("forwarder: config: receipts stream and endpoint state bucket are required")
 	case c.DeadLetters == nil || c.Attempts == nil:
 		return nil, errors.New("forwarder: config: dead-letter and attempts streams are required")
+	case c.OpWebhooks != nil && c.OpEvents == nil:
+		return nil, errors.New("forwarder: config: operational webhooks need the operational events queue")
 	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("forwarder: config: %w", err)
@@ -399,7 +403,6 @@ func New(c Config) (*Worker, error) {
 	g := &guard{allow: append([]netip.Prefix(nil), c.AllowNets...)}
 	w := &Worker{cfg: c, log: c.Logger, guard: g, metrics: m, groups: newGroupIndex()}
 	w.client = newClient(c, g, nil)
-	w.ops = newOpSender(w)
 	return w, nil
 }
 

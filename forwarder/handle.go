@@ -503,7 +503,7 @@ func (w *Worker) concludeAll(ctx context.Context, items []*item) {
 		groups  = map[groupKey][]record{}
 		owners  = map[groupKey][]*item{}
 		gone    = map[string]bool{}
-		failing []func()
+		failing []opEvent
 	)
 	for _, it := range items {
 		if it.done {
@@ -572,15 +572,13 @@ func (w *Worker) concludeAll(ctx context.Context, items []*item) {
 			}
 		}
 	}
-	for _, f := range failing {
-		f()
-	}
+	w.notify(ctx, failing...)
 	w.deadLetterAll(ctx, dead)
 }
 
 // conclude turns one endpoint's attempt into its record and audit entry,
 // and disables the endpoint after a 410.
-func (w *Worker) conclude(ctx context.Context, it *item, tg *target, entries *[]entry.Entry, gone map[string]bool, failing *[]func()) {
+func (w *Worker) conclude(ctx context.Context, it *item, tg *target, entries *[]entry.Entry, gone map[string]bool, failing *[]opEvent) {
 	n := tg.n + 1
 	res := tg.res
 	a := Attempt{Endpoint: tg.ep.ID, N: tg.made + 1, Scheduled: n, Trigger: TriggerQueue, Time: tg.start.UTC(), Status: res.status,
@@ -618,7 +616,7 @@ func (w *Worker) conclude(ctx context.Context, it *item, tg *target, entries *[]
 				}
 				if n == after {
 					data := map[string]any{"id": it.s.ID, "route": it.s.Route, "endpoint": tg.ep.ID, "attempt": n, "class": res.class, "status": res.status}
-					*failing = append(*failing, func() { w.notify(it.s.Tenant, EventAttemptFailing, data) })
+					*failing = append(*failing, opEvent{it.s.Tenant, EventAttemptFailing, data})
 				}
 			}
 		}

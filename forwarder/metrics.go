@@ -52,7 +52,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		}),
 		opEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sealpost_forwarder_operational_events_total",
-			Help: "Operational webhook events by outcome: queued, delivered, failed (after every try), dropped (too many pending).",
+			Help: "Operational webhook events by outcome: queued (stored until sent), delivered, failed (every try failed, or the webhook was removed), dropped (could not be stored).",
 		}, []string{"outcome"}),
 	}
 	if r == nil {

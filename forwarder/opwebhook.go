@@ -6,9 +6,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"slices"
-	"sync"
+	"strings"
 	"time"
 
+	"github.com/sealpost/sealpost/keyring/kms"
+	"github.com/sealpost/sealpost/queue"
 	"github.com/sealpost/sealpost/signer"
 )
 
@@ -63,90 +65,66 @@ func (w *Worker) RotateOpSecret(ctx context.Context, tenant string, overlap time
 	return w.RotateSecret(ctx, tenant, opRoute, DefaultEndpoint, overlap)
 }
 
-// opEvent is one operational event on its way.
+// opEvent is one operational event for a tenant.
 type opEvent struct {
-	tenant string
-	body   []byte
-	id     string
+	tenant, typ string
+	data        map[string]any
 }
 
-// opSender posts operational events: in the background, a few at a time,
-// each tried up to four times over about a minute. They are not queued
-// durably: an event pending when the process stops is lost (the audit log
-// and the metrics keep what happened).
-type opSender struct {
-	w     *Worker
-	mu    sync.Mutex
-	ch    chan opEvent
-	slots chan struct{}
+// opEventSubject is the subject of an operational event in OpEventsQueue.
+func opEventSubject(tenant, id string) string { return "opevents." + tenant + "." + id }
+
+func opEventContext(tenant, id string) kms.Context {
+	return kms.Context{Tenant: tenant, Purpose: kms.PurposeOpEvent, ObjectID: id}
 }
 
-// opRetries are the delays before each try of an operational event.
-var opRetries = []time.Duration{0, 2 * time.Second, 10 * time.Second, 60 * time.Second}
+// opRetries are the delays before the second and later tries of an
+// operational event: four tries over about a minute and a quarter.
+var opRetries = []time.Duration{2 * time.Second, 10 * time.Second, 60 * time.Second}
 
-const opQueueLen = 1024
+// opAddTimeout bounds storing a batch of operational events.
+const opAddTimeout = 5 * time.Second
 
-func newOpSender(w *Worker) *opSender {
-	return &opSender{w: w, slots: make(chan struct{}, 8)}
-}
-
-// start runs the sender until ctx ends.
-func (o *opSender) start(ctx context.Context) {
-	o.mu.Lock()
-	ch := make(chan opEvent, opQueueLen)
-	o.ch = ch
-	o.mu.Unlock()
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				o.mu.Lock()
-				o.ch = nil
-				o.mu.Unlock()
-				return
-			case ev := <-ch:
-				o.slots <- struct{}{}
-				go func() {
-					defer func() { <-o.slots }()
-					o.send(ctx, ev)
-				}()
-			}
+// notify stores the events whose tenant has an operational webhook that
+// wants them in OpEvents, sealed, to be sent by RunOpEvents on any
+// instance, also after a restart. Events that cannot be stored are counted
+// as dropped and logged; what happened stays in the audit log.
+func (w *Worker) notify(ctx context.Context, evs ...opEvent) {
+	if w.cfg.OpWebhooks == nil || len(evs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opAddTimeout)
+	defer cancel()
+	jobs := make([]queue.NewJob, 0, len(evs))
+	for _, ev := range evs {
+		hook, ok := w.cfg.OpWebhooks.OpWebhook(ev.tenant)
+		if !ok || (len(hook.Events) > 0 && !slices.Contains(hook.Events, ev.typ)) {
+			continue
 		}
-	}()
-}
-
-// notify queues an event for tenant when it has an operational webhook
-// that wants it. It never blocks: a full queue drops the event (logged).
-func (w *Worker) notify(tenant, typ string, data map[string]any) {
-	if w.cfg.OpWebhooks == nil {
+		id := newEventID()
+		body, err := json.Marshal(map[string]any{"type": ev.typ, "timestamp": signer.FormatTime(w.cfg.Now()), "tenant": ev.tenant, "data": ev.data})
+		if err == nil {
+			body, err = signer.Canonicalize(body)
+		}
+		if err == nil {
+			body, err = w.cfg.Sealer.Seal(ctx, opEventContext(ev.tenant, id), body)
+		}
+		if err != nil {
+			w.metrics.opEvents.WithLabelValues("dropped").Inc()
+			w.log.Error("forwarder: operational event not stored", "tenant", ev.tenant, "type", ev.typ, "err", err)
+			continue
+		}
+		jobs = append(jobs, queue.NewJob{Subject: opEventSubject(ev.tenant, id), MsgID: id, Data: body})
+	}
+	if len(jobs) == 0 {
 		return
 	}
-	hook, ok := w.cfg.OpWebhooks.OpWebhook(tenant)
-	if !ok || (len(hook.Events) > 0 && !slices.Contains(hook.Events, typ)) {
+	if err := w.cfg.OpEvents.Add(ctx, jobs...); err != nil {
+		w.metrics.opEvents.WithLabelValues("dropped").Add(float64(len(jobs)))
+		w.log.Error("forwarder: operational events not stored", "events", len(jobs), "err", err)
 		return
 	}
-	id := newEventID()
-	body, err := json.Marshal(map[string]any{"type": typ, "timestamp": signer.FormatTime(w.cfg.Now()), "tenant": tenant, "data": data})
-	if err == nil {
-		body, err = signer.Canonicalize(body)
-	}
-	if err != nil {
-		w.log.Error("forwarder: operational event cannot be encoded", "type", typ, "err", err)
-		return
-	}
-	w.ops.mu.Lock()
-	ch := w.ops.ch
-	w.ops.mu.Unlock()
-	if ch == nil {
-		return
-	}
-	select {
-	case ch <- opEvent{tenant: tenant, body: body, id: id}:
-		w.metrics.opEvents.WithLabelValues("queued").Inc()
-	default:
-		w.metrics.opEvents.WithLabelValues("dropped").Inc()
-		w.log.Warn("forwarder: operational event dropped: too many pending", "tenant", tenant, "type", typ)
-	}
+	w.metrics.opEvents.WithLabelValues("queued").Add(float64(len(jobs)))
 }
 
 // KeyRotated sends signing_key.rotated to every tenant that wants it.
@@ -154,9 +132,11 @@ func (w *Worker) KeyRotated(kid string) {
 	if w.cfg.OpWebhooks == nil {
 		return
 	}
+	var evs []opEvent
 	for _, t := range w.cfg.OpWebhooks.OpWebhookTenants() {
-		w.notify(t, EventKeyRotated, map[string]any{"kid": kid})
+		evs = append(evs, opEvent{tenant: t, typ: EventKeyRotated, data: map[string]any{"kid": kid}})
 	}
+	w.notify(context.Background(), evs...)
 }
 
 func newEventID() string {
@@ -165,40 +145,66 @@ func newEventID() string {
 	return "evt_" + hex.EncodeToString(b[:])
 }
 
-// send posts one event, signed like every webhook (v1a with the receipt
-// keys, v1 with the operational webhook's secrets), with retries.
-func (o *opSender) send(ctx context.Context, ev opEvent) {
-	w := o.w
-	for i, d := range opRetries {
-		if d > 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(w.jitter(d)):
-			}
-		}
-		hook, ok := w.cfg.OpWebhooks.OpWebhook(ev.tenant)
-		if !ok {
-			return // removed meanwhile
-		}
-		now := w.cfg.Now()
-		cur, prev, err := w.cfg.Keys.SigningKeys(ctx, now)
-		if err != nil {
-			w.log.Warn("forwarder: operational event: signing keys unavailable", "tenant", ev.tenant, "err", err)
-			continue
-		}
-		ep := Endpoint{ID: DefaultEndpoint, URL: hook.URL, AllowHTTP: hook.AllowHTTP}
-		secrets, err := w.secretsFor(ctx, ev.tenant, opRoute, ep, now)
-		if err != nil {
-			w.log.Warn("forwarder: operational event: secrets unavailable", "tenant", ev.tenant, "err", err)
-			continue
-		}
-		res, err := w.post(ctx, ep, ev.id, ev.body, cur, prev, secrets)
-		if err == nil && res.ok() {
-			w.metrics.opEvents.WithLabelValues("delivered").Inc()
-			return
-		}
-		w.log.Info("forwarder: operational event not delivered", "tenant", ev.tenant, "try", i+1, "class", res.class, "status", res.status)
+// RunOpEvents sends the stored operational events, on every instance, until
+// ctx ends or StopOpEvents. Without operational webhooks it does nothing.
+func (w *Worker) RunOpEvents(ctx context.Context) {
+	if w.cfg.OpEvents != nil {
+		w.cfg.OpEvents.Run(ctx, w.sendOpEvent)
 	}
-	w.metrics.opEvents.WithLabelValues("failed").Inc()
+}
+
+// StopOpEvents ends RunOpEvents and waits for the events being sent.
+func (w *Worker) StopOpEvents() {
+	if w.cfg.OpEvents != nil {
+		w.cfg.OpEvents.Stop()
+	}
+}
+
+// sendOpEvent makes one try of a stored event, signed like every webhook
+// (v1a with the receipt keys, v1 with the operational webhook's secrets).
+// The event id is its webhook-id on every try.
+func (w *Worker) sendOpEvent(ctx context.Context, j queue.Job) queue.JobOutcome {
+	parts := strings.Split(j.Subject, ".")
+	if len(parts) != 3 || checkTenant(parts[1]) != nil || !strings.HasPrefix(parts[2], "evt_") {
+		w.log.Error("forwarder: operational event on an unexpected subject; dropped", "subject", j.Subject)
+		return queue.JobDone()
+	}
+	tenant, id := parts[1], parts[2]
+	hook, ok := w.cfg.OpWebhooks.OpWebhook(tenant)
+	if !ok {
+		w.metrics.opEvents.WithLabelValues("failed").Inc()
+		return queue.JobDone() // the webhook was removed meanwhile
+	}
+	retry := func() queue.JobOutcome {
+		if j.Tries > len(opRetries) {
+			w.metrics.opEvents.WithLabelValues("failed").Inc()
+			w.log.Warn("forwarder: operational event given up", "tenant", tenant, "event", id, "tries", j.Tries)
+			return queue.JobDone()
+		}
+		return queue.JobRetry(w.jitter(opRetries[j.Tries-1]))
+	}
+	body, err := w.cfg.Sealer.Open(ctx, opEventContext(tenant, id), j.Data)
+	if err != nil {
+		w.log.Warn("forwarder: operational event cannot be opened", "tenant", tenant, "event", id, "err", err)
+		return retry()
+	}
+	now := w.cfg.Now()
+	cur, prev, err := w.cfg.Keys.SigningKeys(ctx, now)
+	if err != nil {
+		w.log.Warn("forwarder: operational event: signing keys unavailable", "tenant", tenant, "err", err)
+		return retry()
+	}
+	ep := Endpoint{ID: DefaultEndpoint, URL: hook.URL, AllowHTTP: hook.AllowHTTP}
+	secrets, err := w.secretsFor(ctx, tenant, opRoute, ep, now)
+	if err != nil {
+		w.log.Warn("forwarder: operational event: secrets unavailable", "tenant", tenant, "err", err)
+		return retry()
+	}
+	res, err := w.post(ctx, ep, id, body, cur, prev, secrets)
+	if err == nil && res.ok() {
+		w.metrics.opEvents.WithLabelValues("delivered").Inc()
+		return queue.JobDone()
+	}
+	w.log.Info("forwarder: operational event not delivered", "tenant", tenant, "event", id, "try", j.Tries, "class", res.class, "status", res.status)
+	return retry()
 }

@@ -56,7 +56,6 @@ func (w *Worker) Watch(ctx context.Context) error {
 		return ctx.Err()
 	}
 	w.state.Store(c)
-	w.ops.start(ctx)
 	return nil
 }
 

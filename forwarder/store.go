@@ -44,6 +44,11 @@ var (
 	// AttemptsStream records every attempt, sealed, on
 	// "attempts.<tenant>.<group>". Records older than 90 days are dropped.
 	AttemptsStream = queue.StreamConfig{Name: "ATTEMPTS", Subjects: []string{"attempts.>"}, MaxAge: 90 * 24 * time.Hour, AllowMsgTTL: true}
+	// OpEventsQueue holds sealed operational events until their webhook
+	// took them or every try failed, on "opevents.<tenant>.<event id>", for
+	// at most a day.
+	OpEventsQueue = queue.WorkQueueConfig{Name: "OPEVENTS", Subjects: []string{"opevents.>"}, MaxAge: 24 * time.Hour,
+		MaxBytes: 256 << 20, Workers: 8}
 	// EndpointStateBucket holds disabled-endpoint markers and sealed
 	// endpoint secrets.
 	EndpointStateBucket = queue.KVConfig{Bucket: "ENDPOINTS", History: 5}

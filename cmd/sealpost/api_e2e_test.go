@@ -357,6 +357,53 @@ func TestOperationalWebhookOn410(t *testing.T) {
 	}
 }
 
+// TestOperationalEventsSurviveRestart: an operational event whose webhook
+// is failing when the gateway stops is kept, sealed, and sent after the
+// restart, with the webhook-id it had.
+func TestOperationalEventsSurviveRestart(t *testing.T) {
+	rcv := newReceiver(t)
+	dir := t.TempDir()
+	g := startGateway(t, gatewayOpts{endpoint: rcv.url(), dataDir: dir})
+	ops := newReceiver(t)
+	ops.failFirst.Store(1 << 40)
+	g.must(200, "admin", "PUT", "/admin/tenants/acme/operational-webhook", g.admin,
+		map[string]any{"url": ops.url(), "allow_http": true})
+	g.must(200, "admin", "POST", "/admin/tenants/acme/routes/invoices/endpoints/default/disable", g.admin, nil)
+	for deadline := time.Now().Add(30 * time.Second); ops.calls.Load() == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the operational webhook was not tried")
+		}
+	}
+	if err := g.stop(); err != nil {
+		t.Fatal(err)
+	}
+	// Stored, and sealed: its subject is on disk, its body is not.
+	if !dirContains(t, dir, []byte("opevents.acme.evt_")) {
+		t.Fatal("no operational event stored")
+	}
+	if dirContains(t, dir, []byte(`"type":"endpoint.disabled"`)) {
+		t.Fatal("an operational event is stored in the clear")
+	}
+	tried := ops.calls.Load()
+	ops.failFirst.Store(0)
+	g2 := startGateway(t, gatewayOpts{endpoint: rcv.url(), dataDir: dir, token: g.token, admin: g.admin})
+	got := ops.waitFor(t, 1, 60*time.Second)[0]
+	if !bytes.Contains(got.body, []byte(`"type":"endpoint.disabled"`)) || !strings.HasPrefix(got.id, "evt_") {
+		t.Fatalf("after the restart: %s %s", got.id, got.body)
+	}
+	if ops.calls.Load() <= tried {
+		t.Fatal("no try after the restart")
+	}
+	for deadline := time.Now().Add(10 * time.Second); g2.metric(`sealpost_forwarder_operational_events_total{outcome="delivered"}`) != 1; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("delivered operational events: %v", g2.metric(`sealpost_forwarder_operational_events_total{outcome="delivered"}`))
+		}
+	}
+	if n := len(ops.waitFor(t, 1, time.Second)); n != 1 {
+		t.Errorf("the event was delivered %d times", n)
+	}
+}
+
 // TestPaginationStableUnderInserts: paging through the receipts while
 // more arrive lists every receipt stored before the first page exactly
 // once, and never one twice.

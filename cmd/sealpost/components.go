@@ -128,9 +128,15 @@ func (g *gateway) openForwarder(ctx context.Context) error {
 		return err
 	}
 	g.blobs, g.objects = queue.NewBlobs(objects, g.sealer), objects
+	opCfg := forwarder.OpEventsQueue
+	opCfg.Logger = g.log
+	opEvents, err := g.q.WorkQueue(ctx, opCfg)
+	if err != nil {
+		return err
+	}
 	routes := g.cat.ForwarderRoutes()
 	g.fwd, err = forwarder.New(forwarder.Config{
-		Routes: routes, OpWebhooks: routes.(forwarder.OpWebhooks), Keys: g.keys, Sealer: g.sealer, Auditor: g.auditLog,
+		Routes: routes, OpWebhooks: routes.(forwarder.OpWebhooks), OpEvents: opEvents, Keys: g.keys, Sealer: g.sealer, Auditor: g.auditLog,
 		Receipts: receipts, DeadLetters: dlq, Attempts: attempts, EndpointState: state,
 		Attachments: objects, Retention: g.cat,
 		MaxMessageBytes: int(g.q.MaxPayload()),
@@ -144,6 +150,8 @@ func (g *gateway) openForwarder(ctx context.Context) error {
 	if err := g.fwd.Watch(g.bgCtx); err != nil {
 		return err
 	}
+	g.fwd.RunOpEvents(g.bgCtx)
+	g.closers = append(g.closers, g.fwd.StopOpEvents)
 	g.keyAudit.mu.Lock()
 	g.keyAudit.rotated = g.fwd.KeyRotated
 	g.keyAudit.mu.Unlock()

@@ -19,6 +19,7 @@ const (
 	PurposeEndpointSecret = "endpoint-secret"
 	PurposeAPIKey         = "api-key"
 	PurposeAttempts       = "attempts"
+	PurposeOpEvent        = "operational-event"
 )
 
 // MaxContextField is the largest tenant, purpose or object id, in bytes.

@@ -191,9 +191,12 @@ func TestCatalogCommands(t *testing.T) {
 		return out
 	}
 	must("tenant", "create", "globex", "--description", "Globex Corp")
-	must("route", "create", "globex", "orders", "--retention", "168h")
-	if out := must("route", "list", "globex"); !strings.Contains(out, `"orders"`) {
+	must("route", "create", "globex", "orders", "--retention", "168h", "--recipient", "orders@globex.test", "--recipient", "po@globex.test")
+	if out := must("route", "list", "globex"); !strings.Contains(out, `"orders"`) || !strings.Contains(out, `"po@globex.test"`) {
 		t.Errorf("route list: %s", out)
+	}
+	if out := must("route", "update", "globex", "orders", "--no-recipients"); strings.Contains(out, "@globex.test") {
+		t.Errorf("route update --no-recipients: %s", out)
 	}
 	must("endpoint", "create", "globex", "orders", "--url", rcv.url(), "--id", "main", "--allow-http", "--rate-limit", "50")
 	out := must("apikey", "create", "globex", "--scope", "ingest:orders", "--id", "globex-ci")
@@ -230,7 +233,8 @@ func TestCatalogCommands(t *testing.T) {
 	}
 
 	for _, args := range [][]string{
-		{"route", "create", "globex"},     // no route name
+		{"route", "create", "globex"}, // no route name
+		{"route", "update", "globex", "orders", "--recipient", "a@globex.test", "--no-recipients"},
 		{"endpoint", "get", "globex"},     // too few words
 		{"operator", "frobnicate", "ann"}, // no such subcommand
 		{"apikey", "list"},                // no tenant

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 )
 
@@ -354,6 +356,53 @@ func TestOperationalWebhookOn410(t *testing.T) {
 	got = ops.waitFor(t, 2, 30*time.Second)[1]
 	if !bytes.Contains(got.body, []byte(`"type":"endpoint.enabled"`)) {
 		t.Fatalf("second operational event %s", got.body)
+	}
+}
+
+// TestMailToAnAPIRoute: a route made through the API with a recipient
+// takes mail at once (go-smtp's client over STARTTLS) and delivers it to
+// its endpoint; a recipient another route serves is refused with 409, and
+// a removed recipient gets 550 again.
+func TestMailToAnAPIRoute(t *testing.T) {
+	rcvYAML := newReceiver(t)
+	g := startGateway(t, gatewayOpts{endpoint: rcvYAML.url()})
+	rcv := newReceiver(t)
+	g.must(201, "admin", "POST", "/admin/tenants", g.admin, map[string]any{"name": "globex"})
+	rt := g.must(201, "admin", "POST", "/admin/tenants/globex/routes", g.admin,
+		map[string]any{"name": "orders", "recipients": []string{"Orders@Globex.test"}})
+	if fmt.Sprint(rt["recipients"]) != "[orders@globex.test]" {
+		t.Errorf("route %v: recipients not stored in lower case", rt)
+	}
+	addEndpoint(t, g, "globex", "orders", map[string]any{"url": rcv.url()})
+	conflict := g.must(409, "admin", "POST", "/admin/tenants/globex/routes", g.admin,
+		map[string]any{"name": "stolen", "recipients": []string{"invoices@acme.test"}})
+	if conflict["type"] != "https://sealpost.dev/problems/recipient-taken" {
+		t.Errorf("a declared route's recipient: %v", conflict)
+	}
+	g.must(400, "admin", "POST", "/admin/tenants/globex/routes", g.admin,
+		map[string]any{"name": "bad", "recipients": []string{"not an address"}})
+
+	send := func(to string) error {
+		c, err := smtp.DialStartTLS(g.smtp, g.smtpTLS(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		msg := "From: Buyer <buyer@vendor.test>\r\nTo: " + to + "\r\nSubject: PO 9\r\nMessage-ID: <po9-" + to + "@vendor.test>\r\n\r\nOrder 9.\r\n"
+		return c.SendMail("buyer@vendor.test", []string{to}, strings.NewReader(msg))
+	}
+	if err := send("orders@globex.test"); err != nil {
+		t.Fatalf("mail to the API route: %v", err)
+	}
+	d := rcv.waitFor(t, 1, 60*time.Second)[0]
+	receipt := checkDelivery(t, d, g.jwks())
+	if receipt["tenant"] != "globex" || receipt["route"] != "orders" || receipt["channel"] != "smtp" {
+		t.Errorf("receipt %v", receipt)
+	}
+	g.must(200, "admin", "PATCH", "/admin/tenants/globex/routes/orders", g.admin, map[string]any{"recipients": []string{}})
+	var se *smtp.SMTPError
+	if err := send("orders@globex.test"); !errors.As(err, &se) || se.Code != 550 {
+		t.Errorf("mail to a removed recipient: %v, want 550", err)
 	}
 }
 

@@ -20,8 +20,12 @@ func (g *gateway) openCatalog(ctx, bgCtx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var reserved []string
+	if a := g.cfg.SMTP.TLSRPT.Address; a != "" {
+		reserved = append(reserved, strings.ToLower(a))
+	}
 	g.cat, err = catalog.Open(bgCtx, catalog.Config{KV: kv, Declared: g.cfg.declared(),
-		DefaultRetention: time.Duration(g.cfg.Retention), Logger: g.log})
+		DefaultRetention: time.Duration(g.cfg.Retention), ReservedRecipients: reserved, Logger: g.log})
 	if err != nil {
 		return err
 	}

@@ -84,8 +84,11 @@ func runRoute(ctx context.Context, args []string, getenv func(string) string, st
 	fs.SetOutput(stderr)
 	client := adminFlags(fs, getenv)
 	obj := objectFlags(fs)
+	var rcpts stringsFlag
+	fs.Var(&rcpts, "recipient", "create/update: a mail `address` routed here (repeatable); an update replaces the list")
+	noRcpts := fs.Bool("no-recipients", false, "update: remove every recipient")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: sealpost route list TENANT | get|create|update|delete TENANT ROUTE [--description D] [--retention 168h] [--meta K=V]")
+		fmt.Fprintln(stderr, "usage: sealpost route list TENANT | get|create|update|delete TENANT ROUTE [--description D] [--retention 168h] [--meta K=V] [--recipient ADDR]... [--no-recipients]")
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterspersed(fs, args)
@@ -102,12 +105,21 @@ func runRoute(ctx context.Context, args []string, getenv func(string) string, st
 		return c.do(ctx, http.MethodGet, routes, nil, stdout)
 	case "get":
 		return c.do(ctx, http.MethodGet, routes+"/"+url.PathEscape(pos[2]), nil, stdout)
-	case "create":
+	case "create", "update":
 		body := obj.common(fs)
-		body["name"] = pos[2]
-		return c.doJSON(ctx, http.MethodPost, routes, nil, body, stdout)
-	case "update":
-		return c.doJSON(ctx, http.MethodPatch, routes+"/"+url.PathEscape(pos[2]), nil, obj.common(fs), stdout)
+		switch {
+		case *noRcpts && len(rcpts) > 0:
+			return usageError("route: --recipient and --no-recipients exclude each other")
+		case *noRcpts:
+			body["recipients"] = []string{}
+		case len(rcpts) > 0:
+			body["recipients"] = []string(rcpts)
+		}
+		if pos[0] == "create" {
+			body["name"] = pos[2]
+			return c.doJSON(ctx, http.MethodPost, routes, nil, body, stdout)
+		}
+		return c.doJSON(ctx, http.MethodPatch, routes+"/"+url.PathEscape(pos[2]), nil, body, stdout)
 	}
 	return c.do(ctx, http.MethodDelete, routes+"/"+url.PathEscape(pos[2]), nil, stdout)
 }

@@ -172,7 +172,7 @@ func (g *gateway) buildSMTP() error {
 		host, _ = os.Hostname()
 	}
 	cfg := smtpin.Config{
-		Hostname: host, TLSConfig: g.certs.serverTLS(), Routes: g.cfg.smtpRoutes(),
+		Hostname: host, TLSConfig: g.certs.serverTLS(), Routes: g.cfg.smtpRoutes(), MoreRoutes: g.cat,
 		Enqueuer: g.enqueuer(), Blobs: g.blobs, Dedup: dedup, NewID: g.ids.New,
 		Logger: g.log, Registerer: g.reg,
 		MaxMessageBytes: g.cfg.SMTP.MaxMessageBytes, MaxRecipients: g.cfg.SMTP.MaxRecipients,

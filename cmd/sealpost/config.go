@@ -725,9 +725,6 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	if len(c.Tenants) > 0 && len(recipients) == 0 && c.Listen.SMTP != "off" {
-		bad("listen.smtp", `no route has recipients, so the SMTP ingress has nothing to serve: give a route recipients, or set listen.smtp: "off"`)
-	}
 	return errors.Join(errs...)
 }
 

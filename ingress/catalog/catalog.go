@@ -42,6 +42,9 @@ var (
 	ErrInvalid = errors.New("catalog: invalid")
 	// ErrBusy: the object kept changing under a compare-and-set.
 	ErrBusy = errors.New("catalog: too many concurrent changes")
+	// ErrRecipientTaken: a mail address another route serves, or one
+	// reserved.
+	ErrRecipientTaken = errors.New("catalog: recipient taken")
 )
 
 // Config configures a Catalog.
@@ -58,6 +61,9 @@ type Config struct {
 	UsedEvery time.Duration
 	// LoadTimeout bounds the initial load of the bucket. Default 30s.
 	LoadTimeout time.Duration
+	// ReservedRecipients are addresses no route may take (lower case): the
+	// TLS-RPT report address.
+	ReservedRecipients []string
 	// OnChange, when set, is called after each change of the snapshot.
 	OnChange func()
 	Logger   *slog.Logger

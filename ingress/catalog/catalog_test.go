@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -237,5 +238,111 @@ func TestDeclaredReadOnly(t *testing.T) {
 	}
 	if err := cat.DeleteEndpoint(ctx, "acme", "invoices", e.ID); err != nil {
 		t.Errorf("delete the added endpoint: %v", err)
+	}
+}
+
+// TestMailRecipients: routes made through the API take mail recipients,
+// seen by every instance; an address belongs to one route (a declared
+// one included) and the reserved ones to none; bad addresses are refused.
+func TestMailRecipients(t *testing.T) {
+	c := &clock{t: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
+	d := Declared{
+		Tenants: []Tenant{{Name: "acme"}},
+		Routes:  []Route{{Tenant: "acme", Name: "invoices", Recipients: []string{"invoices@acme.test"}}},
+	}
+	kv := openKV(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cat, err := Open(ctx, Config{KV: kv, Declared: d, DefaultRetention: 720 * time.Hour, Now: c.now,
+		ReservedRecipients: []string{"tlsrpt@acme.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := openCatalog(t, kv, c, d)
+	if _, err := cat.CreateTenant(ctx, Tenant{Name: "beta"}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := cat.CreateRoute(ctx, Route{Tenant: "beta", Name: "orders", Recipients: []string{" Orders@Beta.test", "po@beta.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(r.Recipients, " ") != "orders@beta.test po@beta.test" {
+		t.Errorf("recipients stored as %q, want lower case and trimmed", r.Recipients)
+	}
+	for _, cc := range []*Catalog{cat, other} {
+		waitUntil(t, func() bool { _, ok := cc.MailRoute("ORDERS@beta.test"); return ok })
+		if mr, ok := cc.MailRoute("orders@beta.test"); !ok || mr.Tenant != "beta" || mr.Name != "orders" {
+			t.Errorf("MailRoute(orders@beta.test) = %+v, %v", mr, ok)
+		}
+		if mr, ok := cc.MailRoute("invoices@acme.test"); !ok || mr.Tenant != "acme" || mr.Name != "invoices" {
+			t.Errorf("MailRoute of the declared recipient = %+v, %v", mr, ok)
+		}
+		if _, ok := cc.MailRoute("nobody@beta.test"); ok {
+			t.Error("an unknown recipient has a route")
+		}
+	}
+
+	for _, tc := range []struct {
+		name  string
+		rcpts []string
+		want  error
+	}{
+		{"declared", []string{"invoices@acme.test"}, ErrRecipientTaken},
+		{"other route", []string{"PO@beta.test"}, ErrRecipientTaken},
+		{"reserved", []string{"tlsrpt@acme.test"}, ErrRecipientTaken},
+		{"no at", []string{"orders"}, ErrInvalid},
+		{"no domain", []string{"orders@"}, ErrInvalid},
+		{"space", []string{"a b@beta.test"}, ErrInvalid},
+		{"angle", []string{"<a@beta.test>"}, ErrInvalid},
+		{"twice", []string{"x@beta.test", "X@beta.test"}, ErrInvalid},
+		{"too long", []string{strings.Repeat("a", 250) + "@b.test"}, ErrInvalid},
+		{"too many", manyAddrs(MaxRecipients + 1), ErrInvalid},
+	} {
+		if _, err := cat.CreateRoute(ctx, Route{Tenant: "beta", Name: "new-" + strings.ReplaceAll(tc.name, " ", "-"), Recipients: tc.rcpts}); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	if _, err := cat.CreateRoute(ctx, Route{Tenant: "beta", Name: "bulk", Recipients: manyAddrs(MaxRecipients)}); err != nil {
+		t.Errorf("%d recipients: %v", MaxRecipients, err)
+	}
+
+	// An update changes them: the old address is free again, and a route
+	// keeps its own addresses when it lists them again.
+	if _, err := cat.UpdateRoute(ctx, "beta", "orders", func(r *Route) error {
+		r.Recipients = []string{"orders@beta.test", "orders2@beta.test"}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cat.UpdateRoute(ctx, "beta", "bulk", func(r *Route) error {
+		r.Recipients = []string{"orders2@beta.test"}
+		return nil
+	}); !errors.Is(err, ErrRecipientTaken) {
+		t.Errorf("update to another route's address: %v", err)
+	}
+	waitUntil(t, func() bool { _, ok := other.MailRoute("po@beta.test"); return !ok })
+	if _, err := cat.CreateRoute(ctx, Route{Tenant: "beta", Name: "po", Recipients: []string{"po@beta.test"}}); err != nil {
+		t.Errorf("a freed address: %v", err)
+	}
+	if err := cat.DeleteRoute(ctx, "beta", "po"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool { _, ok := other.MailRoute("po@beta.test"); return !ok })
+}
+
+func manyAddrs(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = "r" + strconv.Itoa(i) + "@bulk.test"
+	}
+	return out
+}
+
+func waitUntil(t *testing.T, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not seen within 10 s")
+		}
 	}
 }

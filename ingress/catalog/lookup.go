@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sealpost/sealpost/forwarder"
+	"github.com/sealpost/sealpost/ingress/smtpin"
 )
 
 // Tenants lists every tenant, by name.
@@ -50,6 +51,18 @@ func (c *Catalog) GetRoute(tenant, name string) (Route, bool) {
 	}
 	return *r, true
 }
+
+// MailRoute returns the route that mail to addr goes to: the SMTP
+// ingress's lookup for the routes not in its own configuration.
+func (c *Catalog) MailRoute(addr string) (smtpin.Route, bool) {
+	r, ok := c.current().mail[strings.ToLower(strings.TrimSpace(addr))]
+	if !ok {
+		return smtpin.Route{}, false
+	}
+	return smtpin.Route{Tenant: r.Tenant, Name: r.Name, Recipients: slices.Clone(r.Recipients)}, true
+}
+
+var _ smtpin.RouteLookup = (*Catalog)(nil)
 
 // Endpoints lists a route's endpoints, by id.
 func (c *Catalog) Endpoints(tenant, route string) []Endpoint {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/sealpost/sealpost/queue"
 )
@@ -146,6 +147,7 @@ func (c *Catalog) DeleteTenant(ctx context.Context, name string) error {
 
 // CreateRoute adds a route to a tenant.
 func (c *Catalog) CreateRoute(ctx context.Context, r Route) (Route, error) {
+	r.Recipients = normalizeRecipients(r.Recipients)
 	if err := r.Validate(); err != nil {
 		return Route{}, err
 	}
@@ -159,8 +161,11 @@ func (c *Catalog) CreateRoute(ctx context.Context, r Route) (Route, error) {
 		}
 		return Route{}, ErrExists
 	}
+	if err := c.recipientsFree(s, r); err != nil {
+		return Route{}, err
+	}
 	now := c.cfg.Now().UTC()
-	r.Declared, r.Created, r.Updated, r.Recipients = false, now, now, nil
+	r.Declared, r.Created, r.Updated = false, now, now
 	r.Metadata = cloneMeta(r.Metadata)
 	return r, c.create(ctx, routeKey(r.Tenant, r.Name), r)
 }
@@ -174,8 +179,12 @@ func (c *Catalog) UpdateRoute(ctx context.Context, tenant, name string, change f
 		if err := change(r); err != nil {
 			return err
 		}
-		r.Tenant, r.Name, r.Updated, r.Recipients = tenant, name, c.cfg.Now().UTC(), nil
-		return r.Validate()
+		r.Tenant, r.Name, r.Updated = tenant, name, c.cfg.Now().UTC()
+		r.Recipients = normalizeRecipients(r.Recipients)
+		if err := r.Validate(); err != nil {
+			return err
+		}
+		return c.recipientsFree(c.current(), *r)
 	})
 	if err != nil {
 		return Route{}, err
@@ -287,4 +296,19 @@ func (c *Catalog) DeleteOpWebhook(ctx context.Context, tenant string) error {
 		return ErrNotFound
 	}
 	return c.remove(ctx, opWebhookKey(tenant))
+}
+
+// recipientsFree checks that no other route serves one of r's recipients
+// and that none is reserved. Two instances adding one address at the same
+// moment can both pass; the mail index then gives it to the older route.
+func (c *Catalog) recipientsFree(s *snapshot, r Route) error {
+	for _, a := range r.Recipients {
+		if slices.Contains(c.cfg.ReservedRecipients, a) {
+			return fmt.Errorf("%w: %s is reserved (the TLS-RPT report address)", ErrRecipientTaken, a)
+		}
+		if other, ok := s.mail[a]; ok && (other.Tenant != r.Tenant || other.Name != r.Name) {
+			return fmt.Errorf("%w: %s already goes to another route", ErrRecipientTaken, a)
+		}
+	}
+	return nil
 }

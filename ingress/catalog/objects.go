@@ -10,6 +10,7 @@ import (
 
 	"github.com/sealpost/sealpost/forwarder"
 	"github.com/sealpost/sealpost/ingress"
+	"github.com/sealpost/sealpost/ingress/smtpin"
 	"github.com/sealpost/sealpost/signer"
 )
 
@@ -38,7 +39,8 @@ type Route struct {
 	// Retention of the route's receipts, attempts and dead letters; empty:
 	// the tenant's.
 	Retention string `json:"retention,omitempty"`
-	// Recipients are the mail addresses routed here (declared routes only).
+	// Recipients are the mail addresses (RCPT TO) routed here, lower case;
+	// an address belongs to one route only. At most MaxRecipients.
 	Recipients []string  `json:"recipients,omitempty"`
 	Declared   bool      `json:"declared"`
 	Created    time.Time `json:"created_at,omitzero"`
@@ -154,7 +156,36 @@ func (r *Route) Validate() error {
 	if !ingress.ValidRoute(r.Name) {
 		return invalid("name: %s, got %q", ingress.RouteRule, signer.Truncate(r.Name, 80))
 	}
+	if len(r.Recipients) > MaxRecipients {
+		return invalid("recipients: at most %d", MaxRecipients)
+	}
+	for i, a := range r.Recipients {
+		if !smtpin.ValidAddress(a) || a != strings.ToLower(a) || strings.ContainsFunc(a, func(r rune) bool {
+			return r <= ' ' || r == 0x7f || r == '<' || r == '>' || r == ','
+		}) {
+			return invalid("recipients[%d]: not a mail address (local@domain, at most 254 bytes), got %q", i, signer.Truncate(a, 80))
+		}
+		if slices.Contains(r.Recipients[:i], a) {
+			return invalid("recipients[%d]: %s is listed twice", i, a)
+		}
+	}
 	return checkCommon(r.Description, r.Metadata, r.Retention)
+}
+
+// MaxRecipients bounds a route's recipients.
+const MaxRecipients = 100
+
+// normalizeRecipients trims and lower-cases addresses, as the SMTP ingress
+// compares them.
+func normalizeRecipients(as []string) []string {
+	if len(as) == 0 {
+		return nil
+	}
+	out := make([]string, len(as))
+	for i, a := range as {
+		out[i] = strings.ToLower(strings.TrimSpace(a))
+	}
+	return out
 }
 
 // Validate checks an endpoint; allow are the networks the SSRF guard lets

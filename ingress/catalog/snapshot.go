@@ -1,9 +1,11 @@
 package catalog
 
 import (
+	"cmp"
 	"encoding/hex"
 	"encoding/json"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -43,6 +45,7 @@ type snapshot struct {
 	operators map[string]*operatorRecord
 	keys      *httpin.Keys
 	used      map[string]time.Time // api key id -> last used, as stored
+	mail      map[string]*Route    // recipient address -> route
 	retention retention
 }
 
@@ -186,7 +189,37 @@ func buildSnapshot(cfg Config, stored map[string]json.RawMessage, log *slog.Logg
 		s.keys.Now = cfg.Now
 	}
 	s.retention = newRetention(cfg.DefaultRetention, s)
+	s.mail = mailIndex(s.routes, log)
 	return s
+}
+
+// mailIndex maps each recipient to its route: declared routes first, then
+// the others by age, so that an address two routes were given at the same
+// moment (by two instances) goes to the older one.
+func mailIndex(routes map[string]*Route, log *slog.Logger) map[string]*Route {
+	rs := slices.Collect(maps.Values(routes))
+	slices.SortFunc(rs, func(a, b *Route) int {
+		if a.Declared != b.Declared {
+			if a.Declared {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Or(a.Created.Compare(b.Created), strings.Compare(routeRef(a.Tenant, a.Name), routeRef(b.Tenant, b.Name)))
+	})
+	out := map[string]*Route{}
+	for _, r := range rs {
+		for _, a := range r.Recipients {
+			a = strings.ToLower(a)
+			if other, ok := out[a]; ok {
+				log.Warn("catalog: a recipient of two routes goes to the older one", "tenant", r.Tenant, "route", r.Name,
+					"served_by", routeRef(other.Tenant, other.Name))
+				continue
+			}
+			out[a] = r
+		}
+	}
+	return out
 }
 
 // httpinKey is the key as httpin authenticates it. A revoked key expires

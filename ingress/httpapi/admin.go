@@ -146,12 +146,18 @@ func (a *API) getRoute(w http.ResponseWriter, r *http.Request, c *caller) error 
 	return writeJSON(w, http.StatusOK, rt)
 }
 
+// routeInput is a route's fields in a create or update.
+type routeInput struct {
+	commonInput
+	Recipients *[]string `json:"recipients"`
+}
+
 func (a *API) createRoute(w http.ResponseWriter, r *http.Request, c *caller) error {
 	tenant, err := a.tenantOf(r, c)
 	if err != nil {
 		return err
 	}
-	var in commonInput
+	var in routeInput
 	if err := readJSON(w, r, &in, false); err != nil {
 		return err
 	}
@@ -159,6 +165,7 @@ func (a *API) createRoute(w http.ResponseWriter, r *http.Request, c *caller) err
 	set(&rt.Description, in.Description)
 	set(&rt.Metadata, in.Metadata)
 	set(&rt.Retention, in.Retention)
+	set(&rt.Recipients, in.Recipients)
 	rt, err = a.cfg.Catalog.CreateRoute(r.Context(), rt)
 	if err != nil {
 		return err
@@ -172,7 +179,7 @@ func (a *API) updateRoute(w http.ResponseWriter, r *http.Request, c *caller) err
 	if err != nil {
 		return err
 	}
-	var in commonInput
+	var in routeInput
 	if err := readJSON(w, r, &in, false); err != nil {
 		return err
 	}
@@ -183,6 +190,7 @@ func (a *API) updateRoute(w http.ResponseWriter, r *http.Request, c *caller) err
 		set(&rt.Description, in.Description)
 		set(&rt.Metadata, in.Metadata)
 		set(&rt.Retention, in.Retention)
+		set(&rt.Recipients, in.Recipients)
 		return nil
 	})
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sealpost/sealpost/audit"
@@ -29,6 +30,7 @@ const (
 	probExists            = "already-exists"
 	probReadOnly          = "read-only"
 	probConflict          = "conflict"
+	probRecipientTaken    = "recipient-taken"
 	probEndpointDisabled  = "endpoint-disabled"
 	probPending           = "pending"
 	probProofPending      = "proof-pending"
@@ -104,6 +106,9 @@ func writeError(w http.ResponseWriter, log *slog.Logger, err error) {
 		problem(w, http.StatusBadRequest, probInvalid, "Invalid request", detail(""))
 	case errors.Is(err, catalog.ErrExists):
 		problem(w, http.StatusConflict, probExists, "Already exists", detail("an object with this name or id exists"))
+	case errors.Is(err, catalog.ErrRecipientTaken):
+		_, d, _ := strings.Cut(err.Error(), catalog.ErrRecipientTaken.Error()+": ")
+		problem(w, http.StatusConflict, probRecipientTaken, "Recipient taken", d)
 	case errors.Is(err, catalog.ErrReadOnly):
 		problem(w, http.StatusConflict, probReadOnly, "Read-only", "declared in the configuration file: change it there")
 	case errors.Is(err, catalog.ErrBusy), errors.Is(err, keyring.ErrRotationPending):

@@ -62,6 +62,11 @@ type Route struct {
 	RequireDKIM bool
 }
 
+// RouteLookup finds the route of a recipient address.
+type RouteLookup interface {
+	MailRoute(addr string) (Route, bool)
+}
+
 // Resolver looks up DNS TXT records for SPF, DKIM and DMARC.
 // *dnscache.Cache and *net.Resolver satisfy it. If the resolver also has
 // LookupIPAddr, LookupMX and LookupAddr (as both do), the SPF "a", "mx",
@@ -115,8 +120,13 @@ type Config struct {
 	// that enforces TLS 1.2 as the minimum and AEAD cipher suites for 1.2.
 	TLSConfig *tls.Config
 
-	// Routes maps recipients to tenants. At least one is required.
+	// Routes maps recipients to tenants. At least one is required, unless
+	// MoreRoutes is set.
 	Routes []Route
+	// MoreRoutes, when set, is asked for a recipient none of Routes
+	// serves: routes that change while the server runs (the catalog's).
+	// Optional.
+	MoreRoutes RouteLookup
 	// Enqueuer durably queues submissions. Required.
 	Enqueuer ingress.Enqueuer
 	// Blobs stores attachments above InlineAttachmentMax. Required.
@@ -344,7 +354,7 @@ func (c Config) withDefaults() (Config, error) {
 		return c, errors.New("smtpin: Blobs is required")
 	case c.Resolver == nil && !c.AuthOff:
 		return c, errors.New("smtpin: Resolver is required (or AuthOff)")
-	case len(c.Routes) == 0:
+	case len(c.Routes) == 0 && c.MoreRoutes == nil:
 		return c, errors.New("smtpin: Routes needs at least one route")
 	case c.ReportAddress != "" && c.Reports == nil:
 		return c, errors.New("smtpin: Reports is required with ReportAddress")

@@ -14,6 +14,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sealpost/sealpost/ingress"
 )
 
 // Server is the SMTP ingress. Create it with New, run it with Serve or
@@ -511,4 +513,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// route finds the route of a recipient: the configured ones first, then
+// MoreRoutes.
+func (s *Server) route(addr string) (*Route, bool) {
+	if r, ok := s.routes[normalizeAddr(addr)]; ok {
+		return r, true
+	}
+	if s.cfg.MoreRoutes == nil {
+		return nil, false
+	}
+	r, ok := s.cfg.MoreRoutes.MailRoute(addr)
+	if !ok || !ingress.ValidName(r.Tenant) || !ingress.ValidRoute(r.Name) {
+		return nil, false
+	}
+	return &r, true
 }

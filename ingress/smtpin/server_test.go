@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/sealpost/sealpost/ingress"
@@ -371,5 +372,65 @@ func TestNonStandardMailAccepted(t *testing.T) {
 				t.Errorf("%s: attachment %s stored with size 0", f, a.Filename)
 			}
 		}
+	}
+}
+
+// lookupRoutes is a RouteLookup over a map, counting its calls.
+type lookupRoutes struct {
+	routes map[string]Route
+	calls  atomic.Int64
+}
+
+func (l *lookupRoutes) MailRoute(addr string) (Route, bool) {
+	l.calls.Add(1)
+	r, ok := l.routes[strings.ToLower(addr)]
+	return r, ok
+}
+
+// TestMoreRoutes: recipients the configured routes do not serve are
+// looked up in MoreRoutes; the configured ones win; two recipients of a
+// looked-up route make one submission; without configured routes the
+// server still starts.
+func TestMoreRoutes(t *testing.T) {
+	dyn := Route{Tenant: "beta", Name: "orders", Recipients: []string{"po@beta.test", "orders@beta.test"}}
+	more := &lookupRoutes{routes: map[string]Route{
+		"po@beta.test": dyn, "orders@beta.test": dyn,
+		"invoices@in.example.net": {Tenant: "beta", Name: "stolen"},
+		"bad@beta.test":           {Tenant: "Not A Name", Name: "x"},
+	}}
+	ts := startServer(t, func(c *Config) { c.MoreRoutes = more })
+	c := ts.dial(t, true)
+	if _, err := send(c, "billing@vendor.example", []string{"PO@beta.test", "orders@beta.test", "invoices@in.example.net"}, []byte(simpleMessage)); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, s := range ts.enq.all() {
+		var src struct {
+			RcptTo []string `json:"rcpt_to"`
+		}
+		if err := json.Unmarshal(s.Source, &src); err != nil {
+			t.Fatal(err)
+		}
+		got[s.Tenant+"/"+s.Route] = strings.Join(src.RcptTo, ",")
+	}
+	want := map[string]string{"beta/orders": "PO@beta.test,orders@beta.test", "acme/invoices": "invoices@in.example.net"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("submissions %v, want %v", got, want)
+	}
+	if err := c.Mail("billing@vendor.example", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []string{"nobody@beta.test", "bad@beta.test"} {
+		if err := c.Rcpt(r, nil); smtpCode(err) != 550 {
+			t.Errorf("RCPT %s: %v, want 550", r, err)
+		}
+	}
+	if more.calls.Load() == 0 {
+		t.Error("MoreRoutes was never asked")
+	}
+
+	only := startServer(t, func(c *Config) { c.Routes, c.MoreRoutes = nil, more })
+	if _, err := send(only.dial(t, true), "billing@vendor.example", []string{"po@beta.test"}, []byte(simpleMessage)); err != nil {
+		t.Errorf("with MoreRoutes alone: %v", err)
 	}
 }

@@ -90,7 +90,7 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		ss.s.setDataLimit(ss.tc, true)
 		return nil
 	}
-	r, ok := ss.s.routes[normalizeAddr(to)]
+	r, ok := ss.s.route(to)
 	if !ok {
 		ss.s.log.Info("recipient refused: unknown", "rcpt_domain", addrDomain(to), "remote_ip", ss.remoteIP().String())
 		return ss.reply(errUnknownRecipient)
@@ -99,6 +99,12 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		ss.s.log.Info("recipient refused: sender not allowed", "tenant", r.Tenant, "route", r.Name,
 			"sender_domain", addrDomain(ss.from), "remote_ip", ss.remoteIP().String())
 		return ss.reply(errSenderNotAllowed)
+	}
+	for _, prev := range ss.rcpts { // one submission per route: the same *Route
+		if prev.route != nil && prev.route.Tenant == r.Tenant && prev.route.Name == r.Name {
+			r = prev.route
+			break
+		}
 	}
 	ss.rcpts = append(ss.rcpts, recipient{addr: to, route: r})
 	ss.tc.progress()

@@ -406,6 +406,30 @@ func TestMailToAnAPIRoute(t *testing.T) {
 	}
 }
 
+// TestServeWithoutRecipients: with no recipient in the file, serve still
+// starts the SMTP ingress (as check-config says), which refuses every
+// recipient until a route made through the API has one.
+func TestServeWithoutRecipients(t *testing.T) {
+	rcv := newReceiver(t)
+	g := startGateway(t, gatewayOpts{endpoint: rcv.url(), noRecipients: true})
+	c, err := smtp.DialStartTLS(g.smtp, g.smtpTLS(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Mail("buyer@vendor.test", nil); err != nil {
+		t.Fatal(err)
+	}
+	var se *smtp.SMTPError
+	if err := c.Rcpt("invoices@acme.test", nil); !errors.As(err, &se) || se.Code != 550 {
+		t.Errorf("RCPT with no recipients configured: %v, want 550", err)
+	}
+	g.must(201, "admin", "POST", "/admin/tenants/acme/routes", g.admin, map[string]any{"name": "po", "recipients": []string{"po@acme.test"}})
+	if err := c.Rcpt("po@acme.test", nil); err != nil {
+		t.Errorf("RCPT to a route made through the API: %v", err)
+	}
+}
+
 // TestOperationalEventsSurviveRestart: an operational event whose webhook
 // is failing when the gateway stops is kept, sealed, and sent after the
 // restart, with the webhook-id it had.

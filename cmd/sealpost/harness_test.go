@@ -81,6 +81,8 @@ type gatewayOpts struct {
 	smtp string
 	// adminExtra is more YAML inside the admin section, indented.
 	adminExtra string
+	// noRecipients leaves the declared route without mail recipients.
+	noRecipients bool
 }
 
 var listenLine = regexp.MustCompile(`(?m)^\s+(https|smtp|admin)\s+listening on (\S+)`)
@@ -157,8 +159,10 @@ tenants:
       - name: invoices
         endpoint: %s
         allow_http: true
-        recipients: ["invoices@acme.test"]
 `, o.dataDir, o.logLevel, nats, adminHash, o.adminExtra, o.extra, o.smtp, keyHash, o.endpoint)
+	if !o.noRecipients {
+		cfg += "        recipients: [\"invoices@acme.test\"]\n"
+	}
 	g.cfgFile = filepath.Join(t.TempDir(), "sealpost.yaml")
 	if err := os.WriteFile(g.cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -82,8 +83,9 @@ func opEventContext(tenant, id string) kms.Context {
 // operational event: four tries over about a minute and a quarter.
 var opRetries = []time.Duration{2 * time.Second, 10 * time.Second, 60 * time.Second}
 
-// opAddTimeout bounds storing a batch of operational events.
-const opAddTimeout = 5 * time.Second
+// opStoreTimeout bounds sealing one operational event, and storing a
+// batch of them.
+const opStoreTimeout = 5 * time.Second
 
 // notify stores the events whose tenant has an operational webhook that
 // wants them in OpEvents, sealed, to be sent by RunOpEvents on any
@@ -93,8 +95,7 @@ func (w *Worker) notify(ctx context.Context, evs ...opEvent) {
 	if w.cfg.OpWebhooks == nil || len(evs) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opAddTimeout)
-	defer cancel()
+	ctx = context.WithoutCancel(ctx)
 	jobs := make([]queue.NewJob, 0, len(evs))
 	for _, ev := range evs {
 		hook, ok := w.cfg.OpWebhooks.OpWebhook(ev.tenant)
@@ -107,7 +108,9 @@ func (w *Worker) notify(ctx context.Context, evs ...opEvent) {
 			body, err = signer.Canonicalize(body)
 		}
 		if err == nil {
-			body, err = w.cfg.Sealer.Seal(ctx, opEventContext(ev.tenant, id), body)
+			sctx, cancel := context.WithTimeout(ctx, opStoreTimeout)
+			body, err = w.cfg.Sealer.Seal(sctx, opEventContext(ev.tenant, id), body)
+			cancel()
 		}
 		if err != nil {
 			w.metrics.opEvents.WithLabelValues("dropped").Inc()
@@ -119,24 +122,33 @@ func (w *Worker) notify(ctx context.Context, evs ...opEvent) {
 	if len(jobs) == 0 {
 		return
 	}
-	if err := w.cfg.OpEvents.Add(ctx, jobs...); err != nil {
-		w.metrics.opEvents.WithLabelValues("dropped").Add(float64(len(jobs)))
-		w.log.Error("forwarder: operational events not stored", "events", len(jobs), "err", err)
-		return
+	actx, cancel := context.WithTimeout(ctx, opStoreTimeout)
+	stored, err := w.cfg.OpEvents.Add(actx, jobs...)
+	cancel()
+	w.metrics.opEvents.WithLabelValues("queued").Add(float64(stored))
+	if err != nil {
+		w.metrics.opEvents.WithLabelValues("dropped").Add(float64(len(jobs) - stored))
+		w.log.Error("forwarder: operational events not stored", "events", len(jobs)-stored, "err", err)
 	}
-	w.metrics.opEvents.WithLabelValues("queued").Add(float64(len(jobs)))
 }
 
-// KeyRotated sends signing_key.rotated to every tenant that wants it.
+// KeyRotated sends signing_key.rotated to every tenant that wants it. It
+// returns at once: the events are stored in the background, a batch at a
+// time.
 func (w *Worker) KeyRotated(kid string) {
 	if w.cfg.OpWebhooks == nil {
 		return
 	}
-	var evs []opEvent
-	for _, t := range w.cfg.OpWebhooks.OpWebhookTenants() {
-		evs = append(evs, opEvent{tenant: t, typ: EventKeyRotated, data: map[string]any{"kid": kid}})
-	}
-	w.notify(context.Background(), evs...)
+	tenants := w.cfg.OpWebhooks.OpWebhookTenants()
+	go func() {
+		for chunk := range slices.Chunk(tenants, 64) {
+			evs := make([]opEvent, 0, len(chunk))
+			for _, t := range chunk {
+				evs = append(evs, opEvent{tenant: t, typ: EventKeyRotated, data: map[string]any{"kid": kid}})
+			}
+			w.notify(context.Background(), evs...)
+		}
+	}()
 }
 
 func newEventID() string {
@@ -175,8 +187,14 @@ func (w *Worker) sendOpEvent(ctx context.Context, j queue.Job) queue.JobOutcome 
 		w.metrics.opEvents.WithLabelValues("failed").Inc()
 		return queue.JobDone() // the webhook was removed meanwhile
 	}
+	// A try cut short because the instance stops is made again at once
+	// by another instance or after the restart, never given up: only a
+	// try that ran its course counts against the four.
 	retry := func() queue.JobOutcome {
-		if j.Tries > len(opRetries) {
+		switch {
+		case errors.Is(ctx.Err(), context.Canceled):
+			return queue.JobRetry(0)
+		case j.Tries > len(opRetries):
 			w.metrics.opEvents.WithLabelValues("failed").Inc()
 			w.log.Warn("forwarder: operational event given up", "tenant", tenant, "event", id, "tries", j.Tries)
 			return queue.JobDone()
@@ -187,6 +205,12 @@ func (w *Worker) sendOpEvent(ctx context.Context, j queue.Job) queue.JobOutcome 
 	if err != nil {
 		w.log.Warn("forwarder: operational event cannot be opened", "tenant", tenant, "event", id, "err", err)
 		return retry()
+	}
+	var head struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(body, &head); err != nil || (len(hook.Events) > 0 && !slices.Contains(hook.Events, head.Type)) {
+		return queue.JobDone() // no longer wanted (or not an event: cannot happen)
 	}
 	now := w.cfg.Now()
 	cur, prev, err := w.cfg.Keys.SigningKeys(ctx, now)

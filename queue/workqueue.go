@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,9 +28,15 @@ type WorkQueueConfig struct {
 	// Workers is how many jobs run at once per instance. Default 4.
 	Workers int
 	// AckWait is how long a job may run before JetStream hands it to
-	// another instance; a job must finish well within it. Default 60s.
+	// another instance; a handler's context ends at half of it. Default
+	// 60s.
 	AckWait time.Duration
-	Logger  *slog.Logger
+	// MaxPending bounds the jobs handed out and not finished, those
+	// waiting out a retry delay included: at the bound nothing else is
+	// handed out, so it must exceed the jobs that can be in retry at once.
+	// Default 10,000.
+	MaxPending int
+	Logger     *slog.Logger
 }
 
 // WorkQueue holds jobs until a handler finishes them.
@@ -81,6 +88,9 @@ func (c *Conn) WorkQueue(ctx context.Context, cfg WorkQueueConfig) (*WorkQueue, 
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = time.Minute
 	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 10_000
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -108,7 +118,7 @@ func (q *WorkQueue) consumer(ctx context.Context) (jetstream.Consumer, error) {
 			AckPolicy:     jetstream.AckExplicitPolicy,
 			AckWait:       q.cfg.AckWait,
 			MaxDeliver:    -1,
-			MaxAckPending: 10 * q.cfg.Workers,
+			MaxAckPending: q.cfg.MaxPending,
 		})
 		return err
 	})
@@ -124,8 +134,9 @@ type NewJob struct {
 }
 
 // Add stores jobs and returns once every one is durable; the writes go out
-// together. On an error some of them may be stored.
-func (q *WorkQueue) Add(ctx context.Context, jobs ...NewJob) error {
+// together. It answers how many were stored: all of them, or on an error
+// those that were.
+func (q *WorkQueue) Add(ctx context.Context, jobs ...NewJob) (int, error) {
 	opts := func(j NewJob) []jetstream.PublishOpt {
 		o := []jetstream.PublishOpt{jetstream.WithExpectStream(q.cfg.Name)}
 		if j.MsgID != "" {
@@ -135,28 +146,37 @@ func (q *WorkQueue) Add(ctx context.Context, jobs ...NewJob) error {
 	}
 	if len(jobs) == 1 {
 		if _, err := q.c.js.Publish(ctx, jobs[0].Subject, jobs[0].Data, opts(jobs[0])...); err != nil {
-			return fmt.Errorf("queue: add to %s: %w", q.cfg.Name, err)
+			return 0, fmt.Errorf("queue: add to %s: %w", q.cfg.Name, err)
 		}
-		return nil
+		return 1, nil
 	}
-	futures := make([]jetstream.PubAckFuture, 0, len(jobs))
+	var (
+		futures = make([]jetstream.PubAckFuture, 0, len(jobs))
+		first   error
+	)
 	for _, j := range jobs {
 		f, err := q.c.js.PublishAsync(j.Subject, j.Data, opts(j)...)
 		if err != nil {
-			return fmt.Errorf("queue: add to %s: %w", q.cfg.Name, err)
+			first = err
+			break
 		}
 		futures = append(futures, f)
 	}
+	stored := 0
 	for _, f := range futures {
 		select {
 		case <-f.Ok():
+			stored++
 		case err := <-f.Err():
-			return fmt.Errorf("queue: add to %s: %w", q.cfg.Name, err)
+			first = cmp.Or(first, err)
 		case <-ctx.Done():
-			return fmt.Errorf("queue: add to %s: %w", q.cfg.Name, ctx.Err())
+			first = cmp.Or(first, ctx.Err())
 		}
 	}
-	return nil
+	if first != nil {
+		return stored, fmt.Errorf("queue: add to %s: %w", q.cfg.Name, first)
+	}
+	return stored, nil
 }
 
 // Purge removes the jobs on subject (a tenant's, when it is deleted).
@@ -176,10 +196,12 @@ func (q *WorkQueue) Pending(ctx context.Context) (uint64, error) {
 	return info.State.Msgs, nil
 }
 
-// Run hands jobs to h, Workers at a time, until ctx ends or Stop. A job
-// whose handler asks for a retry after ctx ended is handed out again at
-// once (to another instance, or after a restart). A failed pull is set up
-// again with backoff.
+// Run hands jobs to h, Workers at a time, until ctx ends or Stop. A
+// handler's context ends at half the ack wait, or when Run's does; a job
+// whose handler asks for a retry once Run's context ended is handed out
+// again at once, after this instance stopped fetching (to another
+// instance, or after a restart). A failed pull is set up again with
+// backoff.
 func (q *WorkQueue) Run(ctx context.Context, h func(ctx context.Context, j Job) JobOutcome) {
 	ctx, cancel := context.WithCancel(ctx)
 	q.mu.Lock()
@@ -189,11 +211,15 @@ func (q *WorkQueue) Run(ctx context.Context, h func(ctx context.Context, j Job) 
 	go func() {
 		defer q.wg.Done()
 		slots := make(chan struct{}, q.cfg.Workers)
-		backoff := 100 * time.Millisecond
+		const minBackoff = 100 * time.Millisecond
+		backoff := minBackoff
 		for ctx.Err() == nil {
-			err := q.pull(ctx, slots, h)
+			fetched, err := q.pull(ctx, slots, h)
 			if ctx.Err() != nil {
 				break
+			}
+			if fetched {
+				backoff = minBackoff
 			}
 			q.log.Warn("queue: work queue pull ended; pulling again", "queue", q.cfg.Name, "err", err)
 			select {
@@ -215,21 +241,26 @@ func (q *WorkQueue) Run(ctx context.Context, h func(ctx context.Context, j Job) 
 	}()
 }
 
-// pull fetches jobs for the free workers until ctx ends or a fetch fails.
-// It fetches no more than there are free workers, so no job waits in a
-// buffer, delivered to an instance that is not working on it.
-func (q *WorkQueue) pull(ctx context.Context, slots chan struct{}, h func(ctx context.Context, j Job) JobOutcome) error {
+// pollEvery is how often an idle work queue asks for jobs.
+const pollEvery = 250 * time.Millisecond
+
+// pull fetches jobs for the free workers until ctx ends or a fetch fails,
+// and reports whether a fetch succeeded. It fetches no more than there are
+// free workers and leaves no fetch waiting on the server, so no job is
+// delivered to an instance that is not working on it, also when it stops.
+func (q *WorkQueue) pull(ctx context.Context, slots chan struct{}, h func(ctx context.Context, j Job) JobOutcome) (bool, error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	cons, err := q.consumer(cctx)
 	cancel()
 	if err != nil {
-		return err
+		return false, err
 	}
+	fetched := false
 	for ctx.Err() == nil {
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
-			return ctx.Err()
+			return fetched, ctx.Err()
 		}
 		free := 1
 		for free < cap(slots) {
@@ -241,21 +272,22 @@ func (q *WorkQueue) pull(ctx context.Context, slots chan struct{}, h func(ctx co
 			}
 			break
 		}
-		batch, err := cons.Fetch(free, jetstream.FetchMaxWait(time.Second))
+		batch, err := cons.FetchNoWait(free)
 		if err != nil {
 			for range free {
 				<-slots
 			}
-			return err
+			return fetched, err
 		}
+		got := 0
 		for m := range batch.Messages() {
+			got++
+			free--
 			if ctx.Err() != nil {
-				_ = m.Nak() // stopping: the next instance to pull takes it
-				free--
+				q.hold(m)
 				<-slots
 				continue
 			}
-			free--
 			go func() {
 				defer func() { <-slots }()
 				q.handle(ctx, m, h)
@@ -265,10 +297,24 @@ func (q *WorkQueue) pull(ctx context.Context, slots chan struct{}, h func(ctx co
 			<-slots
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
-			return err
+			return fetched, err
+		}
+		fetched = true
+		if got == 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(pollEvery):
+			}
 		}
 	}
-	return ctx.Err()
+	return fetched, ctx.Err()
+}
+
+// hold keeps m to be handed back when Run ends.
+func (q *WorkQueue) hold(m jetstream.Msg) {
+	q.mu.Lock()
+	q.held = append(q.held, m)
+	q.mu.Unlock()
 }
 
 func (q *WorkQueue) handle(ctx context.Context, m jetstream.Msg, h func(ctx context.Context, j Job) JobOutcome) {
@@ -278,11 +324,11 @@ func (q *WorkQueue) handle(ctx context.Context, m jetstream.Msg, h func(ctx cont
 		_ = m.NakWithDelay(time.Minute)
 		return
 	}
-	out := h(ctx, Job{Subject: m.Subject(), Data: m.Data(), Tries: int(meta.NumDelivered), Queued: meta.Timestamp})
+	jctx, cancel := context.WithTimeout(ctx, q.cfg.AckWait/2)
+	out := h(jctx, Job{Subject: m.Subject(), Data: m.Data(), Tries: int(meta.NumDelivered), Queued: meta.Timestamp})
+	cancel()
 	if ctx.Err() != nil && out.retry { // stopping: another instance (or the next start) takes it
-		q.mu.Lock()
-		q.held = append(q.held, m)
-		q.mu.Unlock()
+		q.hold(m)
 		return
 	}
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

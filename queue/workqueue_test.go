@@ -38,13 +38,13 @@ func TestWorkQueue(t *testing.T) {
 		{Subject: "jobs.a.2", MsgID: "2", Data: []byte("two")},
 		{Subject: "jobs.b.3", MsgID: "3", Data: []byte("three")},
 	}
-	if err := q.Add(ctx, jobs...); err != nil {
+	if n, err := q.Add(ctx, jobs...); err != nil || n != len(jobs) {
+		t.Fatalf("Add = %d, %v", n, err)
+	}
+	if _, err := q.Add(ctx, jobs[0]); err != nil { // the same MsgID: stored once
 		t.Fatal(err)
 	}
-	if err := q.Add(ctx, jobs[0]); err != nil { // the same MsgID: stored once
-		t.Fatal(err)
-	}
-	if err := q.Add(ctx, queue.NewJob{Subject: "jobs.c.4", Data: []byte("four")}); err != nil {
+	if _, err := q.Add(ctx, queue.NewJob{Subject: "jobs.c.4", Data: []byte("four")}); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := q.Pending(ctx); err != nil || n != 4 {
@@ -125,5 +125,69 @@ func waitFor(t *testing.T, d time.Duration, ok func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatal("condition not met in time")
 		}
+	}
+}
+
+// TestWorkQueueStopAndBackoff: a job added while no instance runs, or
+// after one stopped, is handed out first with Tries 1 (no fetch of a
+// stopped instance takes it); jobs waiting out a retry delay do not hold
+// up the others.
+func TestWorkQueueStopAndBackoff(t *testing.T) {
+	ctx := context.Background()
+	c := openConn(t, t.TempDir())
+	q, err := c.WorkQueue(ctx, queue.WorkQueueConfig{Name: "JOBS", Subjects: []string{"jobs.>"},
+		MaxAge: time.Hour, MaxBytes: 1 << 20, Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan queue.Job, 100)
+	run := func() {
+		q.Run(ctx, func(ctx context.Context, j queue.Job) queue.JobOutcome {
+			got <- j
+			if strings.HasPrefix(j.Subject, "jobs.slow.") {
+				return queue.JobRetry(time.Hour)
+			}
+			return queue.JobDone()
+		})
+	}
+	run()
+	q.Stop()
+	if _, err := q.Add(ctx, queue.NewJob{Subject: "jobs.after.stop", Data: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // a fetch left waiting would take it now
+	var slow []queue.NewJob
+	for i := range 20 {
+		slow = append(slow, queue.NewJob{Subject: fmt.Sprintf("jobs.slow.%d", i), Data: []byte("s")})
+	}
+	if _, err := q.Add(ctx, slow...); err != nil {
+		t.Fatal(err)
+	}
+	run()
+	defer q.Stop()
+	deadline := time.After(10 * time.Second)
+	seen := map[string]int{}
+	for len(seen) < 21 {
+		select {
+		case j := <-got:
+			seen[j.Subject] = j.Tries
+		case <-deadline:
+			t.Fatalf("handed out %d of 21 jobs: %v", len(seen), seen)
+		}
+	}
+	if seen["jobs.after.stop"] != 1 {
+		t.Errorf("the job added after a stop had Tries %d, want 1", seen["jobs.after.stop"])
+	}
+	// Twenty jobs wait an hour for their retry; a new one still runs.
+	if _, err := q.Add(ctx, queue.NewJob{Subject: "jobs.fresh", Data: []byte("f")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case j := <-got:
+		if j.Subject != "jobs.fresh" {
+			t.Errorf("handed out %s, want jobs.fresh", j.Subject)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("a new job waits behind jobs in retry")
 	}
 }

@@ -464,6 +464,12 @@ func TestOperationalEventsSurviveRestart(t *testing.T) {
 	if !bytes.Contains(got.body, []byte(`"type":"endpoint.disabled"`)) || !strings.HasPrefix(got.id, "evt_") {
 		t.Fatalf("after the restart: %s %s", got.id, got.body)
 	}
+	ops.mu.Lock()
+	failed := slices.Clone(ops.failedIDs)
+	ops.mu.Unlock()
+	if len(failed) == 0 || failed[0] != got.id {
+		t.Errorf("delivered after the restart as %s; the failed tries before it were %v", got.id, failed)
+	}
 	if ops.calls.Load() <= tried {
 		t.Fatal("no try after the restart")
 	}

@@ -332,6 +332,7 @@ type receiver struct {
 	ids        map[string]bool
 	failFirst  atomic.Int64
 	failStatus int
+	failedIDs  []string // webhook-ids of the requests failed on purpose
 	calls      atomic.Int64
 	notify     chan struct{}
 }
@@ -342,6 +343,9 @@ func newReceiver(t testing.TB) *receiver {
 		n := r.calls.Add(1)
 		body, _ := io.ReadAll(req.Body)
 		if n <= r.failFirst.Load() {
+			r.mu.Lock()
+			r.failedIDs = append(r.failedIDs, req.Header.Get("webhook-id"))
+			r.mu.Unlock()
 			w.WriteHeader(r.failStatus)
 			return
 		}

@@ -110,9 +110,10 @@ type Handler struct {
 	limiters map[string]*rate.Limiter
 	// instances is how many instances share the rate limits.
 	instances int
-	// failLog throttles the log lines of failed requests to one per
-	// second: during an outage every request fails the same way.
-	failLog ingress.Throttle
+	// tempLog and failLog throttle the log lines of refused requests (503)
+	// and failed ones (500) to one per second each: during an outage every
+	// request fails the same way.
+	tempLog, failLog ingress.Throttle
 }
 
 // MaxMaxBodyBytes bounds Config.MaxBodyBytes: a body is held in memory,

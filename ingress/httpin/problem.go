@@ -79,7 +79,7 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		retry = true
 		p = Problem{Status: http.StatusServiceUnavailable, Type: problemBase + "unavailable", Title: "Service unavailable",
 			Detail: "the payload was not accepted; retry later"}
-		if ok, skipped := h.failLog.Allow(h.cfg.Now()); ok {
+		if ok, skipped := h.tempLog.Allow(h.cfg.Now()); ok {
 			h.log.Warn("ingest temporarily failing", "err", err, "not_logged", skipped)
 		}
 	default:

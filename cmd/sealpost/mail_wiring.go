@@ -71,7 +71,7 @@ func (g *gateway) mountMail() error {
 			return err
 		}
 		store, err := mtasts.NewStore(mtasts.StoreConfig{
-			Log: stream, Sealer: g.sealer, Domains: g.mailDomains(), MaxReportBytes: s.TLSRPT.MaxReportBytes,
+			Log: stream, Sealer: g.sealer, Domains: g.mailDomains(), MoreDomains: g.cat.MailDomain, MaxReportBytes: s.TLSRPT.MaxReportBytes,
 			Logger: g.log, Registerer: g.reg,
 		})
 		if err != nil {

@@ -89,7 +89,10 @@ type Catalog struct {
 	// rebuilding serializes rebuilds, so a snapshot never replaces a newer
 	// one.
 	rebuilding sync.Mutex
-	mu         sync.Mutex // guards stored and rev
+	// routeWrites serializes route changes on this instance, so that two
+	// requests here cannot give one mail address to two routes.
+	routeWrites sync.Mutex
+	mu          sync.Mutex // guards stored and rev
 	// stored holds the decoded values of the bucket by key.
 	stored map[string]json.RawMessage
 	rev    map[string]uint64
@@ -204,7 +207,13 @@ func (c *Catalog) rebuild() {
 	cfg := c.cfg
 	c.mu.Unlock()
 	s := buildSnapshot(cfg, stored, c.log)
-	c.snap.Store(s)
+	prev := c.snap.Swap(s)
+	for k := range s.conflicts {
+		if prev == nil || !prev.conflicts[k] {
+			route, addr, _ := strings.Cut(k, " ")
+			c.log.Warn("catalog: a recipient of two routes goes to the older one", "route", route, "rcpt_domain", addr[strings.LastIndexByte(addr, '@')+1:])
+		}
+	}
 	if c.cfg.OnChange != nil {
 		c.cfg.OnChange()
 	}

@@ -64,6 +64,10 @@ func (c *Catalog) MailRoute(addr string) (smtpin.Route, bool) {
 
 var _ smtpin.RouteLookup = (*Catalog)(nil)
 
+// MailDomain reports whether some route has a recipient in domain (lower
+// case): the TLS-RPT store's test for reports about API routes' domains.
+func (c *Catalog) MailDomain(domain string) bool { return c.current().domains[domain] }
+
 // Endpoints lists a route's endpoints, by id.
 func (c *Catalog) Endpoints(tenant, route string) []Endpoint {
 	eps := c.current().endpoints[routeRef(tenant, route)]

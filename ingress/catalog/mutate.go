@@ -147,6 +147,8 @@ func (c *Catalog) DeleteTenant(ctx context.Context, name string) error {
 
 // CreateRoute adds a route to a tenant.
 func (c *Catalog) CreateRoute(ctx context.Context, r Route) (Route, error) {
+	c.routeWrites.Lock()
+	defer c.routeWrites.Unlock()
 	r.Recipients = normalizeRecipients(r.Recipients)
 	if err := r.Validate(); err != nil {
 		return Route{}, err
@@ -172,6 +174,8 @@ func (c *Catalog) CreateRoute(ctx context.Context, r Route) (Route, error) {
 
 // UpdateRoute changes a stored route.
 func (c *Catalog) UpdateRoute(ctx context.Context, tenant, name string, change func(*Route) error) (Route, error) {
+	c.routeWrites.Lock()
+	defer c.routeWrites.Unlock()
 	if r, ok := c.current().routes[routeRef(tenant, name)]; ok && r.Declared {
 		return Route{}, ErrReadOnly
 	}
@@ -299,8 +303,10 @@ func (c *Catalog) DeleteOpWebhook(ctx context.Context, tenant string) error {
 }
 
 // recipientsFree checks that no other route serves one of r's recipients
-// and that none is reserved. Two instances adding one address at the same
-// moment can both pass; the mail index then gives it to the older route.
+// and that none is reserved. Route changes on one instance are serialized
+// and each sees the one before; two instances adding one address at the
+// same moment can both pass, and the mail index then gives it to the older
+// route.
 func (c *Catalog) recipientsFree(s *snapshot, r Route) error {
 	for _, a := range r.Recipients {
 		if slices.Contains(c.cfg.ReservedRecipients, a) {

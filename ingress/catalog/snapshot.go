@@ -46,6 +46,10 @@ type snapshot struct {
 	keys      *httpin.Keys
 	used      map[string]time.Time // api key id -> last used, as stored
 	mail      map[string]*Route    // recipient address -> route
+	domains   map[string]bool      // the domains of the recipients
+	// conflicts are the routes whose recipient went to an older route:
+	// "tenant/route address".
+	conflicts map[string]bool
 	retention retention
 }
 
@@ -189,14 +193,21 @@ func buildSnapshot(cfg Config, stored map[string]json.RawMessage, log *slog.Logg
 		s.keys.Now = cfg.Now
 	}
 	s.retention = newRetention(cfg.DefaultRetention, s)
-	s.mail = mailIndex(s.routes, log)
+	s.mail, s.conflicts = mailIndex(s.routes)
+	s.domains = map[string]bool{}
+	for a := range s.mail {
+		if at := strings.LastIndexByte(a, '@'); at >= 0 {
+			s.domains[strings.TrimSuffix(a[at+1:], ".")] = true
+		}
+	}
 	return s
 }
 
 // mailIndex maps each recipient to its route: declared routes first, then
 // the others by age, so that an address two routes were given at the same
-// moment (by two instances) goes to the older one.
-func mailIndex(routes map[string]*Route, log *slog.Logger) map[string]*Route {
+// moment (by two instances) goes to the older one. It also answers the
+// routes that lost an address that way.
+func mailIndex(routes map[string]*Route) (map[string]*Route, map[string]bool) {
 	rs := slices.Collect(maps.Values(routes))
 	slices.SortFunc(rs, func(a, b *Route) int {
 		if a.Declared != b.Declared {
@@ -207,19 +218,18 @@ func mailIndex(routes map[string]*Route, log *slog.Logger) map[string]*Route {
 		}
 		return cmp.Or(a.Created.Compare(b.Created), strings.Compare(routeRef(a.Tenant, a.Name), routeRef(b.Tenant, b.Name)))
 	})
-	out := map[string]*Route{}
+	out, lost := map[string]*Route{}, map[string]bool{}
 	for _, r := range rs {
 		for _, a := range r.Recipients {
 			a = strings.ToLower(a)
-			if other, ok := out[a]; ok {
-				log.Warn("catalog: a recipient of two routes goes to the older one", "tenant", r.Tenant, "route", r.Name,
-					"served_by", routeRef(other.Tenant, other.Name))
+			if _, ok := out[a]; ok {
+				lost[routeRef(r.Tenant, r.Name)+" "+a] = true
 				continue
 			}
 			out[a] = r
 		}
 	}
-	return out
+	return out, lost
 }
 
 // httpinKey is the key as httpin authenticates it. A revoked key expires

@@ -56,8 +56,12 @@ type StoreConfig struct {
 	// Sealer seals them. Required.
 	Sealer Sealer
 	// Domains are the policy domains served here; a report about none of
-	// them is refused (ErrForeignReport). Empty accepts any.
+	// them (nor of MoreDomains) is refused (ErrForeignReport). Empty, with
+	// MoreDomains nil, accepts any.
 	Domains []string
+	// MoreDomains, when set, reports whether a domain (lower case, no
+	// final dot) is served too: domains that change while the store runs.
+	MoreDomains func(domain string) bool
 	// MaxReportBytes bounds a report's JSON, decompressed. Default 1 MiB.
 	MaxReportBytes int64
 	Logger         *slog.Logger
@@ -202,7 +206,8 @@ func (s *Store) put(ctx context.Context, body []byte, gzipped bool, via Received
 	if err != nil {
 		return "", err
 	}
-	if len(s.domains) > 0 && !slices.ContainsFunc(rep.Domains(), func(d string) bool { return s.domains[d] }) {
+	served := func(d string) bool { return s.domains[d] || (s.cfg.MoreDomains != nil && s.cfg.MoreDomains(d)) }
+	if (len(s.domains) > 0 || s.cfg.MoreDomains != nil) && !slices.ContainsFunc(rep.Domains(), served) {
 		return "", ErrForeignReport
 	}
 	id := ReportID(rep.OrganizationName, rep.ReportID)

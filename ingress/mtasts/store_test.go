@@ -247,3 +247,33 @@ func TestParseReportAcceptsVariants(t *testing.T) {
 		t.Errorf("array: %v", err)
 	}
 }
+
+// TestMoreDomains: a report about a domain MoreDomains serves is taken;
+// one about a domain neither list serves is refused, also when the static
+// list is empty.
+func TestMoreDomains(t *testing.T) {
+	about := func(d string) []byte {
+		r := strings.ReplaceAll(sampleReport, `"policy-domain": "in.example.net"`, `"policy-domain": "`+d+`"`)
+		return []byte(strings.ReplaceAll(r, `"report-id": "`, `"report-id": "`+d+`-`))
+	}
+	more := func(d string) bool { return d == "api.example.org" }
+	ts := newTestStore(t, func(c *StoreConfig) { c.Domains, c.MoreDomains = nil, more })
+	for _, tc := range []struct {
+		domain string
+		want   int
+	}{
+		{"api.example.org", http.StatusCreated},
+		{"in.example.net", http.StatusUnprocessableEntity},
+		{"elsewhere.example", http.StatusUnprocessableEntity},
+	} {
+		if code, doc := ts.post(t, MediaTypeJSON, about(tc.domain)); code != tc.want {
+			t.Errorf("report about %s: %d %v, want %d", tc.domain, code, doc, tc.want)
+		}
+	}
+	both := newTestStore(t, func(c *StoreConfig) { c.MoreDomains = more })
+	for _, d := range []string{"api.example.org", "in.example.net"} {
+		if code, doc := both.post(t, MediaTypeJSON, about(d)); code != http.StatusCreated {
+			t.Errorf("report about %s with both lists: %d %v", d, code, doc)
+		}
+	}
+}

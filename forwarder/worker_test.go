@@ -187,17 +187,11 @@ func TestSameReceiptOnRetry(t *testing.T) {
 	}
 }
 
-// TestNotAckedBeforeAudit: a delivery whose audit entry cannot be written is
-// not acked; it is retried.
 // TestDeliveredNotPostedAgain: the POST succeeded but its audit entry could
 // not be written, so the message was not acked. When it comes back it is
 // audited and acked without a second POST, and never dead-lettered.
 func TestDeliveredNotPostedAgain(t *testing.T) {
-	c := newClock()
-	e := newEnv(t, func(cfg *Config) { cfg.Now = c.now })
-	rc := newReceiver(t, nil)
-	e.route("invoices", rc, nil)
-	s := submission(t, "invoices")
+	c, e, rc, s := oneRoute(t)
 	e.audit.failAction = entry.ActionDelivered
 	for range len(e.w.cfg.Schedule) + 2 {
 		d := &fakeDelivery{}
@@ -227,11 +221,7 @@ func TestDeliveredNotPostedAgain(t *testing.T) {
 // of the first handout still count, so there is no second POST and no
 // second attempt numbered 1.
 func TestRequeuedCopyReadsRecords(t *testing.T) {
-	c := newClock()
-	e := newEnv(t, func(cfg *Config) { cfg.Now = c.now })
-	rc := newReceiver(t, nil)
-	e.route("invoices", rc, nil)
-	s := submission(t, "invoices")
+	c, e, rc, s := oneRoute(t)
 	e.audit.failAction = entry.ActionDelivered
 	d := &fakeDelivery{}
 	e.handle(context.Background(), s, d)
@@ -254,12 +244,10 @@ func TestRequeuedCopyReadsRecords(t *testing.T) {
 	}
 }
 
+// TestNotAckedBeforeAudit: a delivery whose audit entry cannot be written is
+// not acked; it is retried.
 func TestNotAckedBeforeAudit(t *testing.T) {
-	c := newClock()
-	e := newEnv(t, func(cfg *Config) { cfg.Now = c.now })
-	rc := newReceiver(t, nil)
-	e.route("invoices", rc, nil)
-	s := submission(t, "invoices")
+	c, e, _, s := oneRoute(t)
 	e.audit.fail = true
 	d := &fakeDelivery{}
 	e.handle(context.Background(), s, d)
@@ -334,4 +322,15 @@ func TestFirstStoredReceiptWins(t *testing.T) {
 	if stored, err := e.w.Receipt(ctx, "acme", other.ID); err != nil || len(stored) == 0 {
 		t.Fatalf("the other receipt of the group: %v", err)
 	}
+}
+
+// oneRoute is an env on a controllable clock with route "invoices" posting
+// to a receiver, and a submission to it.
+func oneRoute(t *testing.T) (*clock, *env, *receiver, *ingress.Submission) {
+	t.Helper()
+	c := newClock()
+	e := newEnv(t, func(cfg *Config) { cfg.Now = c.now })
+	rc := newReceiver(t, nil)
+	e.route("invoices", rc, nil)
+	return c, e, rc, submission(t, "invoices")
 }

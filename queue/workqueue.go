@@ -60,8 +60,6 @@ type Job struct {
 	Data    []byte
 	// Tries counts the times the job was handed out, this one included.
 	Tries int
-	// Queued is when the job was added.
-	Queued time.Time
 }
 
 // JobOutcome is what a handler decided for a Job.
@@ -325,7 +323,7 @@ func (q *WorkQueue) handle(ctx context.Context, m jetstream.Msg, h func(ctx cont
 		return
 	}
 	jctx, cancel := context.WithTimeout(ctx, q.cfg.AckWait/2)
-	out := h(jctx, Job{Subject: m.Subject(), Data: m.Data(), Tries: int(meta.NumDelivered), Queued: meta.Timestamp})
+	out := h(jctx, Job{Subject: m.Subject(), Data: m.Data(), Tries: int(meta.NumDelivered)})
 	cancel()
 	if ctx.Err() != nil && out.retry { // stopping: another instance (or the next start) takes it
 		q.hold(m)
